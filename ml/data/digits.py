@@ -25,7 +25,7 @@ def load_digits(root: Path | None = None) -> ArrayDataset:
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None, :, :]
     labels = bunch.target.astype(np.int64)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
-    n_test = int(round(len(labels) * TEST_FRACTION))
+    n_test = round(len(labels) * TEST_FRACTION)
     test, train = order[:n_test], order[n_test:]
     x = images[train].astype(np.float32) / 255.0
     return ArrayDataset(

@@ -1,0 +1,47 @@
+"""Artifact store for checkpoints and arrays: a local folder (a shared volume when there are many workers)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from core.settings import get_settings
+
+
+class ArtifactStore:
+    """Keys are relative POSIX paths such as "models/<id>/model.safetensors"; writes are atomic."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        rel = PurePosixPath(key)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"artifact key {key!r} must be a relative path inside the store")
+        return self.root.joinpath(*rel.parts)
+
+    def write_bytes(self, key: str, data: bytes) -> Path:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+
+def get_store() -> ArtifactStore:
+    settings = get_settings()
+    settings.artifacts.mkdir(parents=True, exist_ok=True)
+    return ArtifactStore(settings.artifacts)

@@ -1,0 +1,115 @@
+"""Job lifecycle: every state change is a conditional update plus an audit event."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.errors import NotFound
+from core.tables import FINISHED, AuditEvent, Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def audit(session: Session, obj_type: str, obj_id: str, event: str, tenant_id: str, **detail: Any) -> None:
+    session.add(
+        AuditEvent(object_type=obj_type, object_id=obj_id, event=event, tenant_id=tenant_id, detail=detail)
+    )
+
+
+def create_job(session: Session, kind: str, *, tenant_id: str, params: dict[str, Any], **fields: Any) -> Job:
+    """Add a queued job to the session (the caller commits, then publishes)."""
+    job = Job(kind=kind, tenant_id=tenant_id, params=params, status=JobStatus.queued, **fields)
+    session.add(job)
+    session.flush()
+    audit(session, "job", job.id, "queued", tenant_id, kind=kind)
+    return job
+
+
+def get_job(session: Session, job_id: str, tenant_id: str | None = None) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def _transition(session: Session, job_id: str, allowed: tuple[str, ...], **values: Any) -> bool:
+    """Move a job only if it is in one of the allowed states; returns whether it moved."""
+    stmt = update(Job).where(Job.id == job_id, Job.status.in_(allowed)).values(updated_at=utcnow(), **values)
+    return session.execute(stmt).rowcount == 1
+
+
+def claim(session: Session, job_id: str) -> Job | None:
+    """queued -> running for this worker; None when another worker has it or it is finished."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    now = utcnow()
+    moved = _transition(
+        session,
+        job_id,
+        (JobStatus.queued,),
+        status=JobStatus.running,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker,
+        attempts=Job.attempts + 1,
+    )
+    if not moved:
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    audit(session, "job", job_id, "running", job.tenant_id, worker=worker, attempt=job.attempts)
+    return job
+
+
+def report_progress(session: Session, job_id: str, fraction: float, info: dict[str, Any]) -> bool:
+    """Store progress and heartbeat; returns True when a cancel has been requested."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running)
+        .values(progress=max(0.0, min(1.0, fraction)), progress_info=info, heartbeat_at=now, updated_at=now)
+    )
+    return bool(session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar())
+
+
+def succeed(session: Session, job_id: str, *, result: dict[str, Any], metrics: dict[str, Any] | None) -> bool:
+    moved = _transition(
+        session,
+        job_id,
+        (JobStatus.running,),
+        status=JobStatus.succeeded,
+        progress=1.0,
+        result=result,
+        metrics=metrics,
+        finished_at=utcnow(),
+        error=None,
+    )
+    if moved:
+        tenant = session.execute(select(Job.tenant_id).where(Job.id == job_id)).scalar_one()
+        audit(session, "job", job_id, "succeeded", tenant, result=result)
+    return moved
+
+
+def finish_unsuccessfully(session: Session, job_id: str, status: JobStatus, error: str) -> bool:
+    """running or queued -> failed / cancelled, with the reason."""
+    moved = _transition(
+        session,
+        job_id,
+        (JobStatus.queued, JobStatus.running),
+        status=status,
+        error=error,
+        finished_at=utcnow(),
+    )
+    if moved:
+        tenant = session.execute(select(Job.tenant_id).where(Job.id == job_id)).scalar_one()
+        audit(session, "job", job_id, str(status), tenant, error=error)
+    return moved
+
+
+def is_finished(job: Job) -> bool:
+    return job.status in FINISHED

@@ -1,0 +1,236 @@
+"""Service operations shared by the API, the CLI and the workers: validate, then record, never half-done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from core import idsets
+from core.errors import Conflict, InvalidInput, NotFound
+from core.jobs import audit, create_job
+from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus
+from ml.methods.params import UnknownMethod, method_spec
+from ml.specs import ArchSpec, Recipe, default_recipe
+
+MAX_NAME = 100
+
+
+def _validate(model_cls: type[BaseModel], data: Any, field: str) -> BaseModel:
+    """Validate with pydantic and re-raise as InvalidInput naming every bad field."""
+    try:
+        return model_cls.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", field, *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        first = errors[0]
+        where = ".".join(first["loc"][1:])
+        raise InvalidInput(where, f"{where}: {first['msg']}", extra=errors[1:]) from None
+
+
+def validate_method(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Check the method name and its params; returns the params with defaults filled in."""
+    try:
+        spec = method_spec(method)
+    except UnknownMethod as exc:
+        raise InvalidInput("method", str(exc)) from None
+    return _validate(spec.params, params, "params").model_dump(mode="json")
+
+
+def validate_forget_ids(ids: list[int], n_train: int) -> np.ndarray:
+    """Reject empty, duplicated, negative or out-of-range ids with a message naming them."""
+    if not ids:
+        raise InvalidInput("forget_ids", "forget_ids is empty: give at least one training-sample id")
+    arr = np.asarray(ids, dtype=np.int64)
+    bad = arr[(arr < 0) | (arr >= n_train)]
+    if bad.size:
+        shown = ", ".join(map(str, bad[:5].tolist())) + (" ..." if bad.size > 5 else "")
+        raise InvalidInput(
+            "forget_ids",
+            f"forget_ids out of range [0, {n_train}) for this data set: {shown} ({bad.size} in all)",
+        )
+    uniq, counts = np.unique(arr, return_counts=True)
+    dup = uniq[counts > 1]
+    if dup.size:
+        shown = ", ".join(map(str, dup[:5].tolist())) + (" ..." if dup.size > 5 else "")
+        raise InvalidInput("forget_ids", f"forget_ids has duplicates: {shown} ({dup.size} in all)")
+    return uniq
+
+
+def get_dataset(session: Session, ref: str, tenant_id: str) -> Dataset:
+    ds = session.execute(
+        select(Dataset).where(Dataset.tenant_id == tenant_id, or_(Dataset.id == ref, Dataset.name == ref))
+    ).scalar_one_or_none()
+    if ds is None:
+        raise NotFound(f"data set {ref!r} not found")
+    return ds
+
+
+def list_datasets(session: Session, tenant_id: str) -> list[Dataset]:
+    return list(
+        session.execute(
+            select(Dataset).where(Dataset.tenant_id == tenant_id).order_by(Dataset.name)
+        ).scalars()
+    )
+
+
+def register_dataset(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str,
+    kind: str,
+    root: str | None,
+    options: dict[str, Any],
+    summary: dict[str, Any],
+) -> Dataset:
+    """Record a data set whose files were loaded and measured (summary from ArrayDataset.summary())."""
+    existing = session.execute(
+        select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)
+    ).scalar_one_or_none()
+    if existing is not None:
+        raise Conflict(f"data set {name!r} already exists")
+    ds = Dataset(
+        tenant_id=tenant_id,
+        name=name,
+        kind=kind,
+        root=root,
+        options=options,
+        n_train=summary["n_train"],
+        n_test=summary["n_test"],
+        num_classes=summary["num_classes"],
+        in_channels=summary["in_channels"],
+        task=summary.get("task", "classification"),
+        info=summary,
+    )
+    session.add(ds)
+    session.flush()
+    audit(session, "dataset", ds.id, "registered", tenant_id, name=name, kind=kind)
+    return ds
+
+
+def resolve_model(session: Session, ref: str, tenant_id: str) -> Model:
+    """A model by id or by name, within the tenant."""
+    model = session.execute(
+        select(Model).where(Model.tenant_id == tenant_id, or_(Model.id == ref, Model.name == ref))
+    ).scalar_one_or_none()
+    if model is None:
+        raise NotFound(f"model {ref!r} not found")
+    return model
+
+
+def _check_name_free(session: Session, name: str | None, tenant_id: str) -> None:
+    if name is None:
+        return
+    taken = session.execute(select(Model.id).where(Model.tenant_id == tenant_id, Model.name == name)).first()
+    if taken:
+        raise Conflict(f"a model named {name!r} already exists")
+
+
+def create_training(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str | None,
+    dataset_ref: str,
+    arch: dict[str, Any] | None,
+    recipe: dict[str, Any] | None,
+    seed: int = 0,
+) -> tuple[Job, Model]:
+    """A new model (status training) and the job that trains it from scratch."""
+    ds = get_dataset(session, dataset_ref, tenant_id)
+    arch_spec = _validate(ArchSpec, arch, "arch")
+    base = default_recipe(ds.kind).model_dump()
+    recipe_spec = _validate(Recipe, {**base, **(recipe or {})}, "recipe")
+    _check_name_free(session, name, tenant_id)
+    model = Model(
+        tenant_id=tenant_id,
+        name=name,
+        dataset_id=ds.id,
+        arch=arch_spec.model_dump(mode="json"),
+        recipe=recipe_spec.model_dump(mode="json"),
+        seed=seed,
+        status=ModelStatus.training,
+        made_by="train",
+    )
+    session.add(model)
+    session.flush()
+    job = create_job(session, "train", tenant_id=tenant_id, params={"seed": seed}, model_id=model.id)
+    model.job_id = job.id
+    audit(session, "model", model.id, "created", tenant_id, name=name, dataset=ds.name)
+    return job, model
+
+
+def create_unlearn(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_ref: str,
+    forget_ids: list[int],
+    method: str,
+    params: dict[str, Any] | None,
+    seed: int = 0,
+    name: str | None = None,
+    requested_by: str | None = None,
+) -> tuple[Job, ForgetRequest]:
+    """Record a forget request and its unlearn job; nothing is stored unless all input is valid."""
+    model = resolve_model(session, model_ref, tenant_id)
+    if model.status != ModelStatus.ready:
+        raise Conflict(f"model {model_ref!r} is {model.status}, not ready: it cannot be unlearned yet")
+    ds = session.get(Dataset, model.dataset_id)
+    assert ds is not None
+    ids = validate_forget_ids(forget_ids, ds.n_train)
+    clean_params = validate_method(method, params)
+    _check_name_free(session, name, tenant_id)
+    request = ForgetRequest(
+        tenant_id=tenant_id,
+        model_id=model.id,
+        requested_by=requested_by,
+        ids=idsets.encode(ids),
+        n_ids=int(ids.size),
+        ids_sha256=idsets.sha256(ids),
+        method=method,
+        params=clean_params,
+    )
+    session.add(request)
+    session.flush()
+    job = create_job(
+        session,
+        "unlearn",
+        tenant_id=tenant_id,
+        params={"method": method, "params": clean_params, "seed": seed, "name": name},
+        model_id=model.id,
+        forget_request_id=request.id,
+    )
+    request.job_id = job.id
+    audit(
+        session,
+        "forget_request",
+        request.id,
+        "received",
+        tenant_id,
+        model_id=model.id,
+        n_ids=request.n_ids,
+        sha256=request.ids_sha256,
+        method=method,
+        job_id=job.id,
+    )
+    return job, request
+
+
+def model_lineage(session: Session, model: Model) -> list[str]:
+    """Ids from the model up to its root ancestor."""
+    chain = [model.id]
+    current = model
+    while current.parent_id:
+        parent = session.get(Model, current.parent_id)
+        if parent is None:
+            break
+        chain.append(parent.id)
+        current = parent
+    return chain
