@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,12 @@ from sqlalchemy.orm import Session
 from core import idsets
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit, create_job
+from core.queue import publish_job
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus
 from ml.methods.params import UnknownMethod, method_spec
 from ml.specs import ArchSpec, Recipe, default_recipe
 
-MAX_NAME = 100
+log = logging.getLogger(__name__)
 
 
 def _validate(model_cls: type[BaseModel], data: Any, field: str) -> BaseModel:
@@ -234,3 +236,17 @@ def model_lineage(session: Session, model: Model) -> list[str]:
         chain.append(parent.id)
         current = parent
     return chain
+
+
+def commit_and_publish(session: Session, *job_ids: str) -> None:
+    """Commit first, then publish: a job is never announced before it exists in the database.
+
+    If publishing fails the job stays queued in the database, where it is found again and
+    re-published, so the request is not lost.
+    """
+    session.commit()
+    for job_id in job_ids:
+        try:
+            publish_job(job_id)
+        except Exception:
+            log.exception("publishing job %s failed; it stays queued", job_id)

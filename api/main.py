@@ -1,0 +1,23 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import catalog, jobs, models, system, unlearn
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Lethe",
+        version="0.1.0",
+        description="Machine unlearning as a service: forget training samples, measure how well it forgot.",
+    )
+    install_error_handlers(app)
+    for module in (system, models, unlearn, jobs, catalog):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

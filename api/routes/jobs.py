@@ -1,0 +1,27 @@
+"""Jobs: state, progress, result and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import SessionDep, TenantDep
+from api.schemas import JobPublic
+from core.errors import NotFound
+from core.jobs import get_job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress")
+def read_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
+    return JobPublic.model_validate(get_job(session, job_id, tenant), from_attributes=True)
+
+
+@router.get("/{job_id}/metrics", summary="A finished job's metrics (404 until there are some)")
+def read_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    job = get_job(session, job_id, tenant)
+    if not job.metrics:
+        raise NotFound(f"job {job_id} has no metrics yet (status {job.status})")
+    return job.metrics

@@ -1,0 +1,36 @@
+"""Celery worker entry point: `celery -A worker.app worker`.
+
+Tasks are thin: the message carries only the job id; the runner re-reads the job row.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_process_init
+
+from core.db import reset_engine
+from core.queue import RUN_JOB, get_celery
+from core.settings import get_settings
+
+app = get_celery()
+log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _init_child(**_kw: Any) -> None:
+    """A forked pool process must not share the parent's database connections."""
+    reset_engine()
+    threads = get_settings().torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@app.task(name=RUN_JOB, acks_late=True, ignore_result=True)
+def run_job(job_id: str) -> str | None:
+    from worker.runner import run_job as run  # imported here: torch loads in the pool process, not the parent
+
+    return run(job_id)

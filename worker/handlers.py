@@ -1,0 +1,190 @@
+"""Job handlers, one per job kind: load rows, call ml/, return what to store. No HTTP, no Celery here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from ml.logits import evaluate
+from ml.trainer import train
+from sqlalchemy.orm import Session
+
+from core import idsets
+from core.artifacts import get_store
+from core.db import session_scope
+from core.jobs import audit
+from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
+from ml import checkpoint
+from ml.methods import UnlearnData, run_method
+from ml.models import build_model
+from ml.specs import ArchSpec, Recipe
+from worker.context import JobContext
+from worker.data import load_for
+
+
+@dataclass
+class Outcome:
+    """What a successful job stores; `apply` runs in the same transaction that marks it succeeded."""
+
+    result: dict[str, Any]
+    metrics: dict[str, Any] | None
+    apply: Callable[[Session], None] | None = None
+
+
+@dataclass(frozen=True)
+class Handler:
+    run: Callable[[JobContext], Outcome]
+    on_failure: Callable[[Session, Job, str], None] | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(kind: str, on_failure: Callable[[Session, Job, str], None] | None = None) -> Callable:
+    def wrap(fn: Callable[[JobContext], Outcome]) -> Callable[[JobContext], Outcome]:
+        HANDLERS[kind] = Handler(fn, on_failure)
+        return fn
+
+    return wrap
+
+
+def _checkpoint_key(model_id: str) -> str:
+    return f"models/{model_id}/model.safetensors"
+
+
+def _mark_model_failed(session: Session, job: Job, reason: str) -> None:
+    model = session.get(Model, job.model_id) if job.model_id else None
+    if model is not None and model.status == ModelStatus.training:
+        model.status = ModelStatus.failed
+        audit(session, "model", model.id, "failed", model.tenant_id, reason=reason)
+
+
+@handler("train", on_failure=_mark_model_failed)
+def train_model(ctx: JobContext) -> Outcome:
+    """Train a model from scratch on its data set minus anything it was told to exclude."""
+    with session_scope() as session:
+        job = session.get(Job, ctx.job_id)
+        model = session.get(Model, job.model_id)
+        ds_row = session.get(Dataset, model.dataset_id)
+        arch, recipe, seed = (
+            ArchSpec.model_validate(model.arch),
+            Recipe.model_validate(model.recipe),
+            model.seed,
+        )
+        model_id, excluded = model.id, idsets.decode(model.forgotten_ids)
+        num_classes, in_channels = ds_row.num_classes, ds_row.in_channels
+    data = load_for(ds_row)
+    ids = np.setdiff1d(np.arange(data.n_train), excluded)
+    torch.manual_seed(seed)
+    net = build_model(arch, num_classes, in_channels)
+    start = time.perf_counter()
+    train(
+        net,
+        data,
+        ids,
+        recipe,
+        seed=seed,
+        device=ctx.device,
+        progress=ctx.progress,
+        should_stop=ctx.should_stop,
+    )
+    wall = time.perf_counter() - start
+    scores = evaluate(
+        net, UnlearnData(data, np.zeros(0, np.int64), excluded, recipe, arch), device=ctx.device
+    )
+    metrics = {
+        "train_accuracy": scores.get("retain_accuracy"),
+        "test_accuracy": scores.get("test_accuracy"),
+        "wall_seconds": round(wall, 3),
+        "n_train": int(ids.size),
+    }
+    get_store().write_bytes(_checkpoint_key(model_id), checkpoint.to_bytes(net))
+
+    def apply(session: Session) -> None:
+        row = session.get(Model, model_id)
+        row.status = ModelStatus.ready
+        row.checkpoint = _checkpoint_key(model_id)
+        row.metrics = metrics
+        audit(session, "model", model_id, "ready", row.tenant_id, **metrics)
+
+    return Outcome(result={"model_id": model_id}, metrics=metrics, apply=apply)
+
+
+@handler("unlearn")
+def unlearn(ctx: JobContext) -> Outcome:
+    """Run the method on the parent model and store the result as a new child model."""
+    with session_scope() as session:
+        job = session.get(Job, ctx.job_id)
+        request = session.get(ForgetRequest, job.forget_request_id)
+        parent = session.get(Model, request.model_id)
+        ds_row = session.get(Dataset, parent.dataset_id)
+        forget = idsets.decode(request.ids)
+        already = idsets.decode(parent.forgotten_ids)
+        arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
+        blob = get_store().read_bytes(parent.checkpoint)
+        parent_id, tenant_id, dataset_id, request_id = (
+            parent.id,
+            parent.tenant_id,
+            parent.dataset_id,
+            request.id,
+        )
+        num_classes, in_channels = ds_row.num_classes, ds_row.in_channels
+        method, params = ctx.params["method"], ctx.params["params"]
+        seed, name = int(ctx.params.get("seed", 0)), ctx.params.get("name")
+    data = load_for(ds_row)
+    net = checkpoint.from_bytes(blob, arch, num_classes, in_channels)
+    udata = UnlearnData(data, forget, np.setdiff1d(already, forget), recipe, arch)
+    start = time.perf_counter()
+    new = run_method(
+        method,
+        net,
+        udata,
+        params,
+        seed=seed,
+        device=ctx.device,
+        progress=ctx.progress,
+        should_stop=ctx.should_stop,
+    )
+    wall = time.perf_counter() - start
+    metrics: dict[str, Any] = {
+        **evaluate(new, udata, device=ctx.device),
+        "wall_seconds": round(wall, 3),
+        "method": method,
+        "n_forget": int(forget.size),
+        "n_retain": int(udata.retain_ids.size),
+    }
+    child_id = new_id()
+    get_store().write_bytes(_checkpoint_key(child_id), checkpoint.to_bytes(new))
+    cumulative = np.union1d(already, forget)
+
+    def apply(session: Session) -> None:
+        session.add(
+            Model(
+                id=child_id,
+                tenant_id=tenant_id,
+                name=name,
+                dataset_id=dataset_id,
+                parent_id=parent_id,
+                arch=arch.model_dump(mode="json"),
+                recipe=recipe.model_dump(mode="json"),
+                seed=seed,
+                status=ModelStatus.ready,
+                made_by=method,
+                forgotten_ids=idsets.encode(cumulative),
+                n_forgotten=int(cumulative.size),
+                forgotten_sha256=idsets.sha256(cumulative),
+                checkpoint=_checkpoint_key(child_id),
+                metrics=metrics,
+                job_id=ctx.job_id,
+            )
+        )
+        session.flush()
+        session.get(ForgetRequest, request_id).result_model_id = child_id
+        audit(session, "model", child_id, "ready", tenant_id, parent_id=parent_id, method=method)
+        audit(session, "forget_request", request_id, "fulfilled", tenant_id, model_id=child_id)
+
+    return Outcome(result={"model_id": child_id}, metrics=metrics, apply=apply)

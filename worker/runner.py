@@ -1,0 +1,68 @@
+"""Run one job by id: claim it, dispatch to its kind's handler, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+
+from ml.errors import Cancelled
+
+from core import jobs
+from core.db import session_scope
+from core.settings import get_settings
+from core.tables import JobStatus
+from worker.context import JobContext
+from worker.handlers import HANDLERS
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(setting: str) -> str:
+    """ "auto" picks CUDA when this process can see a GPU."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_job(job_id: str) -> str | None:
+    """Returns the final status, or None when the job was not ours to run (finished or taken)."""
+    with session_scope() as session:
+        job = jobs.claim(session, job_id)
+        if job is None:
+            log.info("job %s is not queued; skipping", job_id)
+            return None
+        kind, params = job.kind, dict(job.params)
+    handler = HANDLERS.get(kind)
+    if handler is None:
+        return _fail(job_id, None, f"no handler for job kind {kind!r}")
+    ctx = JobContext(job_id, kind, params, resolve_device(get_settings().device))
+    try:
+        outcome = handler.run(ctx)
+    except Cancelled:
+        with session_scope() as session:
+            jobs.finish_unsuccessfully(session, job_id, JobStatus.cancelled, "cancelled on request")
+        _after_failure(job_id, handler, "cancelled")
+        return JobStatus.cancelled
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        return _fail(job_id, handler, f"{type(exc).__name__}: {exc}")
+    with session_scope() as session:
+        if jobs.succeed(session, job_id, result=outcome.result, metrics=outcome.metrics) and outcome.apply:
+            outcome.apply(session)
+    return JobStatus.succeeded
+
+
+def _fail(job_id: str, handler: object, reason: str) -> str:
+    with session_scope() as session:
+        jobs.finish_unsuccessfully(session, job_id, JobStatus.failed, reason)
+    _after_failure(job_id, handler, reason)
+    return JobStatus.failed
+
+
+def _after_failure(job_id: str, handler: object, reason: str) -> None:
+    on_failure = getattr(handler, "on_failure", None)
+    if on_failure is None:
+        return
+    with session_scope() as session:
+        on_failure(session, jobs.get_job(session, job_id), reason)
