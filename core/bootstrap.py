@@ -1,0 +1,45 @@
+"""First-start set-up of the embedded default: the digits data set and a small `demo` model."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import services
+from core.tables import DEFAULT_TENANT, Dataset, Model
+
+log = logging.getLogger(__name__)
+
+DEMO_ARCH = {"form": "cifar", "width": 16}
+DEMO_RECIPE = {"epochs": 15, "batch_size": 64, "lr": 0.05, "schedule": "cosine"}
+
+
+def ensure_digits(session: Session, tenant_id: str = DEFAULT_TENANT) -> Dataset:
+    """Register scikit-learn's digits once (it ships with the package: nothing to download)."""
+    existing = session.execute(
+        select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == "digits")
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    from ml.data import load_dataset
+
+    summary = load_dataset("digits").summary()
+    return services.register_dataset(
+        session, tenant_id=tenant_id, name="digits", kind="digits", root=None, options={}, summary=summary
+    )
+
+
+def ensure_demo(session: Session, tenant_id: str = DEFAULT_TENANT) -> str | None:
+    """Queue training of the `demo` model unless it exists; returns the new job id, if any."""
+    ensure_digits(session, tenant_id)
+    exists = session.execute(
+        select(Model.id).where(Model.tenant_id == tenant_id, Model.name == "demo")
+    ).first()
+    if exists:
+        return None
+    job, _model = services.create_training(
+        session, tenant_id=tenant_id, name="demo", dataset_ref="digits", arch=DEMO_ARCH, recipe=DEMO_RECIPE
+    )
+    return job.id

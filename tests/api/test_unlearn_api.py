@@ -1,0 +1,173 @@
+"""POST /unlearn and friends against real Postgres and Redis: validation, records, status codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from core import idsets
+from core.db import session_scope
+from core.tables import AuditEvent, ForgetRequest, Job
+from tests.utils import add_ready_model
+
+
+@pytest.fixture
+def model(client):
+    with session_scope() as session:
+        return add_ready_model(session, "m1").id
+
+
+def _counts() -> tuple[int, int]:
+    with session_scope() as session:
+        jobs = session.execute(select(func.count()).select_from(Job)).scalar_one()
+        requests = session.execute(select(func.count()).select_from(ForgetRequest)).scalar_one()
+    return jobs, requests
+
+
+def test_health_reports_both_parts(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_health_names_the_broker_when_it_is_down(client, monkeypatch):
+    from core.queue import get_celery
+
+    monkeypatch.setenv("LETHE_BROKER_URL", "redis://127.0.0.1:1/0")
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    get_celery.cache_clear()
+    r = client.get("/health")
+    assert r.status_code == 503
+    assert r.json()["broker"] == "down" and r.json()["database"] == "ok"
+
+
+def test_unlearn_records_request_and_job_before_answering(client, model):
+    ids = [5, 1, 9]
+    r = client.post("/unlearn", json={"model_id": "m1", "forget_ids": ids, "method": "finetune"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    with session_scope() as session:
+        req = session.get(ForgetRequest, body["forget_request_id"])
+        job = session.get(Job, body["job_id"])
+        assert req.n_ids == 3 and idsets.decode(req.ids).tolist() == [1, 5, 9]
+        assert req.ids_sha256 == idsets.sha256([1, 5, 9])
+        assert req.params == {
+            "batch_size": 128,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "epochs": 5,
+            "lr": 0.001,
+        }
+        assert job.status == "queued" and job.kind == "unlearn" and job.forget_request_id == req.id
+        events = (
+            session.execute(select(AuditEvent.event).where(AuditEvent.object_id == req.id)).scalars().all()
+        )
+        assert events == ["received"]
+    r = client.get(f"/jobs/{body['job_id']}")
+    assert r.status_code == 200
+    assert r.json()["status"] == "queued" and r.json()["progress"] == 0.0
+    assert client.get(f"/jobs/{body['job_id']}/metrics").status_code == 404
+
+
+def test_model_id_and_name_both_work(client, model):
+    assert client.get("/models/m1").json()["id"] == model
+    assert client.get(f"/models/{model}").json()["name"] == "m1"
+    r = client.post("/unlearn", json={"model_id": model, "forget_ids": [0], "method": "finetune"})
+    assert r.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("ids", "needle"),
+    [
+        ([], "empty"),
+        ([3, 3], "duplicates: 3"),
+        ([-1], "out of range"),
+        ([1438], "out of range [0, 1438)"),
+        (["7"], "valid integer"),
+        ([1.5], "valid integer"),
+    ],
+)
+def test_bad_forget_ids_are_rejected_and_nothing_is_stored(client, model, ids, needle):
+    before = _counts()
+    r = client.post("/unlearn", json={"model_id": "m1", "forget_ids": ids, "method": "finetune"})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert any("forget_ids" in d["loc"] for d in detail), detail
+    assert any(needle in d["msg"] for d in detail), detail
+    assert _counts() == before
+
+
+def test_unknown_method_lists_the_valid_names(client, model):
+    r = client.post("/unlearn", json={"model_id": "m1", "forget_ids": [1], "method": "forgetify"})
+    assert r.status_code == 422
+    msg = r.json()["detail"][0]["msg"]
+    assert "forgetify" in msg and "finetune" in msg and "retrain" in msg
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"epochs": "many"}, "epochs"), ({"lr": -1}, "lr"), ({"colour": "red"}, "colour")],
+)
+def test_bad_params_name_the_field(client, model, params, field):
+    before = _counts()
+    r = client.post(
+        "/unlearn", json={"model_id": "m1", "forget_ids": [1], "method": "finetune", "params": params}
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "params", field]
+    assert _counts() == before
+
+
+def test_unknown_model_is_404(client):
+    r = client.post("/unlearn", json={"model_id": "nope", "forget_ids": [1], "method": "finetune"})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    assert client.get("/models/nope").status_code == 404
+    assert client.get("/jobs/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert client.get("/jobs/00000000-0000-0000-0000-000000000000/metrics").status_code == 404
+
+
+def test_methods_lists_schemas(client):
+    methods = {m["name"]: m for m in client.get("/methods").json()}
+    assert {"finetune", "retrain", "none"} <= set(methods)
+    props = methods["finetune"]["params_schema"]["properties"]
+    assert props["epochs"]["default"] == 5 and props["lr"]["default"] == 0.001
+
+
+def test_create_model_validates_and_queues(client):
+    from core.bootstrap import ensure_digits
+
+    with session_scope() as session:
+        ensure_digits(session)
+    r = client.post(
+        "/models", json={"name": "tiny", "dataset": "digits", "arch": {"width": 4}, "recipe": {"epochs": 2}}
+    )
+    assert r.status_code == 202, r.text
+    m = client.get("/models/tiny").json()
+    assert m["status"] == "training" and m["recipe"]["epochs"] == 2 and m["arch"]["width"] == 4
+    assert client.get(f"/jobs/{r.json()['job_id']}").json()["kind"] == "train"
+    assert client.post("/models", json={"name": "tiny", "dataset": "digits"}).status_code == 409
+    bad = client.post("/models", json={"dataset": "digits", "arch": {"width": "wide"}})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "arch", "width"]
+    bad = client.post("/models", json={"dataset": "digits", "recipe": {"epochs": 10, "milestones": [20]}})
+    assert bad.status_code == 422 and "milestones" in bad.json()["detail"][0]["msg"]
+    assert client.post("/models", json={"dataset": "cifar99"}).status_code == 404
+
+
+def test_unlearn_refuses_a_model_that_is_not_ready(client):
+    from core.bootstrap import ensure_digits
+
+    with session_scope() as session:
+        ensure_digits(session)
+    client.post("/models", json={"name": "busy", "dataset": "digits"})
+    r = client.post("/unlearn", json={"model_id": "busy", "forget_ids": [1], "method": "finetune"})
+    assert r.status_code == 409 and "training" in r.json()["detail"]
+
+
+def test_idsets_roundtrip_is_compact():
+    ids = np.random.default_rng(0).choice(50_000, 1000, replace=False)
+    blob = idsets.encode(ids)
+    assert idsets.decode(blob).tolist() == sorted(ids.tolist())
+    assert len(blob) < 2200

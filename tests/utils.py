@@ -1,0 +1,51 @@
+"""Small helpers for tests: settings, cleanup, factories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+TABLES = ("audit_events", "forget_requests", "jobs", "models", "datasets")
+
+
+def reset_caches() -> None:
+    """Forget cached settings, engines and the Celery app so new environment variables apply."""
+    from core.db import reset_engine
+    from core.queue import get_celery
+    from core.settings import get_settings
+
+    reset_engine()
+    get_settings.cache_clear()
+    get_celery.cache_clear()
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, *, home: Path, **values: Any) -> dict[str, str]:
+    """Point LETHE_* settings at the given values for this test; returns the environment used."""
+    env = {"LETHE_HOME": str(home)}
+    env.update({f"LETHE_{k.upper()}": str(v) for k, v in values.items()})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reset_caches()
+    return env
+
+
+def truncate_all(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    engine.dispose()
+
+
+def add_ready_model(session: Any, name: str = "m1") -> Any:
+    """A ready model row on digits (no checkpoint: for validation tests that never reach a worker)."""
+    from core.bootstrap import ensure_digits
+    from core.tables import Model, ModelStatus
+
+    ds = ensure_digits(session)
+    model = Model(name=name, dataset_id=ds.id, arch={"width": 8}, recipe={}, status=ModelStatus.ready)
+    session.add(model)
+    session.flush()
+    return model
