@@ -15,6 +15,16 @@ from core.settings import get_settings
 RUN_JOB = "lethe.run_job"
 
 
+def _transport_options(broker: str) -> dict[str, object]:
+    """Redis redelivers unacknowledged messages after visibility_timeout: keep it above any job's run time.
+
+    kombu's SQLAlchemy transport passes its options to create_engine, so it gets engine options only.
+    """
+    if broker.startswith("sqla+"):
+        return {"connect_args": {"timeout": 30}}
+    return {"visibility_timeout": 6 * 3600}
+
+
 @lru_cache
 def get_celery() -> Celery:
     settings = get_settings()
@@ -34,7 +44,7 @@ def get_celery() -> Celery:
         task_create_missing_queues=False,
         task_queues=None,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 6 * 3600, "polling_interval": 0.5},
+        broker_transport_options=_transport_options(settings.broker),
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
