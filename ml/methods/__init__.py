@@ -1,0 +1,58 @@
+"""Unlearning methods behind one registry.
+
+Importing this package stays torch-free (the API imports ml.methods.params to validate requests); torch
+and the implementations load on the first run_method call or when a name below is first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ml.methods.params import METHOD_SPECS, MethodSpec, UnknownMethod, method_spec
+
+if TYPE_CHECKING:
+    import torch
+    from pydantic import BaseModel
+    from torch import nn
+
+    from ml.methods.base import UnlearnData
+    from ml.trainer import Progress, StopFlag
+
+_LAZY = {"UnlearnData", "Run", "register_method", "registered"}
+
+__all__ = [
+    "METHOD_SPECS",
+    "MethodSpec",
+    "Run",
+    "UnknownMethod",
+    "UnlearnData",
+    "method_spec",
+    "register_method",
+    "registered",
+    "run_method",
+]
+
+
+def run_method(
+    name: str,
+    model: nn.Module,
+    data: UnlearnData,
+    params: BaseModel | dict[str, Any] | None,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    should_stop: StopFlag | None = None,
+) -> nn.Module:
+    """Unlearn data.forget_ids with a registered method; returns a new model on `device`, the input untouched."""
+    from ml.methods.base import run
+
+    return run(name, model, data, params, seed=seed, device=device, progress=progress, should_stop=should_stop)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from ml.methods import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,302 @@
+"""The one training loop behind retrain and every unlearning method: seeded, cancellable, fast on GPUs.
+
+Data is copied to the device once as uint8 and batches are gathered, augmented and normalised there, so a
+GPU never waits on host-side loading. On CUDA the forward pass runs under bf16 autocast with channels_last
+and cudnn.benchmark, and the loop never synchronises with the host between progress reports: loss and
+correct counts accumulate on the device and are read only when a report is due.
+
+Regression data sets train with the mean squared error on targets divided by the data set's target_scale;
+their progress events carry accuracy None.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ml.augment import Normalizer, build_augmenter
+from ml.data.base import ArrayDataset
+from ml.errors import Cancelled, Diverged
+from ml.specs import AugmentSpec, Recipe
+
+REPORT_EVERY = 25
+"""Steps between progress reports; each report is one host-device synchronisation."""
+
+Schedule = Literal["none", "multistep", "cosine", "onecycle"]
+Optimizer = Literal["sgd", "adam"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a train call (or a method's stage of one) stands; step/steps count over the whole call."""
+
+    fraction: float
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    accuracy: float | None
+    stage: str
+
+
+Progress = Callable[[ProgressEvent], None]
+StopFlag = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What a train call did, for logs and benchmarks; loss/accuracy are the last epoch's running means."""
+
+    epochs: int
+    steps: int
+    samples: int
+    seconds: float
+    loss: float
+    accuracy: float | None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A concrete device (cuda -> cuda:N) so generators and RNG forks address the right chip."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+@contextmanager
+def seeded(seed: int, device: str | torch.device) -> Iterator[None]:
+    """Seed torch's global generators for a block and restore the caller's state after it."""
+    dev = resolve_device(device)
+    cuda = [dev.index] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.default_generators[dev.index].manual_seed(seed)
+        yield
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent seed for a sub-task, so stages of one run never share random streams."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def lr_factor(schedule: Schedule, step: int, steps_per_epoch: int, total: int,
+              milestones: Sequence[int], gamma: float) -> float:
+    """Multiplier of the base learning rate after `step` optimiser steps (onecycle is torch's own)."""
+    if schedule == "multistep":
+        epoch = step // steps_per_epoch
+        return gamma ** sum(1 for m in milestones if m <= epoch)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    return 1.0
+
+
+def make_optimizer(model: nn.Module, kind: Optimizer, lr: float, momentum: float, nesterov: bool,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """SGD (Nesterov only where there is momentum, which torch requires) or Adam with L2 weight decay."""
+    params = list(model.parameters())
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay
+        )
+    raise ValueError(f"unknown optimizer {kind!r}; valid: sgd, adam")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, lr: float, steps_per_epoch: int,
+                   total: int, milestones: Sequence[int] = (), gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
+    """A scheduler stepped once per optimiser step (multistep still changes the rate at epoch boundaries)."""
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total, 2))
+    if schedule not in ("none", "multistep", "cosine"):
+        raise ValueError(f"unknown schedule {schedule!r}; valid: none, multistep, cosine, onecycle")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(schedule, s, steps_per_epoch, total, milestones, gamma)
+    )
+
+
+def select_ids(dataset: ArrayDataset, ids: np.ndarray | None) -> np.ndarray:
+    """Validated training-split row ids (None = every row)."""
+    if ids is None:
+        return np.arange(dataset.n_train, dtype=np.int64)
+    out = np.asarray(ids)
+    if out.ndim != 1 or (out.size and not np.issubdtype(out.dtype, np.integer)):
+        raise ValueError("ids must be a 1-D array of integer sample ids")
+    out = out.astype(np.int64, copy=False)
+    if out.size and (out.min() < 0 or out.max() >= dataset.n_train):
+        raise ValueError(f"sample ids must lie in [0, {dataset.n_train})")
+    return out
+
+
+def _targets(dataset: ArrayDataset, ids: np.ndarray, labels: np.ndarray | None) -> torch.Tensor:
+    """Training targets: class indices, or regression targets divided by target_scale."""
+    y = dataset.train_y[ids] if labels is None else np.asarray(labels)
+    if y.shape != (len(ids),):
+        raise ValueError(f"labels must have one entry per id: expected shape ({len(ids)},), got {y.shape}")
+    if dataset.task == "regression":
+        return torch.from_numpy((y.astype(np.float32) / np.float32(dataset.target_scale)).astype(np.float32))
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def fit(
+    model: nn.Module,
+    dataset: ArrayDataset,
+    ids: np.ndarray | None,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 128,
+    optimizer: Optimizer = "sgd",
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+    schedule: Schedule = "none",
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    augment: AugmentSpec | None = None,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    should_stop: StopFlag | None = None,
+    labels: np.ndarray | None = None,
+    stage: str = "train",
+    until: Callable[[], bool] | None = None,
+    report_every: int = REPORT_EVERY,
+) -> TrainStats:
+    """Train `model` in place (moved to `device`) on training rows `ids`, with optimiser settings given directly.
+
+    `labels` overrides the targets (one per id; poisoning). `until` is asked after every epoch and ends
+    training early when it returns True. should_stop is asked before every step; True raises Cancelled.
+    """
+    rows = select_ids(dataset, ids)
+    targets = _targets(dataset, rows, labels)
+    dev = resolve_device(device)
+    n = len(rows)
+    if n == 0 or epochs <= 0:
+        return TrainStats(0, 0, 0, 0.0, float("nan"), None)
+    cuda = dev.type == "cuda"
+    regression = dataset.task == "regression"
+    x = torch.from_numpy(np.ascontiguousarray(dataset.train_x[rows])).to(dev)
+    y = targets.to(dev)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = steps_per_epoch * epochs
+    model.to(dev)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
+    sched = make_scheduler(opt, schedule, lr, steps_per_epoch, total, milestones, gamma)
+    generator = torch.Generator(device=dev)
+    generator.manual_seed(seed)
+    augmenter = build_augmenter(augment, generator)
+    normalise = Normalizer(dataset.mean, dataset.std, dev, channels_last=cuda)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True) if cuda else nullcontext()
+    started = time.perf_counter()
+    step = 0
+    samples = 0
+    epoch_loss, epoch_acc = float("nan"), None
+    try:
+        with seeded(seed, dev), cudnn:
+            for epoch in range(epochs):
+                model.train()
+                perm = torch.randperm(n, device=dev, generator=generator)
+                loss_sum = torch.zeros((), device=dev)
+                correct = torch.zeros((), device=dev, dtype=torch.long)
+                seen = 0
+                for i in range(steps_per_epoch):
+                    if should_stop is not None and should_stop():
+                        raise Cancelled(f"{stage}: stopped at epoch {epoch + 1}/{epochs}, step {step}/{total}")
+                    idx = perm[i * batch_size:(i + 1) * batch_size]
+                    if len(idx) == 1:
+                        # Batch norm cannot train on one sample when a feature map is 1x1 (8x8 inputs);
+                        # repeating it keeps the mean loss and gradient unchanged.
+                        idx = idx.repeat(2)
+                    xb = x.index_select(0, idx)
+                    yb = y.index_select(0, idx)
+                    if augmenter is not None:
+                        xb = augmenter(xb)
+                    with autocast:
+                        out = model(normalise(xb))
+                        if regression:
+                            loss = F.mse_loss(out.float().reshape(len(yb), -1)[:, 0], yb)
+                        else:
+                            loss = F.cross_entropy(out, yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    loss_sum += loss.detach() * len(yb)
+                    if not regression:
+                        correct += (out.detach().argmax(1) == yb).sum()
+                    seen += len(yb)
+                    step += 1
+                    last = i == steps_per_epoch - 1
+                    if last or (progress is not None and step % report_every == 0):
+                        epoch_loss = loss_sum.item() / seen
+                        epoch_acc = None if regression else correct.item() / seen
+                        if not math.isfinite(epoch_loss):
+                            raise Diverged(f"{stage}: loss became {epoch_loss} at epoch {epoch + 1}")
+                        if progress is not None:
+                            progress(ProgressEvent(step / total, epoch + 1, epochs, step, total,
+                                                   epoch_loss, epoch_acc, stage))
+                samples += seen
+                if until is not None and epoch + 1 < epochs and until():
+                    break
+    finally:
+        if cuda:
+            # channels_last weights are not contiguous, which breaks safetensors and torch.equal users.
+            model.to(memory_format=torch.contiguous_format)
+    return TrainStats(epoch + 1, step, samples, time.perf_counter() - started, epoch_loss, epoch_acc)
+
+
+def train(
+    model: nn.Module,
+    dataset: ArrayDataset,
+    ids: np.ndarray | None,
+    recipe: Recipe,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    should_stop: StopFlag | None = None,
+    labels: np.ndarray | None = None,
+    stage: str = "train",
+) -> TrainStats:
+    """Train `model` in place on training rows `ids` (None = all) with a full recipe, augmentation included."""
+    return fit(
+        model,
+        dataset,
+        ids,
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        seed=seed,
+        batch_size=recipe.batch_size,
+        optimizer=recipe.optimizer,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+        schedule=recipe.schedule,
+        milestones=recipe.milestones,
+        gamma=recipe.gamma,
+        augment=recipe.augment,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+        labels=labels,
+        stage=stage,
+    )
