@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# One torch thread per process: the test process and worker processes share two cores, and
+# OpenMP threads that spin-wait on a busy core make small models ten times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import uuid
 from collections.abc import Iterator
 from pathlib import Path

@@ -1,0 +1,129 @@
+"""The job runner in-process on real Postgres: lifecycle, audit trail, checkpoints, cancel, failure."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from core import idsets, services
+from core.artifacts import get_store
+from core.bootstrap import ensure_digits
+from core.db import session_scope
+from core.tables import AuditEvent, ForgetRequest, Job, Model
+from worker.runner import run_job
+
+TINY = {"width": 4}
+QUICK = {"epochs": 2, "batch_size": 128, "lr": 0.05}
+
+
+def _train(name: str = "tiny") -> tuple[str, str]:
+    with session_scope() as session:
+        ensure_digits(session)
+        job, model = services.create_training(
+            session, tenant_id="local", name=name, dataset_ref="digits", arch=TINY, recipe=QUICK
+        )
+        return job.id, model.id
+
+
+def _events(job_id: str) -> list[str]:
+    with session_scope() as session:
+        return list(
+            session.execute(
+                select(AuditEvent.event).where(AuditEvent.object_id == job_id).order_by(AuditEvent.id)
+            ).scalars()
+        )
+
+
+def test_train_job_stores_a_ready_model_with_its_checkpoint(pg_env):
+    job_id, model_id = _train()
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        job, model = session.get(Job, job_id), session.get(Model, model_id)
+        assert job.status == "succeeded" and job.progress == 1.0 and job.attempts == 1
+        assert job.result == {"model_id": model_id}
+        assert 0.0 <= job.metrics["test_accuracy"] <= 1.0 and job.metrics["n_train"] == 1438
+        assert model.status == "ready" and get_store().exists(model.checkpoint)
+        assert job.started_at <= job.finished_at
+    assert _events(job_id) == ["queued", "running", "succeeded"]
+    assert run_job(job_id) is None  # a redelivered message never runs a finished job again
+
+
+def test_unlearn_job_writes_a_child_and_keeps_the_parent(pg_env):
+    job_id, parent_id = _train()
+    run_job(job_id)
+    parent_ckpt = get_store().read_bytes(f"models/{parent_id}/model.safetensors")
+    with session_scope() as session:
+        job, request = services.create_unlearn(
+            session,
+            tenant_id="local",
+            model_ref="tiny",
+            forget_ids=[4, 8, 15],
+            method="finetune",
+            params={"epochs": 1},
+        )
+        job_id, request_id = job.id, request.id
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        child = session.get(Model, job.result["model_id"])
+        assert child.parent_id == parent_id and child.made_by == "finetune"
+        assert idsets.decode(child.forgotten_ids).tolist() == [4, 8, 15]
+        assert session.get(ForgetRequest, request_id).result_model_id == child.id
+        assert job.metrics["n_forget"] == 3 and job.metrics["n_retain"] == 1438 - 3
+    assert get_store().read_bytes(f"models/{parent_id}/model.safetensors") == parent_ckpt
+
+    # Forgetting more from the child accumulates the forgotten set.
+    with session_scope() as session:
+        job2, _ = services.create_unlearn(
+            session, tenant_id="local", model_ref=child.id, forget_ids=[15, 16], method="none", params={}
+        )
+    assert run_job(job2.id) == "succeeded"
+    with session_scope() as session:
+        grandchild = session.get(Model, session.get(Job, job2.id).result["model_id"])
+        assert idsets.decode(grandchild.forgotten_ids).tolist() == [4, 8, 15, 16]
+        assert grandchild.n_forgotten == 4
+        assert session.get(Job, job2.id).metrics["n_retain"] == 1438 - 4
+
+
+def test_cancel_requested_stops_the_job_and_fails_the_model(pg_env):
+    job_id, model_id = _train()
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    assert run_job(job_id) == "cancelled"
+    with session_scope() as session:
+        assert session.get(Job, job_id).status == "cancelled"
+        assert session.get(Model, model_id).status == "failed"
+    assert _events(job_id) == ["queued", "running", "cancelled"]
+
+
+def test_a_failing_job_records_the_reason(pg_env):
+    job_id, model_id = _train()
+    with session_scope() as session:
+        session.execute(
+            update(Model).where(Model.id == model_id).values(arch={"width": 4, "form": "moebius"})
+        )
+    assert run_job(job_id) == "failed"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "failed" and "moebius" in job.error
+        assert session.get(Model, model_id).status == "failed"
+
+
+def test_training_is_reproducible_per_seed(pg_env):
+    def blob(name: str, seed: int) -> bytes:
+        with session_scope() as session:
+            ensure_digits(session)
+            job, model = services.create_training(
+                session,
+                tenant_id="local",
+                name=name,
+                dataset_ref="digits",
+                arch=TINY,
+                recipe={**QUICK, "epochs": 1},
+                seed=seed,
+            )
+        assert run_job(job.id) == "succeeded"
+        return get_store().read_bytes(f"models/{model.id}/model.safetensors")
+
+    first, again, other = blob("a", 0), blob("b", 0), blob("c", 1)
+    assert first == again
+    assert first != other
