@@ -36,12 +36,12 @@ def epsilon_command(
     ] = None,
     all_approaches: Annotated[bool, typer.Option("--all", help="a table of every approach in --seed-dir")] = False,
     retain: Annotated[
-        Path | None, typer.Option("--retain", help="reference models' logits .npy [models, samples, classes]")
+        Path | None, typer.Option("--retain", help="reference models' logits .npy, shape (models, samples, classes)")
     ] = None,
     unlearn: Annotated[
-        Path | None, typer.Option("--unlearn", help="unlearned models' logits .npy [models, samples, classes]")
+        Path | None, typer.Option("--unlearn", help="unlearned models' logits .npy, shape (models, samples, classes)")
     ] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="true classes .npy [samples]")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="true classes .npy, shape (samples,)")] = None,
     delta: Annotated[float, typer.Option("--delta", help="delta of (epsilon, delta), in [0, 1)")] = DEFAULT_DELTA,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     plot: Annotated[

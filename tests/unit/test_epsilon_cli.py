@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,39 @@ def test_published_finetune() -> None:
     data = json.loads(out)
     assert data["epsilon_hat"] == pytest.approx(3.738, abs=1e-3)
     assert (data["n_samples"], data["n_infinite"], data["mean"], data["ci95"]) == (1000, 30, "inf", None)
+
+
+def corrupt_label_slot(root: Path) -> None:
+    array = np.load(root / "alpha" / "logits_unlearn.npy")
+    array[0, 0] = 0.5
+    np.save(root / "alpha" / "logits_unlearn.npy", array)
+
+
+def relabel(root: Path) -> None:
+    array = np.load(root / "alpha" / "logits_unlearn.npy")
+    array[0, 0] = np.roll(array[0, 0], 1)
+    np.save(root / "alpha" / "logits_unlearn.npy", array)
+
+
+def drop_samples(root: Path) -> None:
+    np.save(root / "alpha" / "logits_unlearn.npy", np.load(root / "alpha" / "logits_unlearn.npy")[:-1])
+
+
+def break_metrics(root: Path) -> None:
+    (root / "alpha" / "metrics.csv").write_text("seed,retain_accuracy\n0,0.9\n")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (corrupt_label_slot, "slot 0 of every sample must be the one-hot true label"),
+        (relabel, "label slot differs"),
+        (drop_samples, "unlearned logits cover 11 samples"),
+        (break_metrics, "missing columns forget_accuracy, test_accuracy"),
+    ],
+)
+def test_malformed_seed_folder(seed_dir: Path, corrupt: Callable[[Path], None], message: str) -> None:
+    corrupt(seed_dir)
+    code, out, err = invoke("--seed-dir", seed_dir, "--approach", "alpha")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and message in err
