@@ -85,7 +85,8 @@ def seeded(seed: int, device: str | torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(seed)
         if cuda:
-            torch.cuda.default_generators[dev.index].manual_seed(seed)
+            with torch.cuda.device(dev):
+                torch.cuda.manual_seed(seed)
         yield
 
 
@@ -177,11 +178,13 @@ def fit(
     stage: str = "train",
     until: Callable[[], bool] | None = None,
     report_every: int = REPORT_EVERY,
+    fast: bool | None = None,
 ) -> TrainStats:
     """Train `model` in place (moved to `device`) on training rows `ids`, with optimiser settings given directly.
 
     `labels` overrides the targets (one per id; poisoning). `until` is asked after every epoch and ends
     training early when it returns True. should_stop is asked before every step; True raises Cancelled.
+    `fast` (default: on CUDA only) trains under bf16 autocast with channels_last weights and inputs.
     """
     rows = select_ids(dataset, ids)
     targets = _targets(dataset, rows, labels)
@@ -190,28 +193,29 @@ def fit(
     if n == 0 or epochs <= 0:
         return TrainStats(0, 0, 0, 0.0, float("nan"), None)
     cuda = dev.type == "cuda"
+    fast = cuda if fast is None else fast
     regression = dataset.task == "regression"
     x = torch.from_numpy(np.ascontiguousarray(dataset.train_x[rows])).to(dev)
     y = targets.to(dev)
     steps_per_epoch = math.ceil(n / batch_size)
     total = steps_per_epoch * epochs
     model.to(dev)
-    if cuda:
+    if fast:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
     sched = make_scheduler(opt, schedule, lr, steps_per_epoch, total, milestones, gamma)
     generator = torch.Generator(device=dev)
     generator.manual_seed(seed)
     augmenter = build_augmenter(augment, generator)
-    normalise = Normalizer(dataset.mean, dataset.std, dev, channels_last=cuda)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    normalise = Normalizer(dataset.mean, dataset.std, dev, channels_last=fast)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if fast else nullcontext()
     cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True) if cuda else nullcontext()
     started = time.perf_counter()
     step = 0
     samples = 0
     epoch_loss, epoch_acc = float("nan"), None
     try:
-        with seeded(seed, dev), cudnn:
+        with seeded(derive_seed(seed, 1), dev), cudnn:
             for epoch in range(epochs):
                 model.train()
                 perm = torch.randperm(n, device=dev, generator=generator)
@@ -258,7 +262,7 @@ def fit(
                 if until is not None and epoch + 1 < epochs and until():
                     break
     finally:
-        if cuda:
+        if fast:
             # channels_last weights are not contiguous, which breaks safetensors and torch.equal users.
             model.to(memory_format=torch.contiguous_format)
     return TrainStats(epoch + 1, step, samples, time.perf_counter() - started, epoch_loss, epoch_acc)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from ml.augment import Normalizer
 from ml.data import ArrayDataset, load_dataset
 from ml.errors import Cancelled
 from ml.logits import accuracy, logits
@@ -223,8 +224,6 @@ def test_activation_means_divide_by_the_number_of_samples(digits: ArrayDataset, 
     means = conv_activation_means(trained, digits, ids, torch.device("cpu"), 7)
     trained.eval()
     with torch.no_grad():
-        from ml.augment import Normalizer
-
         x = Normalizer(digits.mean, digits.std, torch.device("cpu"))(torch.from_numpy(digits.train_x[ids]))
         expected = trained.conv1(x).mean(0)
     trained.train()

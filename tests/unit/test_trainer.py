@@ -214,3 +214,20 @@ def test_normalizer_matches_the_data_set_statistics() -> None:
     norm = Normalizer((0.5, 0.25), (0.5, 0.25), torch.device("cpu"))
     x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 2, 1, 1).expand(1, 2, 1, 1)
     assert norm(x).flatten().tolist() == pytest.approx([-1.0, 3.0])
+
+
+def test_the_gpu_settings_also_run_on_cpu_and_leave_contiguous_weights() -> None:
+    rng = np.random.default_rng(0)
+    rgb = ArrayDataset("rgb", rng.integers(0, 256, (64, 3, 16, 16), dtype=np.uint8), rng.integers(0, 10, 64),
+                       rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8), rng.integers(0, 10, 8), 10,
+                       (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model(ARCH, 10, 3)
+        stats = fit(model, rgb, None, epochs=2, lr=0.01, batch_size=16, seed=0, fast=True,
+                    augment=AugmentSpec(crop_padding=2, flip=True, autoaugment="cifar10"))
+        assert np.isfinite(stats.loss)
+        assert all(p.is_contiguous() for p in model.parameters())
+        runs.append(weights(model))
+    assert same(*runs)
