@@ -1,0 +1,138 @@
+"""The `lethe` command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import typer
+
+from cli.epsilon import epsilon_command
+
+app = typer.Typer(
+    help="Lethe: make a trained classifier forget samples, and measure how well it forgot.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command(
+    "epsilon", help="Epsilon-hat of unlearned vs reference logits (the study's forget-quality metric)."
+)(epsilon_command)
+
+
+def _echo(msg: str) -> None:
+    typer.echo(f"lethe: {msg}", err=True)
+
+
+def worker_command(concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
+    """The Celery worker command line that `lethe up` and docker compose both run."""
+    from core.settings import get_settings
+
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues",
+        get_settings().queue,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+@app.command()
+def migrate(
+    bootstrap: bool = typer.Option(False, help="also register digits and queue the demo model"),
+    wait: float = typer.Option(60.0, help="seconds to wait for the database to accept connections"),
+) -> None:
+    """Bring the database schema to the newest migration (the only way the schema is created)."""
+    from tenacity import retry, stop_after_delay, wait_fixed
+
+    from core import migrate as mig
+    from core.bootstrap import ensure_demo
+    from core.db import session_scope
+    from core.services import commit_and_publish
+    from core.settings import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    retry(stop=stop_after_delay(wait), wait=wait_fixed(1), reraise=True)(mig.upgrade)(settings.db_url)
+    _echo("database schema is up to date")
+    if bootstrap:
+        with session_scope() as session:
+            job_id = ensure_demo(session)
+            if job_id:
+                commit_and_publish(session, job_id)
+                _echo(f"queued training of the demo model (job {job_id})")
+
+
+class _Supervisor:
+    """Keeps one worker process alive until asked to stop; a crashed worker is started again."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.cmd = cmd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, start_new_session=True)
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            if self.proc is not None and self.proc.poll() is not None and not self.stopping.is_set():
+                _echo(f"worker exited with code {self.proc.returncode}; starting a new one")
+                time.sleep(1.0)
+                self.proc = subprocess.Popen(self.cmd, start_new_session=True)
+            self.stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@app.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="address the API listens on"),
+    port: int = typer.Option(8000, help="port the API listens on"),
+    demo: bool = typer.Option(True, help="register digits and train the demo model on first start"),
+    concurrency: int = typer.Option(1, help="jobs the worker runs at once"),
+) -> None:
+    """Run everything on this machine: migrations, the API and one worker. Ctrl-C stops both."""
+    import uvicorn
+
+    from core.settings import get_settings
+
+    settings = get_settings()
+    migrate(bootstrap=demo, wait=60.0)
+    _echo(f"home {settings.resolved_home}; database {settings.db_url}; broker {settings.broker}")
+    supervisor = _Supervisor(worker_command(concurrency))
+    supervisor.start()
+    _echo(f"worker started; API on http://{host}:{port} (docs at /docs)")
+    try:
+        uvicorn.run("api.main:app", host=host, port=port, log_level="info")
+    finally:
+        _echo("stopping the worker")
+        supervisor.stop()
+
+
+if __name__ == "__main__":
+    app()

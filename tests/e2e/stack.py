@@ -1,0 +1,85 @@
+"""Start real service processes (API, worker) for end-to-end tests, and stop them afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resolve(cmd: list[str]) -> list[str]:
+    """Run console scripts (lethe, uvicorn, celery) from this interpreter's environment."""
+    exe = BIN / cmd[0]
+    return [str(exe), *cmd[1:]] if exe.exists() else cmd
+
+
+class Processes:
+    """Background processes in their own process groups, with their output in log files."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115  (closed with the process)
+        proc = subprocess.Popen(
+            resolve(cmd), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{(self.log_dir / f'{name}.log').read_text(errors='replace')[-4000:]}"
+            for name, _ in self.procs
+        )
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs()}")
+
+
+def wait_job(http: httpx.Client, job_id: str, timeout: float, logs: Callable[[], str]) -> dict[str, Any]:
+    """Poll GET /jobs/{id} until it finishes; returns the final job body."""
+
+    def done() -> dict[str, Any] | None:
+        body = http.get(f"/jobs/{job_id}").json()
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(done, timeout, f"job {job_id}", logs)
