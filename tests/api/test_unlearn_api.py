@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from core import idsets
 from core.db import session_scope
 from core.tables import AuditEvent, ForgetRequest, Job
+from ml.methods.params import FinetuneParams
 from tests.utils import add_ready_model
 
 
