@@ -55,13 +55,8 @@ def test_unlearn_records_request_and_job_before_answering(client, model):
         job = session.get(Job, body["job_id"])
         assert req.n_ids == 3 and idsets.decode(req.ids).tolist() == [1, 5, 9]
         assert req.ids_sha256 == idsets.sha256([1, 5, 9])
-        assert req.params == {
-            "batch_size": 128,
-            "momentum": 0.9,
-            "weight_decay": 5e-4,
-            "epochs": 5,
-            "lr": 0.001,
-        }
+        assert req.params == FinetuneParams().model_dump(mode="json")  # defaults filled in and stored
+        assert req.params["epochs"] == 5 and req.params["lr"] == 0.001
         assert job.status == "queued" and job.kind == "unlearn" and job.forget_request_id == req.id
         events = (
             session.execute(select(AuditEvent.event).where(AuditEvent.object_id == req.id)).scalars().all()
