@@ -116,11 +116,12 @@ def registered() -> dict[str, Registered]:
 
 
 def parse_params(spec: MethodSpec, params: BaseModel | dict[str, Any] | None) -> Strict:
-    """Validate params against the method's model; a model of another type is re-validated field by field."""
+    """The method's typed params from a dict (validated) or its own params model; another model is a mistake."""
     if isinstance(params, spec.params):
         return params
-    data = params.model_dump() if isinstance(params, BaseModel) else (params or {})
-    return spec.params.model_validate(data)
+    if isinstance(params, BaseModel):
+        raise TypeError(f"method {spec.name!r} takes {spec.params.__name__}, not {type(params).__name__}")
+    return spec.params.model_validate(params or {})
 
 
 def run(

@@ -16,7 +16,7 @@ from ml.data import ArrayDataset, load_dataset
 from ml.errors import Cancelled
 from ml.logits import accuracy, logits
 from ml.methods import METHOD_SPECS, UnknownMethod, UnlearnData, registered, run_method
-from ml.methods.params import PruneComplexParams
+from ml.methods.params import FinetuneParams, PoisonParams, PruneComplexParams
 from ml.methods.study import conv_activation_means, iter_convs, kernels_to_reset
 from ml.models import build_model
 from ml.specs import ArchSpec, Recipe
@@ -110,6 +110,13 @@ def test_params_given_as_a_dict_with_an_unknown_field_are_rejected(trained: torc
                                                                     data: UnlearnData) -> None:
     with pytest.raises(ValidationError):
         run_method("finetune", trained, data, {"epoch": 3}, seed=0)
+
+
+def test_params_of_another_method_are_refused(trained: torch.nn.Module, data: UnlearnData) -> None:
+    with pytest.raises(TypeError, match="PoisonParams"):
+        run_method("poison", trained, data, FinetuneParams(), seed=0)
+    out = run_method("poison", trained, data, PoisonParams(epochs=1), seed=0)
+    assert out is not trained
 
 
 def test_none_returns_an_identical_copy(trained: torch.nn.Module, data: UnlearnData) -> None:
