@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ml.logits import evaluate
-from ml.trainer import train
 from sqlalchemy.orm import Session
 
 from core import idsets
@@ -19,9 +17,12 @@ from core.db import session_scope
 from core.jobs import audit
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
 from ml import checkpoint
+from ml.data import ArrayDataset
+from ml.logits import evaluate
 from ml.methods import UnlearnData, run_method
 from ml.models import build_model
 from ml.specs import ArchSpec, Recipe
+from ml.trainer import train
 from worker.context import JobContext
 from worker.data import load_for
 
@@ -63,6 +64,67 @@ def _mark_model_failed(session: Session, job: Job, reason: str) -> None:
         audit(session, "model", model.id, "failed", model.tenant_id, reason=reason)
 
 
+@dataclass
+class Trained:
+    net: torch.nn.Module
+    data: ArrayDataset
+    udata: UnlearnData
+    wall_seconds: float
+
+
+def train_from_scratch(
+    ctx: JobContext,
+    ds_row: Dataset,
+    arch: ArchSpec,
+    recipe: Recipe,
+    seed: int,
+    forget: np.ndarray,
+    excluded: np.ndarray,
+) -> Trained:
+    """Train a fresh network on the training split minus the forget and excluded ids."""
+    data = load_for(ds_row)
+    udata = UnlearnData(data, forget, excluded, recipe, arch)
+    torch.manual_seed(seed)
+    net = build_model(arch, ds_row.num_classes, ds_row.in_channels)
+    start = time.perf_counter()
+    train(
+        net,
+        data,
+        udata.retain_ids,
+        recipe,
+        seed=seed,
+        device=ctx.device,
+        progress=ctx.progress,
+        should_stop=ctx.should_stop,
+    )
+    return Trained(net, data, udata, time.perf_counter() - start)
+
+
+def unlearn_from(
+    ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
+) -> Trained:
+    """Apply a method to a stored model; the parent's checkpoint is only read."""
+    arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
+    data = load_for(ds_row)
+    net = checkpoint.from_bytes(
+        get_store().read_bytes(parent.checkpoint), arch, ds_row.num_classes, ds_row.in_channels
+    )
+    excluded = np.setdiff1d(idsets.decode(parent.forgotten_ids), forget)
+    udata = UnlearnData(data, forget, excluded, recipe, arch)
+    start = time.perf_counter()
+    new = run_method(
+        method,
+        net,
+        udata,
+        params,
+        seed=seed,
+        device=ctx.device,
+        progress=ctx.progress,
+        should_stop=ctx.should_stop,
+    )
+    return Trained(new, data, udata, time.perf_counter() - start)
+
+
 @handler("train", on_failure=_mark_model_failed)
 def train_model(ctx: JobContext) -> Outcome:
     """Train a model from scratch on its data set minus anything it was told to exclude."""
@@ -76,31 +138,14 @@ def train_model(ctx: JobContext) -> Outcome:
             model.seed,
         )
         model_id, excluded = model.id, idsets.decode(model.forgotten_ids)
-        num_classes, in_channels = ds_row.num_classes, ds_row.in_channels
-    data = load_for(ds_row)
-    ids = np.setdiff1d(np.arange(data.n_train), excluded)
-    torch.manual_seed(seed)
-    net = build_model(arch, num_classes, in_channels)
-    start = time.perf_counter()
-    train(
-        net,
-        data,
-        ids,
-        recipe,
-        seed=seed,
-        device=ctx.device,
-        progress=ctx.progress,
-        should_stop=ctx.should_stop,
-    )
-    wall = time.perf_counter() - start
-    scores = evaluate(
-        net, UnlearnData(data, np.zeros(0, np.int64), excluded, recipe, arch), device=ctx.device
-    )
+    done = train_from_scratch(ctx, ds_row, arch, recipe, seed, np.zeros(0, np.int64), excluded)
+    net = done.net
+    scores = evaluate(net, done.udata, device=ctx.device)
     metrics = {
         "train_accuracy": scores.get("retain_accuracy"),
         "test_accuracy": scores.get("test_accuracy"),
-        "wall_seconds": round(wall, 3),
-        "n_train": int(ids.size),
+        "wall_seconds": round(done.wall_seconds, 3),
+        "n_train": int(done.udata.retain_ids.size),
     }
     get_store().write_bytes(_checkpoint_key(model_id), checkpoint.to_bytes(net))
 
@@ -125,40 +170,24 @@ def unlearn(ctx: JobContext) -> Outcome:
         forget = idsets.decode(request.ids)
         already = idsets.decode(parent.forgotten_ids)
         arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
-        blob = get_store().read_bytes(parent.checkpoint)
         parent_id, tenant_id, dataset_id, request_id = (
             parent.id,
             parent.tenant_id,
             parent.dataset_id,
             request.id,
         )
-        num_classes, in_channels = ds_row.num_classes, ds_row.in_channels
         method, params = ctx.params["method"], ctx.params["params"]
         seed, name = int(ctx.params.get("seed", 0)), ctx.params.get("name")
-    data = load_for(ds_row)
-    net = checkpoint.from_bytes(blob, arch, num_classes, in_channels)
-    udata = UnlearnData(data, forget, np.setdiff1d(already, forget), recipe, arch)
-    start = time.perf_counter()
-    new = run_method(
-        method,
-        net,
-        udata,
-        params,
-        seed=seed,
-        device=ctx.device,
-        progress=ctx.progress,
-        should_stop=ctx.should_stop,
-    )
-    wall = time.perf_counter() - start
+    done = unlearn_from(ctx, parent, ds_row, forget, method, params, seed)
     metrics: dict[str, Any] = {
-        **evaluate(new, udata, device=ctx.device),
-        "wall_seconds": round(wall, 3),
+        **evaluate(done.net, done.udata, device=ctx.device),
+        "wall_seconds": round(done.wall_seconds, 3),
         "method": method,
         "n_forget": int(forget.size),
-        "n_retain": int(udata.retain_ids.size),
+        "n_retain": int(done.udata.retain_ids.size),
     }
     child_id = new_id()
-    get_store().write_bytes(_checkpoint_key(child_id), checkpoint.to_bytes(new))
+    get_store().write_bytes(_checkpoint_key(child_id), checkpoint.to_bytes(done.net))
     cumulative = np.union1d(already, forget)
 
     def apply(session: Session) -> None:
