@@ -106,3 +106,114 @@ class DatasetPublic(BaseModel):
     num_classes: int
     in_channels: int
     task: str
+
+
+class ReferenceCreate(In):
+    model_id: str | None = Field(None, description="model id or name: its data set, architecture and recipe")
+    dataset: str | None = Field(None, description="a data set instead of a model (with arch and recipe)")
+    forget_ids: list[SampleId] = Field(max_length=1_000_000)
+    n_models: int = Field(8, ge=1, le=512)
+    arch: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = Field(None, description="overrides of the model's (or data set's) recipe")
+
+
+class ReferenceCreated(BaseModel):
+    job_id: str | None = Field(description="null when the set already had enough models: nothing was trained")
+    reference_set_id: str
+
+
+class ReferenceSetPublic(BaseModel):
+    id: str
+    dataset_id: str
+    n_forget: int
+    forget_sha256: str
+    recipe_sha256: str
+    arch: dict[str, Any]
+    recipe: dict[str, Any]
+    runs: dict[str, int] = Field(description="reference runs by job status")
+    created_at: datetime
+
+
+class EvaluationCreate(In):
+    model_id: str = Field(examples=["demo"])
+    forget_ids: list[SampleId] = Field(max_length=1_000_000)
+    method: str = Field(examples=["finetune"])
+    params: dict[str, Any] = Field(default_factory=dict)
+    n_models: int = Field(8, ge=1, le=512, description="seeds of the method, and reference models needed")
+    delta: float = Field(0.05, ge=0, lt=1)
+
+
+class EvaluationCreated(BaseModel):
+    job_id: str
+    evaluation_id: str
+
+
+class EvaluationPublic(BaseModel):
+    id: str
+    model_id: str
+    reference_set_id: str
+    study_id: str | None
+    method: str
+    params: dict[str, Any]
+    n_models: int
+    delta: float
+    status: str
+    job_id: str
+    results: dict[str, Any] | None
+    created_at: datetime
+
+
+class EvaluationRow(BaseModel):
+    """One line of the side-by-side table (the study's Table 1)."""
+
+    evaluation_id: str
+    method: str
+    status: str
+    epsilon_hat: float | str | None = None
+    ci95: float | str | None = None
+    n_samples: int | None = None
+    n_reference: int | None = None
+    n_unlearned: int | None = None
+    n_infinite: int | None = None
+    measure: str | None = Field(None, description="accuracy, or mae for regression data sets")
+    retain: float | None = None
+    retain_ci95: float | None = None
+    forget: float | None = None
+    forget_ci95: float | None = None
+    test: float | None = None
+    test_ci95: float | None = None
+    cost_vs_retrain: float | None = None
+
+
+class EvaluationTable(BaseModel):
+    data: list[EvaluationRow]
+    count: int
+
+
+class StudyCreate(In):
+    model_id: str
+    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000)
+    forget_fraction: float | None = Field(
+        None, gt=0, lt=1, description="draw this share of the training split"
+    )
+    methods: list[str] = Field(min_length=1, examples=[["none", "finetune", "retrain"]])
+    n_models: int = Field(8, ge=1, le=512)
+    delta: float = Field(0.05, ge=0, lt=1)
+    seed: int = Field(0, description="seed of the forget-set draw with forget_fraction")
+
+
+class StudyCreated(BaseModel):
+    job_id: str
+    study_id: str
+
+
+class StudyPublic(BaseModel):
+    id: str
+    model_id: str
+    reference_set_id: str
+    methods: list[str]
+    n_models: int
+    status: str
+    job_id: str
+    evaluation_ids: list[str]
+    created_at: datetime

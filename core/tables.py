@@ -164,3 +164,77 @@ class AuditEvent(Base):
     event: Mapped[str] = mapped_column(String(50))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     __table_args__ = (Index("ix_audit_events_object", "object_type", "object_id"),)
+
+
+class ReferenceSet(Base):
+    """Models retrained from scratch without a forget set, shared by every evaluation with the same key.
+
+    The key is (data set, sha256 of the sorted forget ids, recipe) where the recipe also covers the
+    architecture and the ids the source model had already forgotten (they are never trained on either).
+    """
+
+    __tablename__ = "reference_sets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    forget_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    n_forget: Mapped[int] = mapped_column(Integer)
+    forget_sha256: Mapped[str] = mapped_column(String(64))
+    excluded_ids: Mapped[bytes | None] = mapped_column(LargeBinary)
+    arch: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recipe: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recipe_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        Index(
+            "uq_reference_sets_key", "tenant_id", "dataset_id", "forget_sha256", "recipe_sha256", unique=True
+        ),
+    )
+
+
+class Run(Base):
+    """One trained or unlearned model of a many-seed protocol, kept as its forget-set outputs and accuracies."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    reference_set_id: Mapped[str | None] = mapped_column(ForeignKey("reference_sets.id"), index=True)
+    evaluation_id: Mapped[str | None] = mapped_column(ForeignKey("evaluations.id"), index=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    outputs: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Evaluation(Base):
+    """How well a method forgot: its N seeded runs against a reference set, scored by epsilon-hat."""
+
+    __tablename__ = "evaluations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    reference_set_id: Mapped[str] = mapped_column(ForeignKey("reference_sets.id"), index=True)
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    method: Mapped[str] = mapped_column(String(50))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    n_models: Mapped[int] = mapped_column(Integer)
+    delta: Mapped[float] = mapped_column(Float)
+    job_id: Mapped[str] = mapped_column(String(36))
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Study(Base):
+    """The study's protocol in one request: one reference set and several methods' evaluations."""
+
+    __tablename__ = "studies"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    reference_set_id: Mapped[str] = mapped_column(ForeignKey("reference_sets.id"))
+    methods: Mapped[list[str]] = mapped_column(JSON)
+    n_models: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-TABLES = ("audit_events", "forget_requests", "jobs", "models", "datasets")
+TABLES = ("audit_events", "runs", "evaluations", "studies", "reference_sets", "forget_requests", "jobs", "models", "datasets")
 
 
 def reset_caches() -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from ml.errors import Cancelled
-
 from core import jobs
 from core.db import session_scope
 from core.settings import get_settings
 from core.tables import JobStatus
+from ml.errors import Cancelled
+from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
 from worker.context import JobContext
 from worker.handlers import HANDLERS
+from worker.settle import notify
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,14 @@ def resolve_device(setting: str) -> str:
 
 
 def run_job(job_id: str) -> str | None:
+    """Run the job, then settle any fan-out parent waiting for it."""
+    status = _run(job_id)
+    if status is not None:
+        notify(job_id)
+    return status
+
+
+def _run(job_id: str) -> str | None:
     """Returns the final status, or None when the job was not ours to run (finished or taken)."""
     with session_scope() as session:
         job = jobs.claim(session, job_id)

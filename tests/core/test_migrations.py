@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from core.migrate import downgrade, upgrade
 from core.tables import Base
 
-EXPECTED = {"datasets", "models", "forget_requests", "jobs", "audit_events"}
+EXPECTED = {"datasets", "models", "forget_requests", "jobs", "audit_events", "reference_sets", "runs", "evaluations", "studies"}
 
 
 def _roundtrip(url: str) -> None:

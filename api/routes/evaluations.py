@@ -1,0 +1,263 @@
+"""Forget quality: reference sets, evaluations (epsilon-hat of a method), and whole studies."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import func, select
+
+from api.deps import SessionDep, TenantDep
+from api.schemas import (
+    EvaluationCreate,
+    EvaluationCreated,
+    EvaluationPublic,
+    EvaluationRow,
+    EvaluationTable,
+    ReferenceCreate,
+    ReferenceCreated,
+    ReferenceSetPublic,
+    StudyCreate,
+    StudyCreated,
+    StudyPublic,
+)
+from core import evaluations as ev
+from core import services
+from core.artifacts import get_store
+from core.errors import NotFound
+from core.export import study_zip
+from core.tables import Evaluation, Job, ReferenceSet, Run, Study
+
+router = APIRouter(tags=["evaluations"])
+
+
+def _publish_tree(session: SessionDep, parent_id: str) -> None:
+    services.commit_and_publish(session, *ev.queued_children(session, parent_id))
+
+
+@router.post(
+    "/references",
+    response_model=ReferenceCreated,
+    status_code=202,
+    summary="Retrain N reference models without a forget set",
+    responses={200: {"model": ReferenceCreated, "description": "the set already has enough models"}},
+)
+def create_references(
+    body: ReferenceCreate, session: SessionDep, tenant: TenantDep, response: Response
+) -> ReferenceCreated:
+    rs, job = ev.create_reference_request(
+        session,
+        tenant_id=tenant,
+        model_ref=body.model_id,
+        dataset_ref=body.dataset,
+        forget_ids=body.forget_ids,
+        n_models=body.n_models,
+        arch=body.arch,
+        recipe=body.recipe,
+    )
+    if job is None:
+        session.commit()
+        response.status_code = 200
+        return ReferenceCreated(job_id=None, reference_set_id=rs.id)
+    _publish_tree(session, job.id)
+    return ReferenceCreated(job_id=job.id, reference_set_id=rs.id)
+
+
+@router.get("/references/{reference_set_id}", response_model=ReferenceSetPublic, summary="A reference set")
+def read_reference_set(reference_set_id: str, session: SessionDep, tenant: TenantDep) -> ReferenceSetPublic:
+    rs = ev.get_owned(session, ReferenceSet, reference_set_id, tenant, "reference set")
+    counts = session.execute(
+        select(Job.status, func.count())
+        .join(Run, Run.job_id == Job.id)
+        .where(Run.reference_set_id == rs.id)
+        .group_by(Job.status)
+    ).all()
+    return ReferenceSetPublic(
+        id=rs.id,
+        dataset_id=rs.dataset_id,
+        n_forget=rs.n_forget,
+        forget_sha256=rs.forget_sha256,
+        recipe_sha256=rs.recipe_sha256,
+        arch=rs.arch,
+        recipe=rs.recipe,
+        runs={s: n for s, n in counts},
+        created_at=rs.created_at,
+    )
+
+
+@router.post(
+    "/evaluations",
+    response_model=EvaluationCreated,
+    status_code=202,
+    summary="Measure how well a method forgets",
+)
+def create_evaluation(body: EvaluationCreate, session: SessionDep, tenant: TenantDep) -> EvaluationCreated:
+    evaluation, job = ev.create_evaluation(
+        session,
+        tenant_id=tenant,
+        model_ref=body.model_id,
+        forget_ids=body.forget_ids,
+        method=body.method,
+        params=body.params,
+        n_models=body.n_models,
+        delta=body.delta,
+    )
+    _publish_tree(session, job.id)
+    return EvaluationCreated(job_id=job.id, evaluation_id=evaluation.id)
+
+
+def _public(session: SessionDep, e: Evaluation) -> EvaluationPublic:
+    status = session.get(Job, e.job_id).status
+    return EvaluationPublic(
+        id=e.id,
+        model_id=e.model_id,
+        reference_set_id=e.reference_set_id,
+        study_id=e.study_id,
+        method=e.method,
+        params=e.params,
+        n_models=e.n_models,
+        delta=e.delta,
+        status=status,
+        job_id=e.job_id,
+        results=e.results,
+        created_at=e.created_at,
+    )
+
+
+def _row(session: SessionDep, e: Evaluation) -> EvaluationRow:
+    row = EvaluationRow(evaluation_id=e.id, method=e.method, status=session.get(Job, e.job_id).status)
+    r = e.results
+    if not r:
+        return row
+    measure = "mae" if "retain_mae" in r else "accuracy"
+    values = {}
+    for part in ("retain", "forget", "test"):
+        stat = r.get(f"{part}_{measure}") or {}
+        values[part], values[f"{part}_ci95"] = stat.get("mean"), stat.get("ci95")
+    return row.model_copy(
+        update={
+            **{
+                k: r.get(k)
+                for k in (
+                    "epsilon_hat",
+                    "ci95",
+                    "n_samples",
+                    "n_reference",
+                    "n_unlearned",
+                    "n_infinite",
+                    "cost_vs_retrain",
+                )
+            },
+            "measure": measure,
+            **values,
+        }
+    )
+
+
+@router.get(
+    "/evaluations",
+    response_model=EvaluationTable,
+    summary="Methods side by side (the study's Table 1); CSV with Accept: text/csv",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def list_evaluations(
+    session: SessionDep,
+    tenant: TenantDep,
+    reference_set_id: Annotated[str | None, Query()] = None,
+    study_id: Annotated[str | None, Query()] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> EvaluationTable | Response:
+    stmt = select(Evaluation).where(Evaluation.tenant_id == tenant).order_by(Evaluation.created_at)
+    if reference_set_id:
+        stmt = stmt.where(Evaluation.reference_set_id == reference_set_id)
+    if study_id:
+        stmt = stmt.where(Evaluation.study_id == study_id)
+    rows = [_row(session, e) for e in session.execute(stmt).scalars()]
+    if accept and "text/csv" in accept:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(EvaluationRow.model_fields), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.model_dump())
+        return Response(out.getvalue(), media_type="text/csv")
+    return EvaluationTable(data=rows, count=len(rows))
+
+
+@router.get(
+    "/evaluations/{evaluation_id}", response_model=EvaluationPublic, summary="An evaluation and its results"
+)
+def read_evaluation(evaluation_id: str, session: SessionDep, tenant: TenantDep) -> EvaluationPublic:
+    return _public(session, ev.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation"))
+
+
+@router.get(
+    "/evaluations/{evaluation_id}/plots/{name}.png",
+    summary="A figure of the evaluation: epsilon-delta or histograms",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def read_plot(evaluation_id: str, name: str, session: SessionDep, tenant: TenantDep) -> Response:
+    e = ev.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation")
+    if name not in ("epsilon-delta", "histograms"):
+        raise NotFound(f"no figure {name!r}; figures: epsilon-delta, histograms")
+    key = f"evaluations/{e.id}/{name}.png"
+    store = get_store()
+    if not store.exists(key):
+        raise NotFound(f"evaluation {e.id} has no figures yet (it is not scored)")
+    return Response(store.read_bytes(key), media_type="image/png")
+
+
+@router.post(
+    "/studies", response_model=StudyCreated, status_code=202, summary="The study's protocol in one call"
+)
+def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep) -> StudyCreated:
+    study, job = ev.create_study(
+        session,
+        tenant_id=tenant,
+        model_ref=body.model_id,
+        forget_ids=body.forget_ids,
+        forget_fraction=body.forget_fraction,
+        methods=body.methods,
+        n_models=body.n_models,
+        delta=body.delta,
+        seed=body.seed,
+    )
+    _publish_tree(session, job.id)
+    return StudyCreated(job_id=job.id, study_id=study.id)
+
+
+@router.get("/studies/{study_id}", response_model=StudyPublic, summary="A study and its evaluations")
+def read_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyPublic:
+    study = ev.get_owned(session, Study, study_id, tenant, "study")
+    ids = session.execute(
+        select(Evaluation.id).where(Evaluation.study_id == study.id).order_by(Evaluation.created_at)
+    ).scalars()
+    return StudyPublic(
+        id=study.id,
+        model_id=study.model_id,
+        reference_set_id=study.reference_set_id,
+        methods=study.methods,
+        n_models=study.n_models,
+        status=session.get(Job, study.job_id).status,
+        job_id=study.job_id,
+        evaluation_ids=list(ids),
+        created_at=study.created_at,
+    )
+
+
+@router.get(
+    "/studies/{study_id}/export",
+    summary="The study's seed layout as a zip (logits_retain.npy, <method>/logits_unlearn.npy, metrics.csv)",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not finished yet"}},
+)
+def export_study(study_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    study = ev.get_owned(session, Study, study_id, tenant, "study")
+    data = study_zip(session, get_store(), study)
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="study-{study.id}.zip"'},
+    )

@@ -1,0 +1,357 @@
+"""Forget quality as a service: reference sets, many-seed evaluations and whole studies.
+
+Seeds: reference run i trains from scratch with seed i; unlearned run i applies the method to the
+evaluated model with seed UNLEARN_SEED_BASE + i, so that `retrain` as a method never reproduces a
+reference model bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import idsets
+from core.errors import InvalidInput, NotFound
+from core.fanout import start_waiting
+from core.jobs import audit, create_job
+from core.services import _validate, get_dataset, resolve_model, validate_forget_ids, validate_method
+from core.tables import (
+    FINISHED,
+    Dataset,
+    Evaluation,
+    Job,
+    JobStatus,
+    Model,
+    ModelStatus,
+    ReferenceSet,
+    Run,
+    Study,
+)
+from ml.specs import ArchSpec, Recipe, default_recipe
+
+UNLEARN_SEED_BASE = 10_000
+MAX_MODELS = 512
+
+
+def recipe_key(arch: dict[str, Any], recipe: dict[str, Any], excluded_sha256: str) -> str:
+    """sha256 of everything besides the forget set that decides what a reference model is."""
+    canonical = json.dumps({"arch": arch, "recipe": recipe, "excluded": excluded_sha256}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_n_models(n_models: int) -> None:
+    if not 1 <= n_models <= MAX_MODELS:
+        raise InvalidInput("n_models", f"n_models must be between 1 and {MAX_MODELS}, got {n_models}")
+
+
+def find_or_create_reference_set(
+    session: Session,
+    *,
+    tenant_id: str,
+    dataset: Dataset,
+    forget: np.ndarray,
+    excluded: np.ndarray,
+    arch: dict[str, Any],
+    recipe: dict[str, Any],
+) -> tuple[ReferenceSet, bool]:
+    """The reference set for this key; True when it was created now."""
+    forget_sha = idsets.sha256(forget)
+    key = recipe_key(arch, recipe, idsets.sha256(excluded))
+    existing = session.execute(
+        select(ReferenceSet).where(
+            ReferenceSet.tenant_id == tenant_id,
+            ReferenceSet.dataset_id == dataset.id,
+            ReferenceSet.forget_sha256 == forget_sha,
+            ReferenceSet.recipe_sha256 == key,
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing, False
+    rs = ReferenceSet(
+        tenant_id=tenant_id,
+        dataset_id=dataset.id,
+        forget_ids=idsets.encode(forget),
+        n_forget=int(forget.size),
+        forget_sha256=forget_sha,
+        excluded_ids=idsets.encode(excluded),
+        arch=arch,
+        recipe=recipe,
+        recipe_sha256=key,
+    )
+    session.add(rs)
+    session.flush()
+    audit(
+        session, "reference_set", rs.id, "created", tenant_id, n_forget=rs.n_forget, forget_sha256=forget_sha
+    )
+    return rs, True
+
+
+def usable_reference_runs(session: Session, rs_id: str) -> list[tuple[Run, Job]]:
+    """Runs of the set that succeeded or may still succeed, by seed."""
+    rows = session.execute(
+        select(Run, Job)
+        .join(Job, Job.id == Run.job_id)
+        .where(Run.reference_set_id == rs_id)
+        .order_by(Run.seed)
+    ).all()
+    return [(r, j) for r, j in rows if j.status not in (JobStatus.failed, JobStatus.cancelled)]
+
+
+def ensure_reference_runs(
+    session: Session, rs: ReferenceSet, n_models: int, *, parent_id: str | None
+) -> list[str]:
+    """Queue the runs the set lacks to reach n_models; returns the job ids of every run still in progress."""
+    usable = usable_reference_runs(session, rs.id)
+    taken = set(session.execute(select(Run.seed).where(Run.reference_set_id == rs.id)).scalars())
+    pending = [j.id for _r, j in usable[:n_models] if j.status not in FINISHED]
+    seed = 0
+    for _ in range(max(0, n_models - len(usable))):
+        while seed in taken:
+            seed += 1
+        taken.add(seed)
+        job = create_job(
+            session, "reference_run", tenant_id=rs.tenant_id, params={"seed": seed}, parent_id=parent_id
+        )
+        session.add(
+            Run(tenant_id=rs.tenant_id, kind="reference", reference_set_id=rs.id, seed=seed, job_id=job.id)
+        )
+        pending.append(job.id)
+    session.flush()
+    return pending
+
+
+def _source(session: Session, tenant_id: str, model_ref: str | None, dataset_ref: str | None):
+    """The model (if any) and data set an evaluation or reference set is about."""
+    if model_ref:
+        model = resolve_model(session, model_ref, tenant_id)
+        ds = session.get(Dataset, model.dataset_id)
+        return model, ds
+    if dataset_ref:
+        return None, get_dataset(session, dataset_ref, tenant_id)
+    raise InvalidInput("model_id", "give model_id or dataset")
+
+
+def create_reference_request(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_ref: str | None,
+    dataset_ref: str | None,
+    forget_ids: list[int],
+    n_models: int,
+    arch: dict[str, Any] | None,
+    recipe: dict[str, Any] | None,
+) -> tuple[ReferenceSet, Job | None]:
+    """A reference set with at least n_models runs; the job is None when nothing needs training."""
+    check_n_models(n_models)
+    model, ds = _source(session, tenant_id, model_ref, dataset_ref)
+    forget = validate_forget_ids(forget_ids, ds.n_train)
+    base_arch = model.arch if model else {}
+    base_recipe = model.recipe if model else default_recipe(ds.kind).model_dump(mode="json")
+    arch_d = _validate(ArchSpec, {**base_arch, **(arch or {})}, "arch").model_dump(mode="json")
+    recipe_d = _validate(Recipe, {**base_recipe, **(recipe or {})}, "recipe").model_dump(mode="json")
+    excluded = np.setdiff1d(idsets.decode(model.forgotten_ids) if model else np.zeros(0, np.int64), forget)
+    rs, _ = find_or_create_reference_set(
+        session,
+        tenant_id=tenant_id,
+        dataset=ds,
+        forget=forget,
+        excluded=excluded,
+        arch=arch_d,
+        recipe=recipe_d,
+    )
+    if len(usable_reference_runs(session, rs.id)) >= n_models:
+        return rs, None
+    parent = create_job(
+        session, "reference", tenant_id=tenant_id, params={"reference_set_id": rs.id, "n_models": n_models}
+    )
+    start_waiting(parent, ensure_reference_runs(session, rs, n_models, parent_id=parent.id))
+    return rs, parent
+
+
+def create_evaluation(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_ref: str,
+    forget_ids: list[int],
+    method: str,
+    params: dict[str, Any] | None,
+    n_models: int,
+    delta: float,
+    study_id: str | None = None,
+    parent_id: str | None = None,
+) -> tuple[Evaluation, Job]:
+    """Queue N seeded runs of the method and whatever reference runs are missing; scored when all end."""
+    check_n_models(n_models)
+    if not 0.0 <= delta < 1.0:
+        raise InvalidInput("delta", f"delta must lie in [0, 1), got {delta}")
+    model = resolve_model(session, model_ref, tenant_id)
+    if model.status != ModelStatus.ready:
+        raise InvalidInput("model_id", f"model {model_ref!r} is {model.status}, not ready")
+    ds = session.get(Dataset, model.dataset_id)
+    forget = validate_forget_ids(forget_ids, ds.n_train)
+    clean = validate_method(method, params)
+    excluded = np.setdiff1d(idsets.decode(model.forgotten_ids), forget)
+    rs, _ = find_or_create_reference_set(
+        session,
+        tenant_id=tenant_id,
+        dataset=ds,
+        forget=forget,
+        excluded=excluded,
+        arch=model.arch,
+        recipe=model.recipe,
+    )
+    parent = create_job(
+        session,
+        "evaluate",
+        tenant_id=tenant_id,
+        params={"method": method, "n_models": n_models, "delta": delta},
+        model_id=model.id,
+        parent_id=parent_id,
+    )
+    evaluation = Evaluation(
+        tenant_id=tenant_id,
+        model_id=model.id,
+        reference_set_id=rs.id,
+        study_id=study_id,
+        method=method,
+        params=clean,
+        n_models=n_models,
+        delta=delta,
+        job_id=parent.id,
+    )
+    session.add(evaluation)
+    session.flush()
+    waits = ensure_reference_runs(session, rs, n_models, parent_id=parent.id)
+    for i in range(n_models):
+        job = create_job(
+            session,
+            "unlearn_run",
+            tenant_id=tenant_id,
+            params={"seed": UNLEARN_SEED_BASE + i},
+            parent_id=parent.id,
+        )
+        session.add(
+            Run(
+                tenant_id=tenant_id,
+                kind="unlearned",
+                evaluation_id=evaluation.id,
+                seed=UNLEARN_SEED_BASE + i,
+                job_id=job.id,
+            )
+        )
+        waits.append(job.id)
+    parent.params = {**parent.params, "evaluation_id": evaluation.id, "reference_set_id": rs.id}
+    start_waiting(parent, waits)
+    audit(
+        session,
+        "evaluation",
+        evaluation.id,
+        "created",
+        tenant_id,
+        method=method,
+        n_models=n_models,
+        model_id=model.id,
+    )
+    return evaluation, parent
+
+
+def create_study(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_ref: str,
+    forget_ids: list[int] | None,
+    forget_fraction: float | None,
+    methods: list[str],
+    n_models: int,
+    delta: float,
+    seed: int,
+) -> tuple[Study, Job]:
+    """One reference set and one evaluation per method, as the study ran them."""
+    if not methods:
+        raise InvalidInput("methods", "methods is empty: name at least one method")
+    if len(set(methods)) != len(methods):
+        raise InvalidInput("methods", "methods has duplicates")
+    for name in methods:
+        validate_method(name, None)
+    model = resolve_model(session, model_ref, tenant_id)
+    ds = session.get(Dataset, model.dataset_id)
+    if (forget_ids is None) == (forget_fraction is None):
+        raise InvalidInput("forget_ids", "give exactly one of forget_ids and forget_fraction")
+    if forget_ids is None:
+        if not 0.0 < forget_fraction < 1.0:
+            raise InvalidInput("forget_fraction", "forget_fraction must lie strictly between 0 and 1")
+        candidates = np.setdiff1d(np.arange(ds.n_train), idsets.decode(model.forgotten_ids))
+        count = max(1, round(forget_fraction * ds.n_train))
+        rng = np.random.default_rng(seed)
+        forget_ids = np.sort(rng.choice(candidates, size=min(count, candidates.size), replace=False)).tolist()
+    parent = create_job(
+        session,
+        "study",
+        tenant_id=tenant_id,
+        params={"methods": methods, "n_models": n_models},
+        model_id=model.id,
+    )
+    study = Study(
+        tenant_id=tenant_id,
+        model_id=model.id,
+        reference_set_id="",
+        methods=methods,
+        n_models=n_models,
+        job_id=parent.id,
+    )
+    evaluations = []
+    for name in methods:
+        ev, job = create_evaluation(
+            session,
+            tenant_id=tenant_id,
+            model_ref=model.id,
+            forget_ids=forget_ids,
+            method=name,
+            params=None,
+            n_models=n_models,
+            delta=delta,
+            parent_id=parent.id,
+        )
+        evaluations.append((ev, job))
+    study.reference_set_id = evaluations[0][0].reference_set_id
+    session.add(study)
+    session.flush()
+    for ev, _job in evaluations:
+        ev.study_id = study.id
+    parent.params = {**parent.params, "study_id": study.id}
+    start_waiting(parent, [job.id for _ev, job in evaluations])
+    audit(session, "study", study.id, "created", tenant_id, methods=methods, n_models=n_models)
+    return study, parent
+
+
+def get_owned(session: Session, table: type, object_id: str, tenant_id: str, what: str) -> Any:
+    row = session.get(table, object_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFound(f"{what} {object_id} not found")
+    return row
+
+
+def queued_children(session: Session, parent_id: str) -> list[str]:
+    """Every queued job below this parent (runs of evaluations of a study included), to publish."""
+    out: list[str] = []
+    frontier = [parent_id]
+    while frontier:
+        rows = session.execute(select(Job.id, Job.status).where(Job.parent_id.in_(frontier))).all()
+        out.extend(r.id for r in rows if r.status == JobStatus.queued)
+        frontier = [r.id for r in rows]
+    return out
+
+
+def model_of(session: Session, evaluation: Evaluation) -> Model:
+    model = session.get(Model, evaluation.model_id)
+    if model is None:
+        raise NotFound(f"model {evaluation.model_id} not found")
+    return model

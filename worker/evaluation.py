@@ -1,0 +1,267 @@
+"""Many-seed protocol: the run handlers (one model each) and the finalizers that score them."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import idsets
+from core.artifacts import get_store
+from core.db import session_scope
+from core.evaluations import usable_reference_runs
+from core.jobs import audit
+from core.tables import Dataset, Evaluation, Job, JobStatus, Model, ReferenceSet, Run, Study
+from ml.logits import evaluate, logits, predict
+from ml.metrics.epsilon import (
+    EpsilonResult,
+    epsilon_hat,
+    epsilon_hat_regression,
+    hinge_statistic,
+    json_number,
+    regression_statistic,
+)
+from ml.metrics.neurips import neurips_score
+from ml.plots import epsilon_curve_png, statistic_histograms_png
+from ml.specs import ArchSpec, Recipe
+from worker.context import JobContext
+from worker.handlers import Outcome, Trained, handler, train_from_scratch, unlearn_from
+
+FINALIZERS: dict[str, Any] = {}
+
+
+def finalizer(kind: str):
+    def wrap(fn):
+        FINALIZERS[kind] = fn
+        return fn
+
+    return wrap
+
+
+def save_array(key: str, array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    get_store().write_bytes(key, buf.getvalue())
+    return key
+
+
+def load_array(key: str) -> np.ndarray:
+    return np.load(io.BytesIO(get_store().read_bytes(key)), allow_pickle=False)
+
+
+def labels_key(rs_id: str) -> str:
+    return f"reference_sets/{rs_id}/labels.npy"
+
+
+def _forget_outputs(done: Trained, ctx: JobContext) -> np.ndarray:
+    """Forget-set logits [n, C]; for regression, predictions in the targets' units [n]."""
+    if done.data.task == "regression":
+        return predict(done.net, done.data, done.udata.forget_ids, device=ctx.device)
+    return logits(done.net, done.data, done.udata.forget_ids, device=ctx.device)
+
+
+def _store_run(ctx: JobContext, run_id: str, done: Trained) -> Outcome:
+    outputs_key = save_array(f"runs/{run_id}/forget_outputs.npy", _forget_outputs(done, ctx))
+    metrics = {
+        **evaluate(done.net, done.udata, device=ctx.device),
+        "wall_seconds": round(done.wall_seconds, 4),
+    }
+
+    def apply(session: Session) -> None:
+        run = session.get(Run, run_id)
+        run.outputs, run.metrics = outputs_key, metrics
+
+    return Outcome(result={"run_id": run_id}, metrics=metrics, apply=apply)
+
+
+def _run_for(session: Session, job_id: str) -> Run:
+    return session.execute(select(Run).where(Run.job_id == job_id)).scalar_one()
+
+
+@handler("reference_run")
+def reference_run(ctx: JobContext) -> Outcome:
+    """Retrain from scratch without the forget set: one reference model."""
+    with session_scope() as session:
+        run = _run_for(session, ctx.job_id)
+        rs = session.get(ReferenceSet, run.reference_set_id)
+        ds_row = session.get(Dataset, rs.dataset_id)
+        forget, excluded = idsets.decode(rs.forget_ids), idsets.decode(rs.excluded_ids)
+        arch, recipe, run_id, rs_id, seed = ArchSpec(**rs.arch), Recipe(**rs.recipe), run.id, rs.id, run.seed
+    done = train_from_scratch(ctx, ds_row, arch, recipe, seed, forget, excluded)
+    if not get_store().exists(labels_key(rs_id)):
+        save_array(labels_key(rs_id), done.data.train_y[done.udata.forget_ids])
+    return _store_run(ctx, run_id, done)
+
+
+@handler("unlearn_run")
+def unlearn_run(ctx: JobContext) -> Outcome:
+    """The evaluated method applied to the evaluated model with one seed."""
+    with session_scope() as session:
+        run = _run_for(session, ctx.job_id)
+        evaluation = session.get(Evaluation, run.evaluation_id)
+        rs = session.get(ReferenceSet, evaluation.reference_set_id)
+        model = session.get(Model, evaluation.model_id)
+        ds_row = session.get(Dataset, model.dataset_id)
+        forget, run_id, seed = idsets.decode(rs.forget_ids), run.id, run.seed
+        method, params = evaluation.method, evaluation.params
+    done = unlearn_from(ctx, model, ds_row, forget, method, params, seed)
+    return _store_run(ctx, run_id, done)
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, 95% half-width (1.96 std / sqrt(n)) and count: small N is noisy, and says so."""
+    arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if arr.size == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    return {
+        "mean": float(arr.mean()),
+        "ci95": float(1.96 * arr.std() / np.sqrt(arr.size)),
+        "n": int(arr.size),
+    }
+
+
+def _metric_spreads(runs: list[Run], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: spread([r.metrics.get(k) for r in runs]) for k in keys}
+
+
+def score_runs(
+    task: str, labels: np.ndarray, refs: list[Run], unls: list[Run], delta: float
+) -> tuple[dict[str, Any], EpsilonResult, np.ndarray, np.ndarray]:
+    """Epsilon-hat, the NeurIPS score, accuracy (or MAE) spreads and cost of unlearned vs reference runs."""
+    ref_out = np.stack([load_array(r.outputs) for r in refs])
+    unl_out = np.stack([load_array(r.outputs) for r in unls])
+    regression = task == "regression"
+    keys = (
+        ("retain_mae", "forget_mae", "test_mae")
+        if regression
+        else ("retain_accuracy", "forget_accuracy", "test_accuracy")
+    )
+    if regression:
+        eps = epsilon_hat_regression(ref_out, unl_out, labels, delta=delta)
+        ref_stat, unl_stat = regression_statistic(ref_out, labels), regression_statistic(unl_out, labels)
+        neurips = None
+    else:
+        eps = epsilon_hat(ref_out, unl_out, labels, delta=delta)
+        ref_stat, unl_stat = hinge_statistic(ref_out, labels), hinge_statistic(unl_out, labels)
+        neurips = neurips_score(
+            ref_out,
+            unl_out,
+            labels,
+            reference_retain_accuracy=[r.metrics["retain_accuracy"] for r in refs],
+            reference_test_accuracy=[r.metrics["test_accuracy"] for r in refs],
+            unlearned_retain_accuracy=[r.metrics["retain_accuracy"] for r in unls],
+            unlearned_test_accuracy=[r.metrics["test_accuracy"] for r in unls],
+        ).to_json()
+    unl_wall = spread([r.metrics["wall_seconds"] for r in unls])
+    ref_wall = spread([r.metrics["wall_seconds"] for r in refs])
+    results = {
+        **eps.to_json(),
+        "delta": delta,
+        "neurips": neurips,
+        **_metric_spreads(unls, keys),
+        "reference": _metric_spreads(refs, keys),
+        "wall_seconds": unl_wall,
+        "cost_vs_retrain": unl_wall["mean"] / ref_wall["mean"] if ref_wall["mean"] else None,
+        "curve": {"delta": eps.deltas.tolist(), "epsilon_hat": [json_number(v) for v in eps.curve]},
+        "per_sample_epsilon": [json_number(v) for v in eps.per_sample],
+        "reference_run_ids": [r.id for r in refs],
+        "unlearned_run_ids": [r.id for r in unls],
+    }
+    return results, eps, ref_stat, unl_stat
+
+
+@finalizer("evaluate")
+def finalize_evaluation(parent_id: str) -> Outcome:
+    with session_scope() as session:
+        job = session.get(Job, parent_id)
+        evaluation = session.get(Evaluation, job.params["evaluation_id"])
+        rs = session.get(ReferenceSet, evaluation.reference_set_id)
+        task = session.get(Dataset, rs.dataset_id).task
+        refs = [r for r, j in usable_reference_runs(session, rs.id) if j.status == JobStatus.succeeded]
+        refs = refs[: evaluation.n_models]
+        unls = list(
+            session.execute(
+                select(Run).where(Run.evaluation_id == evaluation.id).order_by(Run.seed)
+            ).scalars()
+        )
+        ev_id, method, delta, rs_id = evaluation.id, evaluation.method, evaluation.delta, rs.id
+    if len(refs) < evaluation.n_models:
+        raise RuntimeError(f"only {len(refs)} of {evaluation.n_models} reference runs succeeded")
+    labels = load_array(labels_key(rs_id))
+    results, eps, ref_stat, unl_stat = score_runs(task, labels, refs, unls, delta)
+    plots = {
+        "epsilon-delta": epsilon_curve_png({method: eps}, title=f"{method}: epsilon-hat over delta"),
+        "histograms": statistic_histograms_png(
+            ref_stat, unl_stat, statistic="hinge" if task != "regression" else "-|error|"
+        ),
+    }
+    for name, png in plots.items():
+        get_store().write_bytes(f"evaluations/{ev_id}/{name}.png", png)
+    summary = {
+        k: results[k]
+        for k in (
+            "epsilon_hat",
+            "mean",
+            "ci95",
+            "n_samples",
+            "n_reference",
+            "n_unlearned",
+            "n_infinite",
+            "n_nan",
+            "delta",
+            "cost_vs_retrain",
+        )
+    }
+    summary["method"] = method
+
+    def apply(session: Session) -> None:
+        row = session.get(Evaluation, ev_id)
+        row.results = results
+        audit(session, "evaluation", ev_id, "scored", row.tenant_id, epsilon_hat=results["epsilon_hat"])
+
+    return Outcome(result={"evaluation_id": ev_id}, metrics=summary, apply=apply)
+
+
+@finalizer("reference")
+def finalize_reference(parent_id: str) -> Outcome:
+    with session_scope() as session:
+        job = session.get(Job, parent_id)
+        rs_id = job.params["reference_set_id"]
+        runs = [r for r, j in usable_reference_runs(session, rs_id) if j.status == JobStatus.succeeded]
+    keys = tuple(
+        k
+        for k in (
+            "retain_accuracy",
+            "forget_accuracy",
+            "test_accuracy",
+            "retain_mae",
+            "forget_mae",
+            "test_mae",
+        )
+        if runs and runs[0].metrics.get(k) is not None
+    )
+    metrics = {
+        "n_models": len(runs),
+        **_metric_spreads(runs, keys),
+        "wall_seconds": spread([r.metrics["wall_seconds"] for r in runs]),
+    }
+    return Outcome(result={"reference_set_id": rs_id}, metrics=metrics)
+
+
+@finalizer("study")
+def finalize_study(parent_id: str) -> Outcome:
+    with session_scope() as session:
+        job = session.get(Job, parent_id)
+        study = session.get(Study, job.params["study_id"])
+        evaluations = list(
+            session.execute(select(Evaluation).where(Evaluation.study_id == study.id)).scalars()
+        )
+        table = {
+            e.method: {k: e.results.get(k) for k in ("epsilon_hat", "ci95", "n_infinite", "cost_vs_retrain")}
+            for e in evaluations
+        }
+        study_id = study.id
+    return Outcome(result={"study_id": study_id}, metrics={"methods": table})
