@@ -44,13 +44,17 @@ def sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--root", default=None, help="data set folder, for data sets that need one")
     parser.add_argument("--synthetic", type=int, default=0, help="use N random 32x32x3 images instead")
     parser.add_argument("--width", type=int, default=8, help="ResNet-18 width (64 = standard)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (retrain's cost)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override the recipe's epochs (retrain's cost)"
+    )
     parser.add_argument("--forget-fraction", type=float, default=0.1)
     parser.add_argument("--methods", default=",".join(sorted(METHOD_SPECS)), help="comma-separated names")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -65,16 +69,30 @@ def main() -> None:
         dataset, recipe = load_dataset(args.dataset, args.root), default_recipe(args.dataset)
     if args.epochs:
         recipe = Recipe.model_validate(
-            {**recipe.model_dump(), "epochs": args.epochs,
-             "milestones": [round(m * args.epochs / recipe.epochs) for m in recipe.milestones]}
+            {
+                **recipe.model_dump(),
+                "epochs": args.epochs,
+                "milestones": [round(m * args.epochs / recipe.epochs) for m in recipe.milestones],
+            }
         )
     arch = ArchSpec(width=args.width)
     rng = np.random.default_rng(args.seed)
-    forget = np.sort(rng.choice(dataset.n_train, round(args.forget_fraction * dataset.n_train), replace=False))
+    forget = np.sort(
+        rng.choice(dataset.n_train, round(args.forget_fraction * dataset.n_train), replace=False)
+    )
     data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
-    setup = {"bench": "methods", "dataset": dataset.name, "n_train": dataset.n_train, "forget": len(forget),
-             "width": args.width, "device": str(device), "threads": torch.get_num_threads(),
-             "recipe_epochs": recipe.epochs, "batch": recipe.batch_size, "budget": BUDGET}
+    setup = {
+        "bench": "methods",
+        "dataset": dataset.name,
+        "n_train": dataset.n_train,
+        "forget": len(forget),
+        "width": args.width,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "recipe_epochs": recipe.epochs,
+        "batch": recipe.batch_size,
+        "budget": BUDGET,
+    }
     print(json.dumps(setup), flush=True)
 
     torch.manual_seed(args.seed)
@@ -82,8 +100,16 @@ def main() -> None:
     start = time.perf_counter()
     train(model, dataset, None, recipe, seed=args.seed, device=device)
     sync(device)
-    print(json.dumps({"original": True, "seconds": round(time.perf_counter() - start, 2),
-                      **evaluate(model, data, device=device)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "original": True,
+                "seconds": round(time.perf_counter() - start, 2),
+                **evaluate(model, data, device=device),
+            }
+        ),
+        flush=True,
+    )
 
     names = args.methods.split(",")
     names.sort(key=lambda name: name != "retrain")  # retrain first: every ratio divides by it
@@ -97,10 +123,18 @@ def main() -> None:
         if name == "retrain":
             retrain_seconds = seconds
         ratio = seconds / retrain_seconds if retrain_seconds else None
-        print(json.dumps({"method": name, "seconds": round(seconds, 2),
-                          "ratio_to_retrain": None if ratio is None else round(ratio, 4),
-                          "within_budget": None if ratio is None else ratio <= BUDGET,
-                          **evaluate(out, data, device=device)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "method": name,
+                    "seconds": round(seconds, 2),
+                    "ratio_to_retrain": None if ratio is None else round(ratio, 4),
+                    "within_budget": None if ratio is None else ratio <= BUDGET,
+                    **evaluate(out, data, device=device),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

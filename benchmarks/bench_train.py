@@ -47,26 +47,40 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_trainer(model: nn.Module, data: ArrayDataset, n: int, epochs: int, batch: int,
-                device: torch.device) -> float:
+def run_trainer(
+    model: nn.Module, data: ArrayDataset, n: int, epochs: int, batch: int, device: torch.device
+) -> float:
     """Seconds the shared trainer takes for `epochs` over the first n samples (data upload included)."""
     sync(device)
     start = time.perf_counter()
-    fit(model, data, np.arange(n), epochs=epochs, lr=LR, batch_size=batch, momentum=MOMENTUM,
-        weight_decay=WEIGHT_DECAY, seed=0, device=device)
+    fit(
+        model,
+        data,
+        np.arange(n),
+        epochs=epochs,
+        lr=LR,
+        batch_size=batch,
+        momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+        seed=0,
+        device=device,
+    )
     sync(device)
     return time.perf_counter() - start
 
 
-def run_plain(model: nn.Module, data: ArrayDataset, n: int, epochs: int, batch: int,
-              device: torch.device) -> float:
+def run_plain(
+    model: nn.Module, data: ArrayDataset, n: int, epochs: int, batch: int, device: torch.device
+) -> float:
     """Seconds a textbook loop takes for the same work (normalisation done once, up front, untimed)."""
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)
     x = (torch.from_numpy(data.train_x[:n]).float() / 255 - mean) / std
     loader = DataLoader(TensorDataset(x, torch.from_numpy(data.train_y[:n])), batch_size=batch, shuffle=True)
     model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY
+    )
     sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
@@ -81,7 +95,9 @@ def run_plain(model: nn.Module, data: ArrayDataset, n: int, epochs: int, batch: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n", type=int, default=256, help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=1)
@@ -98,9 +114,17 @@ def main() -> None:
     data = synthetic(max(args.n, args.batch * args.warmup_batches), args.size, 10, seed=0)
     torch.manual_seed(0)
     base = build_model(ArchSpec(width=args.width), 10, 3)
-    setup = {"bench": "train", "device": str(device), "threads": torch.get_num_threads(), "batch": args.batch,
-             "n": args.n, "epochs": args.epochs, "width": args.width, "image": [3, args.size, args.size],
-             "torch": torch.__version__}
+    setup = {
+        "bench": "train",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch": args.batch,
+        "n": args.n,
+        "epochs": args.epochs,
+        "width": args.width,
+        "image": [3, args.size, args.size],
+        "torch": torch.__version__,
+    }
     if device.type == "cuda":
         setup["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps(setup), flush=True)
@@ -115,8 +139,10 @@ def main() -> None:
             best[name] = min(best[name], runner(models[name], data, args.n, args.epochs, args.batch, device))
     rates = {name: args.n * args.epochs / seconds for name, seconds in best.items()}
     for name, rate in rates.items():
-        print(json.dumps({"impl": name, "best_seconds": round(best[name], 3), "images_per_s": round(rate, 1)}),
-              flush=True)
+        print(
+            json.dumps({"impl": name, "best_seconds": round(best[name], 3), "images_per_s": round(rate, 1)}),
+            flush=True,
+        )
     print(json.dumps({"ratio": round(rates["trainer"] / rates["plain"], 3)}), flush=True)
 
 

@@ -47,9 +47,7 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
-def crop_flip(
-    x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
-) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop of the reflect-padded image plus random horizontal flip, as one gather per batch."""
     b, c, h, w = x.shape
     if padding >= min(h, w):
@@ -72,7 +70,7 @@ def crop_flip(
 
 
 class AutoAugment:
-    """torchvision's AutoAugment on uint8 batches; every group of AUTOAUGMENT_GROUP images draws its own sub-policy.
+    """torchvision's AutoAugment on uint8 batches; each group of AUTOAUGMENT_GROUP images draws a sub-policy.
 
     It draws from torch's global generator, which the trainer seeds, so runs stay reproducible.
     """

@@ -51,7 +51,7 @@ def logits(
     device: str | torch.device = "cpu",
     batch_size: int = 512,
 ) -> np.ndarray:
-    """float32 [n, C] outputs of `model` (moved to `device`) on rows `ids` of a split (None = all), in order."""
+    """float32 [n, C] outputs of `model` (moved to `device`) on rows `ids` of a split (None = all)."""
     x, _ = _split(dataset, split)
     rows = _rows(x, ids)
     dev = resolve_device(device)
@@ -68,7 +68,7 @@ def logits(
     try:
         with torch.inference_mode(), cudnn:
             for start in range(0, len(rows), batch_size):
-                xb = torch.from_numpy(x[rows[start:start + batch_size]]).to(dev, non_blocking=True)
+                xb = torch.from_numpy(x[rows[start : start + batch_size]]).to(dev, non_blocking=True)
                 outs.append(model(normalise(xb)).float())
     finally:
         model.train(was_training)
@@ -113,7 +113,7 @@ def accuracy(
     device: str | torch.device = "cpu",
     batch_size: int = 512,
 ) -> float:
-    """Share of rows `ids` the model classifies correctly; undefined (ValueError) for regression or no rows."""
+    """Share of rows `ids` classified correctly; ValueError for regression or no rows (undefined)."""
     if dataset.task == "regression":
         raise ValueError("accuracy is undefined for a regression data set; use mae")
     truth = _targets(dataset, ids, split)
@@ -145,7 +145,7 @@ def mae(
 def evaluate(
     model: nn.Module, data: UnlearnData, *, device: str | torch.device = "cpu", batch_size: int = 512
 ) -> dict[str, float | None]:
-    """Accuracy on retain, forget and test (plus *_mae, with accuracies None, for regression); None for an empty set."""
+    """Accuracy on retain, forget and test, None for an empty set; regression: *_mae, accuracies None."""
     dataset = data.dataset
     sets: dict[str, tuple[np.ndarray, Split]] = {
         "retain": (data.retain_ids, "train"),
@@ -156,7 +156,11 @@ def evaluate(
     score_fn = mae if regression else accuracy
     out: dict[str, float | None] = {}
     for name, (ids, split) in sets.items():
-        score = score_fn(model, dataset, ids, split=split, device=device, batch_size=batch_size) if len(ids) else None
+        score = (
+            score_fn(model, dataset, ids, split=split, device=device, batch_size=batch_size)
+            if len(ids)
+            else None
+        )
         out[f"{name}_accuracy"] = None if regression else score
         if regression:
             out[f"{name}_mae"] = score

@@ -95,8 +95,9 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def lr_factor(schedule: Schedule, step: int, steps_per_epoch: int, total: int,
-              milestones: Sequence[int], gamma: float) -> float:
+def lr_factor(
+    schedule: Schedule, step: int, steps_per_epoch: int, total: int, milestones: Sequence[int], gamma: float
+) -> float:
     """Multiplier of the base learning rate after `step` optimiser steps (onecycle is torch's own)."""
     if schedule == "multistep":
         epoch = step // steps_per_epoch
@@ -106,8 +107,9 @@ def lr_factor(schedule: Schedule, step: int, steps_per_epoch: int, total: int,
     return 1.0
 
 
-def make_optimizer(model: nn.Module, kind: Optimizer, lr: float, momentum: float, nesterov: bool,
-                   weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, kind: Optimizer, lr: float, momentum: float, nesterov: bool, weight_decay: float
+) -> torch.optim.Optimizer:
     """SGD (Nesterov only where there is momentum, which torch requires) or Adam with L2 weight decay."""
     params = list(model.parameters())
     if kind == "adam":
@@ -119,8 +121,15 @@ def make_optimizer(model: nn.Module, kind: Optimizer, lr: float, momentum: float
     raise ValueError(f"unknown optimizer {kind!r}; valid: sgd, adam")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, lr: float, steps_per_epoch: int,
-                   total: int, milestones: Sequence[int] = (), gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    lr: float,
+    steps_per_epoch: int,
+    total: int,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+) -> torch.optim.lr_scheduler.LRScheduler:
     """A scheduler stepped once per optimiser step (multistep still changes the rate at epoch boundaries)."""
     if schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total, 2))
@@ -180,7 +189,7 @@ def fit(
     report_every: int = REPORT_EVERY,
     fast: bool | None = None,
 ) -> TrainStats:
-    """Train `model` in place (moved to `device`) on training rows `ids`, with optimiser settings given directly.
+    """Train `model` in place (moved to `device`) on training rows `ids`, optimiser settings given directly.
 
     `labels` overrides the targets (one per id; poisoning). `until` is asked after every epoch and ends
     training early when it returns True. should_stop is asked before every step; True raises Cancelled.
@@ -224,8 +233,10 @@ def fit(
                 seen = 0
                 for i in range(steps_per_epoch):
                     if should_stop is not None and should_stop():
-                        raise Cancelled(f"{stage}: stopped at epoch {epoch + 1}/{epochs}, step {step}/{total}")
-                    idx = perm[i * batch_size:(i + 1) * batch_size]
+                        raise Cancelled(
+                            f"{stage}: stopped at epoch {epoch + 1}/{epochs}, step {step}/{total}"
+                        )
+                    idx = perm[i * batch_size : (i + 1) * batch_size]
                     if len(idx) == 1:
                         # Batch norm cannot train on one sample when a feature map is 1x1 (8x8 inputs);
                         # repeating it keeps the mean loss and gradient unchanged.
@@ -256,8 +267,11 @@ def fit(
                         if not math.isfinite(epoch_loss):
                             raise Diverged(f"{stage}: loss became {epoch_loss} at epoch {epoch + 1}")
                         if progress is not None:
-                            progress(ProgressEvent(step / total, epoch + 1, epochs, step, total,
-                                                   epoch_loss, epoch_acc, stage))
+                            progress(
+                                ProgressEvent(
+                                    step / total, epoch + 1, epochs, step, total, epoch_loss, epoch_acc, stage
+                                )
+                            )
                 samples += seen
                 if until is not None and epoch + 1 < epochs and until():
                     break
@@ -281,7 +295,7 @@ def train(
     labels: np.ndarray | None = None,
     stage: str = "train",
 ) -> TrainStats:
-    """Train `model` in place on training rows `ids` (None = all) with a full recipe, augmentation included."""
+    """Train `model` in place on training rows `ids` (None = all) with a full recipe, augmentation too."""
     return fit(
         model,
         dataset,

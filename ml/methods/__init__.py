@@ -44,10 +44,12 @@ def run_method(
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
 ) -> nn.Module:
-    """Unlearn data.forget_ids with a registered method; returns a new model on `device`, the input untouched."""
+    """Unlearn data.forget_ids with a registered method: a new model on `device`, the input untouched."""
     from ml.methods.base import run
 
-    return run(name, model, data, params, seed=seed, device=device, progress=progress, should_stop=should_stop)
+    return run(
+        name, model, data, params, seed=seed, device=device, progress=progress, should_stop=should_stop
+    )
 
 
 def __getattr__(name: str) -> Any:

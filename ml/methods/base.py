@@ -1,4 +1,4 @@
-"""What every unlearning method receives, the registry binding methods to their METHOD_SPECS entries, and run()."""
+"""What every unlearning method receives, the registry binding methods to METHOD_SPECS, and run()."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def registered() -> dict[str, Registered]:
 
 
 def parse_params(spec: MethodSpec, params: BaseModel | dict[str, Any] | None) -> Strict:
-    """The method's typed params from a dict (validated) or its own params model; another model is a mistake."""
+    """The method's typed params from a dict (validated) or its own params model; any other is a bug."""
     if isinstance(params, spec.params):
         return params
     if isinstance(params, BaseModel):
@@ -135,7 +135,7 @@ def run(
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
 ) -> nn.Module:
-    """Run a method on a private copy of `model` (the input is never modified); returns the new model on `device`."""
+    """Run a method on a private copy of `model`, never the input; returns the new model on `device`."""
     spec = method_spec(name)
     fn = registered()[name].fn
     typed = parse_params(spec, params)

@@ -42,18 +42,16 @@ class PoisonFullParams(MethodParams):
     lr: float = Field(0.002, gt=0, le=10)
 
 
-class HybridParams(MethodParams):
-    poison_epochs: int = Field(1, ge=1, le=1000, description="epochs on the forget set with random labels")
-    poison_lr: float = Field(0.01, gt=0, le=10)
-    epochs: int = Field(5, ge=0, le=1000, description="epochs on the retain set afterwards")
-    lr: float = Field(0.001, gt=0, le=10)
-
-
 class RepairParams(MethodParams):
     """Fine-tuning on the retain set after a reset; epochs=0 leaves the reset alone, to inspect it."""
 
     epochs: int = Field(5, ge=0, le=1000)
     lr: float = Field(0.001, gt=0, le=10)
+
+
+class HybridParams(RepairParams):
+    poison_epochs: int = Field(1, ge=1, le=1000, description="epochs on the forget set with random labels")
+    poison_lr: float = Field(0.01, gt=0, le=10)
 
 
 class PruneParams(RepairParams):
@@ -62,7 +60,9 @@ class PruneParams(RepairParams):
     overfit_target: float = Field(
         0.99, gt=0, le=1, description="stop overfitting once the copy's accuracy on its set reaches this"
     )
-    quantile: float = Field(0.30, gt=0, lt=1, description="re-initialise weights whose change is below this quantile")
+    quantile: float = Field(
+        0.30, gt=0, lt=1, description="re-initialise weights whose change is below this quantile"
+    )
 
 
 class PruneLastLayerParams(PruneParams):
@@ -70,7 +70,9 @@ class PruneLastLayerParams(PruneParams):
 
 
 class PruneComplexParams(PruneParams):
-    retain_fraction: float = Field(0.02, gt=0, le=1, description="share of the retain set the second copy overfits")
+    retain_fraction: float = Field(
+        0.02, gt=0, le=1, description="share of the retain set the second copy overfits"
+    )
     retain_overfit_lr: float = Field(
         0.01 / 3, gt=0, le=10, description="the study meant 0.01 / 3 but wrote 0.01 // 3, which is 0"
     )
@@ -78,7 +80,10 @@ class PruneComplexParams(PruneParams):
 
 class ActivationResetParams(RepairParams):
     threshold: float = Field(
-        0.8, ge=0, lt=1, description="reset a conv kernel when more than this share of its activations is higher on forget"
+        0.8,
+        ge=0,
+        lt=1,
+        description="reset a conv kernel when more than this share of its activations is higher on forget",
     )
 
 
@@ -98,7 +103,9 @@ def _spec(name: str, description: str, params: type[Strict]) -> None:
 
 _spec("none", "Return an unchanged copy of the model: the worst case, a floor for evaluations.", NoneParams)
 _spec("finetune", "Fine-tune on the retain set (5 epochs, lr 0.001).", FinetuneParams)
-_spec("retrain", "Train from scratch on the retain set with the full recipe: the gold standard.", RetrainParams)
+_spec(
+    "retrain", "Train from scratch on the retain set with the full recipe: the gold standard.", RetrainParams
+)
 _spec("poison", "Train 1 epoch on the forget set with uniformly random labels (lr 0.0007).", PoisonParams)
 _spec(
     "poison_full",
@@ -107,16 +114,21 @@ _spec(
 )
 _spec(
     "hybrid",
-    "The study's two stage method: 1 epoch on the poisoned forget set (lr 0.01), then finetune (5 epochs, lr 0.001).",
+    "The study's two stage method: 1 epoch on the poisoned forget set (lr 0.01), then finetune"
+    " (5 epochs, lr 0.001).",
     HybridParams,
 )
 _spec(
     "prune",
-    "Selective pruning: re-initialise the 30% of each weight tensor that moved least when a copy overfit the forget"
-    " set, then finetune.",
+    "Selective pruning: re-initialise the 30% of each weight tensor that moved least when a copy"
+    " overfit the forget set, then finetune.",
     PruneParams,
 )
-_spec("prune_last_layer", "Selective pruning of the final linear layer only, then finetune.", PruneLastLayerParams)
+_spec(
+    "prune_last_layer",
+    "Selective pruning of the final linear layer only, then finetune.",
+    PruneLastLayerParams,
+)
 _spec(
     "prune_complex",
     "Re-initialise weights that moved least both when overfitting the forget set and a 2% retain sample, then"
@@ -125,8 +137,8 @@ _spec(
 )
 _spec(
     "activation_reset",
-    "Re-initialise conv kernels that fire more on the forget set than on the retain set, and the final layer, then"
-    " finetune.",
+    "Re-initialise conv kernels that fire more on the forget set than on the retain set, and the"
+    " final layer, then finetune.",
     ActivationResetParams,
 )
 

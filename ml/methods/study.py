@@ -38,6 +38,9 @@ from ml.methods.params import (
 from ml.models import build_model
 from ml.trainer import Progress, TrainStats, fit, train
 
+# A run's random streams, one per use, so changing one stage's length never shifts another's draws.
+STAGE_1, DRAWS, STAGE_2, REPAIR = range(4)
+
 
 def _fit(
     model: nn.Module,
@@ -92,7 +95,7 @@ def final_linear(model: nn.Module) -> nn.Linear:
 
 
 def kaiming_like(weight: torch.Tensor) -> torch.Tensor:
-    """Fresh Kaiming-normal values shaped like `weight`: fan_out for convs (as the model's init), fan_in else."""
+    """Fresh Kaiming-normal values like `weight`: fan_out for convs (as the model's init), else fan_in."""
     fresh = torch.empty_like(weight)
     mode = "fan_out" if weight.ndim == 4 else "fan_in"
     return nn.init.kaiming_normal_(fresh, mode=mode, nonlinearity="relu")
@@ -109,16 +112,27 @@ def lowest(values: torch.Tensor, quantile: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reinit_where(weight: torch.Tensor, mask: torch.Tensor) -> int:
-    """Re-initialise the masked entries of `weight` (Kaiming normal); returns how many."""
+def reinit_where(weight: torch.Tensor, mask: torch.Tensor) -> None:
+    """Re-initialise the masked entries of `weight` (Kaiming normal), in place."""
     weight.copy_(torch.where(mask, kaiming_like(weight), weight))
-    return int(mask.sum())
 
 
-def _repair(model: nn.Module, data: UnlearnData, p: RepairParams, run: Run, progress: Progress | None) -> None:
+def _repair(
+    model: nn.Module, data: UnlearnData, p: RepairParams, run: Run, progress: Progress | None
+) -> None:
     """Fine-tune on the retain set after a reset (the last stage of most methods)."""
-    _fit(model, data, data.retain_ids, p, run, epochs=p.epochs, lr=p.lr, stage="retain", index=9,
-         progress=progress)
+    _fit(
+        model,
+        data,
+        data.retain_ids,
+        p,
+        run,
+        epochs=p.epochs,
+        lr=p.lr,
+        stage="retain",
+        index=REPAIR,
+        progress=progress,
+    )
 
 
 @register_method("none")
@@ -132,25 +146,55 @@ def retrain(model: nn.Module, data: UnlearnData, params: RetrainParams, run: Run
     """Fresh weights trained on the retain set only: the reference every other method is judged against."""
     dataset = data.dataset
     fresh = build_model(data.arch, dataset.num_classes, dataset.in_channels)
-    train(fresh, dataset, data.retain_ids, params.recipe or data.recipe, seed=run.seed_for(0), device=run.device,
-          progress=run.progress, should_stop=run.should_stop, stage="retrain")
+    train(
+        fresh,
+        dataset,
+        data.retain_ids,
+        params.recipe or data.recipe,
+        seed=run.seed_for(STAGE_1),
+        device=run.device,
+        progress=run.progress,
+        should_stop=run.should_stop,
+        stage="retrain",
+    )
     return fresh
 
 
 @register_method("finetune")
 def finetune(model: nn.Module, data: UnlearnData, params: FinetuneParams, run: Run) -> nn.Module:
     """Catastrophic forgetting: a few epochs on the retain set alone."""
-    _fit(model, data, data.retain_ids, params, run, epochs=params.epochs, lr=params.lr, stage="finetune",
-         index=0, progress=run.progress)
+    _fit(
+        model,
+        data,
+        data.retain_ids,
+        params,
+        run,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="finetune",
+        index=STAGE_1,
+        progress=run.progress,
+    )
     return model
 
 
 @register_method("poison")
 def poison(model: nn.Module, data: UnlearnData, params: PoisonParams, run: Run) -> nn.Module:
     """Train on the forget set with random labels, so the model unlearns its answers there."""
-    labels = random_labels(data.dataset, len(data.forget_ids), np.random.default_rng(run.seed_for(1)))
-    _fit(model, data, data.forget_ids, params, run, epochs=params.epochs, lr=params.lr, stage="poison", index=0,
-         progress=run.progress, labels=labels)
+    labels = random_labels(data.dataset, len(data.forget_ids), np.random.default_rng(run.seed_for(DRAWS)))
+    _fit(
+        model,
+        data,
+        data.forget_ids,
+        params,
+        run,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="poison",
+        index=STAGE_1,
+        progress=run.progress,
+        labels=labels,
+    )
     return model
 
 
@@ -159,11 +203,22 @@ def poison_full(model: nn.Module, data: UnlearnData, params: PoisonFullParams, r
     """Train on retain plus randomly relabelled forget samples, mixed, so accuracy elsewhere is kept."""
     dataset = data.dataset
     ids = np.concatenate([data.retain_ids, data.forget_ids])
-    noise = random_labels(dataset, len(data.forget_ids), np.random.default_rng(run.seed_for(1)))
+    noise = random_labels(dataset, len(data.forget_ids), np.random.default_rng(run.seed_for(DRAWS)))
     labels = np.concatenate([dataset.train_y[data.retain_ids], noise])
-    # The study's loader here was not shuffled (every epoch ended on the poisoned block); the trainer shuffles.
-    _fit(model, data, ids, params, run, epochs=params.epochs, lr=params.lr, stage="poison_full", index=0,
-         progress=run.progress, labels=labels)
+    # The study's loader here was not shuffled (each epoch ended on the poisoned block); ours is.
+    _fit(
+        model,
+        data,
+        ids,
+        params,
+        run,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="poison_full",
+        index=STAGE_1,
+        progress=run.progress,
+        labels=labels,
+    )
     return model
 
 
@@ -172,9 +227,20 @@ def hybrid(model: nn.Module, data: UnlearnData, params: HybridParams, run: Run) 
     """The study's two stage method: poison the forget set, then repair on the retain set."""
     n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
     first, second = run.stages([n_forget * params.poison_epochs, n_retain * params.epochs])
-    labels = random_labels(data.dataset, n_forget, np.random.default_rng(run.seed_for(1)))
-    _fit(model, data, data.forget_ids, params, run, epochs=params.poison_epochs, lr=params.poison_lr,
-         stage="poison", index=0, progress=first, labels=labels)
+    labels = random_labels(data.dataset, n_forget, np.random.default_rng(run.seed_for(DRAWS)))
+    _fit(
+        model,
+        data,
+        data.forget_ids,
+        params,
+        run,
+        epochs=params.poison_epochs,
+        lr=params.poison_lr,
+        stage="poison",
+        index=STAGE_1,
+        progress=first,
+        labels=labels,
+    )
     _repair(model, data, params, run, second)
     return model
 
@@ -200,8 +266,19 @@ def overfit(
     def reached() -> bool:
         return accuracy(twin, data.dataset, ids, device=run.device) >= params.overfit_target
 
-    _fit(twin, data, ids, params, run, epochs=params.overfit_epochs, lr=lr, stage=stage, index=index,
-         progress=progress, until=None if data.dataset.task == "regression" else reached)
+    _fit(
+        twin,
+        data,
+        ids,
+        params,
+        run,
+        epochs=params.overfit_epochs,
+        lr=lr,
+        stage=stage,
+        index=index,
+        progress=progress,
+        until=None if data.dataset.task == "regression" else reached,
+    )
     return twin
 
 
@@ -232,8 +309,17 @@ def _selective_prune(
 ) -> nn.Module:
     n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
     first, second = run.stages([n_forget * params.overfit_epochs, n_retain * params.epochs])
-    twin = overfit(model, data, data.forget_ids, params, run, lr=params.overfit_lr, stage="overfit_forget",
-                   index=0, progress=first)
+    twin = overfit(
+        model,
+        data,
+        data.forget_ids,
+        params,
+        run,
+        lr=params.overfit_lr,
+        stage="overfit_forget",
+        index=STAGE_1,
+        progress=first,
+    )
     masks = prune_masks(model, [twin], params.quantile, last_layer_only)
     weights = dict(model.named_parameters())
     for name, mask in masks.items():
@@ -249,7 +335,9 @@ def prune(model: nn.Module, data: UnlearnData, params: PruneParams, run: Run) ->
 
 
 @register_method("prune_last_layer")
-def prune_last_layer(model: nn.Module, data: UnlearnData, params: PruneLastLayerParams, run: Run) -> nn.Module:
+def prune_last_layer(
+    model: nn.Module, data: UnlearnData, params: PruneLastLayerParams, run: Run
+) -> nn.Module:
     """Selective pruning restricted to the final linear layer's weights."""
     return _selective_prune(model, data, params, run, last_layer_only=True)
 
@@ -257,18 +345,36 @@ def prune_last_layer(model: nn.Module, data: UnlearnData, params: PruneLastLayer
 @register_method("prune_complex")
 def prune_complex(model: nn.Module, data: UnlearnData, params: PruneComplexParams, run: Run) -> nn.Module:
     """Re-initialise weights that neither the forget set nor a small retain sample needed to move."""
-    rng = np.random.default_rng(run.seed_for(1))
+    rng = np.random.default_rng(run.seed_for(DRAWS))
     n_sample = max(1, round(params.retain_fraction * len(data.retain_ids)))
     sample = np.sort(rng.choice(data.retain_ids, size=min(n_sample, len(data.retain_ids)), replace=False))
     n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
     first, second, third = run.stages(
         [n_forget * params.overfit_epochs, len(sample) * params.overfit_epochs, n_retain * params.epochs]
     )
-    forget_twin = overfit(model, data, data.forget_ids, params, run, lr=params.overfit_lr, stage="overfit_forget",
-                          index=0, progress=first)
+    forget_twin = overfit(
+        model,
+        data,
+        data.forget_ids,
+        params,
+        run,
+        lr=params.overfit_lr,
+        stage="overfit_forget",
+        index=STAGE_1,
+        progress=first,
+    )
     # The study wrote `0.01 // 3` here, which is 0.0: its retain copy never moved. Its intent is 0.01 / 3.
-    retain_twin = overfit(model, data, sample, params, run, lr=params.retain_overfit_lr, stage="overfit_retain",
-                          index=2, progress=second)
+    retain_twin = overfit(
+        model,
+        data,
+        sample,
+        params,
+        run,
+        lr=params.retain_overfit_lr,
+        stage="overfit_retain",
+        index=STAGE_2,
+        progress=second,
+    )
     masks = prune_masks(model, [forget_twin, retain_twin], params.quantile, last_layer_only=False)
     weights = dict(model.named_parameters())
     for name, mask in masks.items():
@@ -325,10 +431,12 @@ def kernels_to_reset(
 
 
 @register_method("activation_reset")
-def activation_reset(model: nn.Module, data: UnlearnData, params: ActivationResetParams, run: Run) -> nn.Module:
+def activation_reset(
+    model: nn.Module, data: UnlearnData, params: ActivationResetParams, run: Run
+) -> nn.Module:
     """Re-initialise conv kernels that respond more to the forget set than to retain, and the final layer."""
     dataset = data.dataset
-    rng = np.random.default_rng(run.seed_for(1))
+    rng = np.random.default_rng(run.seed_for(DRAWS))
     n = min(len(data.forget_ids), len(data.retain_ids))
     if n == 0:
         raise ValueError("activation_reset compares forget with retain activations and needs samples of both")

@@ -1,4 +1,4 @@
-"""Logits: eval mode, float32, in order, independent of batching; accuracy and regression errors built on them."""
+"""Logits: eval mode, float32, in order, batch-independent; accuracy and regression errors on top."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ from ml.trainer import train
 @pytest.fixture(scope="module")
 def digits() -> ArrayDataset:
     full = load_dataset("digits")
-    return replace(full, train_x=full.train_x[:300], train_y=full.train_y[:300],
-                   test_x=full.test_x[:80], test_y=full.test_y[:80])
+    return replace(
+        full,
+        train_x=full.train_x[:300],
+        train_y=full.train_y[:300],
+        test_x=full.test_x[:80],
+        test_y=full.test_y[:80],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,9 @@ def test_logits_are_deterministic_batch_independent_and_restore_train_mode(
     first = logits(model, digits, None, split="test")
     assert model.training
     np.testing.assert_array_equal(first, logits(model, digits, None, split="test"))
-    np.testing.assert_allclose(first, logits(model, digits, None, split="test", batch_size=7), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        first, logits(model, digits, None, split="test", batch_size=7), rtol=1e-5, atol=1e-5
+    )
     assert first.shape == (digits.n_test, 10)
 
 
@@ -75,7 +82,9 @@ def test_accuracy_is_the_share_of_argmax_hits(digits: ArrayDataset, model: torch
         accuracy(model, digits, np.zeros(0, dtype=np.int64))
 
 
-def test_evaluate_reports_retain_forget_and_test_accuracy(digits: ArrayDataset, model: torch.nn.Module) -> None:
+def test_evaluate_reports_retain_forget_and_test_accuracy(
+    digits: ArrayDataset, model: torch.nn.Module
+) -> None:
     data = UnlearnData(digits, np.arange(20), excluded_ids=np.arange(20, 30))
     report = evaluate(model, data)
     assert report == {
@@ -87,8 +96,14 @@ def test_evaluate_reports_retain_forget_and_test_accuracy(digits: ArrayDataset, 
 
 def test_regression_evaluates_mean_absolute_error_in_original_units(digits: ArrayDataset) -> None:
     scale = 4.0
-    reg = replace(digits, task="regression", num_classes=1, target_scale=scale,
-                  train_y=digits.train_y.astype(np.float32) * 3, test_y=digits.test_y.astype(np.float32) * 3)
+    reg = replace(
+        digits,
+        task="regression",
+        num_classes=1,
+        target_scale=scale,
+        train_y=digits.train_y.astype(np.float32) * 3,
+        test_y=digits.test_y.astype(np.float32) * 3,
+    )
     torch.manual_seed(0)
     net = build_model(ArchSpec(width=4), 1, 1)
     ids = np.arange(10)

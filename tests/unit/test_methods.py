@@ -27,8 +27,13 @@ RECIPE = Recipe(epochs=8, batch_size=32, lr=0.05, schedule="cosine")
 
 
 def subset(full: ArrayDataset, n_train: int, n_test: int) -> ArrayDataset:
-    return replace(full, train_x=full.train_x[:n_train], train_y=full.train_y[:n_train],
-                   test_x=full.test_x[:n_test], test_y=full.test_y[:n_test])
+    return replace(
+        full,
+        train_x=full.train_x[:n_train],
+        train_y=full.train_y[:n_train],
+        test_x=full.test_x[:n_test],
+        test_y=full.test_y[:n_test],
+    )
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -93,8 +98,9 @@ def test_every_method_on_tiny_input_returns_a_new_finite_model_and_leaves_its_in
     torch.manual_seed(0)
     model = build_model(arch, 10, 1)
     before = state(model)
-    data = UnlearnData(tiny, np.arange(8), excluded_ids=np.array([59]), recipe=Recipe(epochs=1, batch_size=16),
-                       arch=arch)
+    data = UnlearnData(
+        tiny, np.arange(8), excluded_ids=np.array([59]), recipe=Recipe(epochs=1, batch_size=16), arch=arch
+    )
     events: list[ProgressEvent] = []
     out = run_method(name, model, data, {}, seed=0, progress=events.append)
     assert out is not model and type(out) is type(model)
@@ -106,8 +112,9 @@ def test_every_method_on_tiny_input_returns_a_new_finite_model_and_leaves_its_in
         assert events[-1].fraction == pytest.approx(1.0)
 
 
-def test_params_given_as_a_dict_with_an_unknown_field_are_rejected(trained: torch.nn.Module,
-                                                                    data: UnlearnData) -> None:
+def test_params_given_as_a_dict_with_an_unknown_field_are_rejected(
+    trained: torch.nn.Module, data: UnlearnData
+) -> None:
     with pytest.raises(ValidationError):
         run_method("finetune", trained, data, {"epoch": 3}, seed=0)
 
@@ -139,8 +146,13 @@ def test_retrain_never_sees_a_forget_or_excluded_id_nor_the_input_weights(digits
     forget, excluded = np.arange(0, 40), np.arange(390, 400)
     poisoned_y[forget] = 10**6
     poisoned_y[excluded] = -(10**6)
-    data = UnlearnData(replace(digits, train_y=poisoned_y), forget, excluded_ids=excluded,
-                       recipe=Recipe(epochs=2, batch_size=32), arch=ArchSpec(width=4))
+    data = UnlearnData(
+        replace(digits, train_y=poisoned_y),
+        forget,
+        excluded_ids=excluded,
+        recipe=Recipe(epochs=2, batch_size=32),
+        arch=ArchSpec(width=4),
+    )
     torch.manual_seed(1)
     one = build_model(data.arch, 10, 1)
     torch.manual_seed(2)
@@ -170,8 +182,9 @@ def test_hybrid_reports_both_stages_across_the_whole_run(trained: torch.nn.Modul
     assert events[0].fraction < 0.2  # 40 poisoned samples against 350 retained
 
 
-def test_prune_reinitialises_30_percent_of_every_weight_tensor(trained: torch.nn.Module,
-                                                              data: UnlearnData) -> None:
+def test_prune_reinitialises_30_percent_of_every_weight_tensor(
+    trained: torch.nn.Module, data: UnlearnData
+) -> None:
     before = state(trained)
     out = run_method("prune", trained, data, {"epochs": 0}, seed=0)
     diff = changed(before, state(out))
@@ -189,8 +202,9 @@ def test_prune_last_layer_touches_only_the_final_layer(trained: torch.nn.Module,
     assert diff["linear.weight"] == round(0.5 * before["linear.weight"].numel())
 
 
-def test_prune_complex_resets_only_weights_low_in_both_comparisons(trained: torch.nn.Module,
-                                                                   data: UnlearnData) -> None:
+def test_prune_complex_resets_only_weights_low_in_both_comparisons(
+    trained: torch.nn.Module, data: UnlearnData
+) -> None:
     assert PruneComplexParams().retain_overfit_lr == pytest.approx(0.01 / 3)  # not the study's 0.01 // 3 == 0
     before = state(trained)
     out = run_method("prune_complex", trained, data, {"epochs": 0, "retain_fraction": 0.1}, seed=0)
@@ -205,8 +219,9 @@ def test_repair_after_pruning_restores_retain_accuracy(trained: torch.nn.Module,
     assert accuracy(out, data.dataset, data.retain_ids) > 0.85
 
 
-def test_activation_reset_resets_the_final_layer_and_only_kernels_passing_its_rule(digits: ArrayDataset,
-                                                                                  trained: torch.nn.Module) -> None:
+def test_activation_reset_resets_the_final_layer_and_only_kernels_passing_its_rule(
+    digits: ArrayDataset, trained: torch.nn.Module
+) -> None:
     # Retain as large as forget, so the method's retain sample is the whole retain set.
     small = subset(digits, 60, 10)
     data = UnlearnData(small, np.arange(30), arch=ARCH)
@@ -226,7 +241,9 @@ def test_activation_reset_resets_the_final_layer_and_only_kernels_passing_its_ru
     assert not diff  # nothing but conv kernels and the final layer changed
 
 
-def test_activation_means_divide_by_the_number_of_samples(digits: ArrayDataset, trained: torch.nn.Module) -> None:
+def test_activation_means_divide_by_the_number_of_samples(
+    digits: ArrayDataset, trained: torch.nn.Module
+) -> None:
     ids = np.arange(25)
     means = conv_activation_means(trained, digits, ids, torch.device("cpu"), 7)
     trained.eval()
@@ -237,8 +254,9 @@ def test_activation_means_divide_by_the_number_of_samples(digits: ArrayDataset, 
     torch.testing.assert_close(means["conv1"], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_a_stop_request_cancels_a_method_and_leaves_the_input_alone(trained: torch.nn.Module,
-                                                                    data: UnlearnData) -> None:
+def test_a_stop_request_cancels_a_method_and_leaves_the_input_alone(
+    trained: torch.nn.Module, data: UnlearnData
+) -> None:
     before = state(trained)
     with pytest.raises(Cancelled):
         run_method("prune", trained, data, {}, seed=0, should_stop=lambda: True)

@@ -1,4 +1,4 @@
-"""The trainer: reproducible, reports progress, stops on request, honours schedules, labels and augmentation."""
+"""The trainer: reproducible, reports progress, stops on request, honours schedules, labels, augmentation."""
 
 from __future__ import annotations
 
@@ -23,8 +23,13 @@ QUICK = Recipe(epochs=2, batch_size=32, lr=0.05, schedule="none")
 @pytest.fixture(scope="module")
 def digits() -> ArrayDataset:
     full = load_dataset("digits")
-    return replace(full, train_x=full.train_x[:200], train_y=full.train_y[:200],
-                   test_x=full.test_x[:100], test_y=full.test_y[:100])
+    return replace(
+        full,
+        train_x=full.train_x[:200],
+        train_y=full.train_y[:200],
+        test_x=full.test_x[:100],
+        test_y=full.test_y[:100],
+    )
 
 
 def fresh(seed: int = 0, width: int = 4) -> torch.nn.Module:
@@ -53,7 +58,9 @@ def test_same_seed_gives_bit_identical_weights_and_other_seeds_differ(digits: Ar
 def test_training_learns_digits(digits: ArrayDataset) -> None:
     full = load_dataset("digits")
     model = fresh(width=8)
-    stats = train(model, full, np.arange(600), Recipe(epochs=5, batch_size=32, lr=0.05, schedule="cosine"), seed=0)
+    stats = train(
+        model, full, np.arange(600), Recipe(epochs=5, batch_size=32, lr=0.05, schedule="cosine"), seed=0
+    )
     assert stats.epochs == 5 and stats.samples == 5 * 600
     assert accuracy(model, full, None, split="test") > 0.8
 
@@ -69,8 +76,18 @@ def test_train_leaves_the_global_random_state_alone(digits: ArrayDataset) -> Non
 
 def test_progress_reports_every_epoch_and_ends_at_one(digits: ArrayDataset) -> None:
     events: list[ProgressEvent] = []
-    fit(fresh(), digits, np.arange(100), epochs=3, lr=0.01, batch_size=10, seed=0, progress=events.append,
-        stage="demo", report_every=4)
+    fit(
+        fresh(),
+        digits,
+        np.arange(100),
+        epochs=3,
+        lr=0.01,
+        batch_size=10,
+        seed=0,
+        progress=events.append,
+        stage="demo",
+        report_every=4,
+    )
     steps = [e.step for e in events]
     assert steps == sorted(steps) and events[-1].step == events[-1].steps == 30
     assert [e.fraction for e in events] == [s / 30 for s in steps]
@@ -129,9 +146,20 @@ def test_a_diverging_run_raises(digits: ArrayDataset) -> None:
 
 
 def test_adam_and_every_schedule_reduce_the_loss(digits: ArrayDataset) -> None:
-    for optimizer, schedule in [("adam", "none"), ("sgd", "multistep"), ("sgd", "cosine"), ("sgd", "onecycle")]:
-        recipe = Recipe(epochs=3, batch_size=32, lr=0.01 if optimizer == "adam" else 0.05, optimizer=optimizer,
-                        schedule=schedule, milestones=[2] if schedule == "multistep" else [])
+    for optimizer, schedule in [
+        ("adam", "none"),
+        ("sgd", "multistep"),
+        ("sgd", "cosine"),
+        ("sgd", "onecycle"),
+    ]:
+        recipe = Recipe(
+            epochs=3,
+            batch_size=32,
+            lr=0.01 if optimizer == "adam" else 0.05,
+            optimizer=optimizer,
+            schedule=schedule,
+            milestones=[2] if schedule == "multistep" else [],
+        )
         events: list[ProgressEvent] = []
         train(fresh(), digits, None, recipe, seed=0, progress=events.append)
         ends = [e.loss for e in events if e.step % 7 == 0]  # 7 steps per epoch
@@ -140,7 +168,9 @@ def test_adam_and_every_schedule_reduce_the_loss(digits: ArrayDataset) -> None:
 
 def test_schedules_follow_their_definitions() -> None:
     assert lr_factor("none", 50, 10, 100, [], 0.1) == 1.0
-    assert [lr_factor("multistep", s, 10, 100, [3, 6], 0.1) for s in (29, 30, 60)] == pytest.approx([1, 0.1, 0.01])
+    assert [lr_factor("multistep", s, 10, 100, [3, 6], 0.1) for s in (29, 30, 60)] == pytest.approx(
+        [1, 0.1, 0.01]
+    )
     assert lr_factor("cosine", 0, 10, 100, [], 0.1) == 1.0
     assert lr_factor("cosine", 50, 10, 100, [], 0.1) == pytest.approx(0.5)
     assert lr_factor("cosine", 100, 10, 100, [], 0.1) == pytest.approx(0.0)
@@ -161,9 +191,14 @@ def test_sgd_without_momentum_drops_nesterov() -> None:
 
 def test_regression_trains_on_scaled_targets_without_accuracy(digits: ArrayDataset) -> None:
     scale = 10.0
-    reg = replace(digits, task="regression", num_classes=1, target_scale=scale,
-                  train_y=(digits.train_y * scale).astype(np.float32),
-                  test_y=(digits.test_y * scale).astype(np.float32))
+    reg = replace(
+        digits,
+        task="regression",
+        num_classes=1,
+        target_scale=scale,
+        train_y=(digits.train_y * scale).astype(np.float32),
+        test_y=(digits.test_y * scale).astype(np.float32),
+    )
     torch.manual_seed(0)
     model = build_model(ARCH, 1, 1)
     events: list[ProgressEvent] = []
@@ -181,7 +216,7 @@ def test_crop_flip_takes_windows_of_the_reflect_padded_image() -> None:
     padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect")
     flipped = 0
     for i in range(len(x)):
-        windows = [padded[i, :, r:r + 8, c:c + 8] for r in range(5) for c in range(5)]
+        windows = [padded[i, :, r : r + 8, c : c + 8] for r in range(5) for c in range(5)]
         plain = any(torch.equal(w, out[i].float()) for w in windows)
         mirrored = any(torch.equal(w.flip(-1), out[i].float()) for w in windows)
         assert plain or mirrored
@@ -218,15 +253,31 @@ def test_normalizer_matches_the_data_set_statistics() -> None:
 
 def test_the_gpu_settings_also_run_on_cpu_and_leave_contiguous_weights() -> None:
     rng = np.random.default_rng(0)
-    rgb = ArrayDataset("rgb", rng.integers(0, 256, (64, 3, 16, 16), dtype=np.uint8), rng.integers(0, 10, 64),
-                       rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8), rng.integers(0, 10, 8), 10,
-                       (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    rgb = ArrayDataset(
+        "rgb",
+        rng.integers(0, 256, (64, 3, 16, 16), dtype=np.uint8),
+        rng.integers(0, 10, 64),
+        rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8),
+        rng.integers(0, 10, 8),
+        10,
+        (0.5, 0.5, 0.5),
+        (0.25, 0.25, 0.25),
+    )
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
         model = build_model(ARCH, 10, 3)
-        stats = fit(model, rgb, None, epochs=2, lr=0.01, batch_size=16, seed=0, fast=True,
-                    augment=AugmentSpec(crop_padding=2, flip=True, autoaugment="cifar10"))
+        stats = fit(
+            model,
+            rgb,
+            None,
+            epochs=2,
+            lr=0.01,
+            batch_size=16,
+            seed=0,
+            fast=True,
+            augment=AugmentSpec(crop_padding=2, flip=True, autoaugment="cifar10"),
+        )
         assert np.isfinite(stats.loss)
         assert all(p.is_contiguous() for p in model.parameters())
         runs.append(weights(model))
