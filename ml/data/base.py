@@ -41,6 +41,14 @@ class ArrayDataset:
     target_scale: float = 1.0
     """For regression: targets are divided by this before training and multiplied back after."""
 
+    def __post_init__(self) -> None:
+        # NumPy calls an array with a size-1 axis contiguous whatever that axis's stride, and keeps
+        # odd strides there (digits comes out as (64, 1, 8, 1)). Tensors made from such arrays send
+        # oneDNN's convolution backward down a slow and, with one thread, heap-corrupting path, so
+        # every data set gets canonical C strides here, once, whatever its loader did.
+        self.train_x = _canonical(self.train_x)
+        self.test_x = _canonical(self.test_x)
+
     @property
     def n_train(self) -> int:
         return int(self.train_x.shape[0])
@@ -68,6 +76,12 @@ class ArrayDataset:
             "task": self.task,
             "classes": list(self.classes),
         }
+
+
+def _canonical(x: np.ndarray) -> np.ndarray:
+    """x with standard C strides on every axis, size-1 axes included (a copy only when needed)."""
+    expected = tuple(int(np.prod(x.shape[i + 1 :])) * x.itemsize for i in range(x.ndim))
+    return x if x.strides == expected else x.copy(order="C")
 
 
 Loader = Callable[..., ArrayDataset]

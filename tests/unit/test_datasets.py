@@ -477,3 +477,10 @@ def test_class_forget_ids() -> None:
         class_forget_ids(labels.astype(np.float32), 2)
     with pytest.raises(ValueError, match="retain set would be empty"):
         class_forget_ids(np.zeros(4, dtype=np.int64), 0)
+
+
+def test_every_data_set_gets_canonical_strides():
+    """A size-1 channel axis with an odd stride sends oneDNN down a heap-corrupting path."""
+    data = load_dataset("digits")
+    for x in (data.train_x, data.test_x):
+        assert x.strides == (64, 64, 8, 1)
