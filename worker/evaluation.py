@@ -24,7 +24,7 @@ from ml.metrics.epsilon import (
     json_number,
     regression_statistic,
 )
-from ml.metrics.neurips import neurips_score
+from ml.metrics.neurips import MIN_MODELS, neurips_score
 from ml.plots import epsilon_curve_png, statistic_histograms_png
 from ml.specs import ArchSpec, Recipe
 from worker.context import JobContext
@@ -146,15 +146,19 @@ def score_runs(
     else:
         eps = epsilon_hat(ref_out, unl_out, labels, delta=delta)
         ref_stat, unl_stat = hinge_statistic(ref_out, labels), hinge_statistic(unl_out, labels)
-        neurips = neurips_score(
-            ref_out,
-            unl_out,
-            labels,
-            reference_retain_accuracy=[r.metrics["retain_accuracy"] for r in refs],
-            reference_test_accuracy=[r.metrics["test_accuracy"] for r in refs],
-            unlearned_retain_accuracy=[r.metrics["retain_accuracy"] for r in unls],
-            unlearned_test_accuracy=[r.metrics["test_accuracy"] for r in unls],
-        ).to_json()
+        neurips = (
+            None
+            if min(len(refs), len(unls)) < MIN_MODELS
+            else neurips_score(
+                ref_out,
+                unl_out,
+                labels,
+                reference_retain_accuracy=[r.metrics["retain_accuracy"] for r in refs],
+                reference_test_accuracy=[r.metrics["test_accuracy"] for r in refs],
+                unlearned_retain_accuracy=[r.metrics["retain_accuracy"] for r in unls],
+                unlearned_test_accuracy=[r.metrics["test_accuracy"] for r in unls],
+            ).to_json()
+        )
     unl_wall = spread([r.metrics["wall_seconds"] for r in unls])
     ref_wall = spread([r.metrics["wall_seconds"] for r in refs])
     results = {

@@ -43,6 +43,8 @@ NEURIPS_DELTA = 1e-5
 EPSILON_CAP = 50.0
 BUCKET_WIDTH = 0.5
 SPREAD_FLOOR = 0.01
+MIN_MODELS = 3
+"""ln(N - 1) must be positive for the buckets to exist."""
 """An unlearned spread under this fraction of the reference spread gets the capped epsilon."""
 
 _CHUNK_ELEMENTS = 1 << 21
@@ -93,7 +95,9 @@ def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarra
     return true - (top[..., 0] + np.log(np.exp(others - top).sum(axis=2)))
 
 
-def neurips_epsilons(reference: ArrayLike, unlearned: ArrayLike, *, delta: float = NEURIPS_DELTA) -> np.ndarray:
+def neurips_epsilons(
+    reference: ArrayLike, unlearned: ArrayLike, *, delta: float = NEURIPS_DELTA
+) -> np.ndarray:
     """Per-sample epsilon over single-threshold and interval rules, clipped to [0, 50]: [M_r, n], [M_u, n] -> [n].
 
     All rules of a sample come from cumulative counts over its sorted values, vectorised over samples and
@@ -126,8 +130,8 @@ def neurips_epsilons(reference: ArrayLike, unlearned: ArrayLike, *, delta: float
 
 def bucket_count(n_models: int, width: float = BUCKET_WIDTH) -> int:
     """B = ceil(ln(N - 1) / width): buckets up to about the largest finite epsilon N models per group can show."""
-    if n_models < 3:
-        raise ValueError(f"the bucket score needs at least 3 models per group, got {n_models}")
+    if n_models < MIN_MODELS:
+        raise ValueError(f"the bucket score needs at least {MIN_MODELS} models per group, got {n_models}")
     return max(1, math.ceil(math.log(n_models - 1) / width))
 
 

@@ -128,6 +128,16 @@ def test_lethe_up_on_the_embedded_default(tmp_path):
             assert http.get(f"/jobs/{demo['job_id']}/metrics").json()["test_accuracy"] > 0.9
             job, metrics, ids = _forget_two_percent(http, "demo", procs.logs)
             _check_unlearned(http, "demo", job, metrics, ids)
+
+            # An evaluation fans out over the SQLite broker and is scored by the worker.
+            body = {"model_id": "demo", "forget_ids": ids[:10], "method": "none", "n_models": 2}
+            created = http.post("/evaluations", json=body)
+            assert created.status_code == 202, created.text
+            done = wait_job(http, created.json()["job_id"], JOB_TIMEOUT, procs.logs)
+            assert done["status"] == "succeeded", (done, procs.logs())
+            results = http.get(f"/evaluations/{created.json()['evaluation_id']}").json()["results"]
+            assert results["epsilon_hat"] == "inf" and results["n_reference"] == 2 and results["n_samples"] == 10
+            assert results["neurips"] is None  # its buckets need at least 3 models per group
     finally:
         procs.stop()
     assert (home / "lethe.sqlite").is_file() and (home / "broker.sqlite").is_file()
