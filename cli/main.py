@@ -11,6 +11,7 @@ import time
 
 import typer
 
+from cli.datasets import datasets_app
 from cli.epsilon import epsilon_command
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(datasets_app, name="datasets")
 app.command(
     "epsilon", help="Epsilon-hat of unlearned vs reference logits (the study's forget-quality metric)."
 )(epsilon_command)
