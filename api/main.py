@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import catalog, evaluations, jobs, models, system, unlearn
+from api.routes import catalog, evaluations, forget_requests, jobs, models, system, unlearn
 
 
 def create_app() -> FastAPI:
@@ -15,7 +15,7 @@ def create_app() -> FastAPI:
         description="Machine unlearning as a service: forget training samples, measure how well it forgot.",
     )
     install_error_handlers(app)
-    for module in (system, models, unlearn, jobs, evaluations, catalog):
+    for module in (system, models, unlearn, forget_requests, jobs, evaluations, catalog):
         app.include_router(module.router)
     return app
 

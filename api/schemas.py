@@ -217,3 +217,31 @@ class StudyPublic(BaseModel):
     job_id: str
     evaluation_ids: list[str]
     created_at: datetime
+
+
+class AuditEntry(BaseModel):
+    at: datetime
+    object_type: str
+    object_id: str
+    event: str
+    detail: dict[str, Any]
+
+
+class ForgetRequestPublic(BaseModel):
+    """A deletion request and everything that happened to it."""
+
+    id: str
+    tenant: str
+    requested_by: str | None
+    created_at: datetime
+    model_id: str
+    n_ids: int
+    ids_sha256: str
+    method: str
+    params: dict[str, Any]
+    job_id: str | None
+    status: str | None
+    error: str | None
+    result_model_id: str | None
+    result_metrics: dict[str, Any] | None
+    events: list[AuditEntry]

@@ -34,15 +34,23 @@ def epsilon_command(
     approach: Annotated[
         str | None, typer.Option("--approach", help="approach folder in --seed-dir, or baseline")
     ] = None,
-    all_approaches: Annotated[bool, typer.Option("--all", help="a table of every approach in --seed-dir")] = False,
+    all_approaches: Annotated[
+        bool, typer.Option("--all", help="a table of every approach in --seed-dir")
+    ] = False,
     retain: Annotated[
-        Path | None, typer.Option("--retain", help="reference models' logits .npy, shape (models, samples, classes)")
+        Path | None,
+        typer.Option("--retain", help="reference models' logits .npy, shape (models, samples, classes)"),
     ] = None,
     unlearn: Annotated[
-        Path | None, typer.Option("--unlearn", help="unlearned models' logits .npy, shape (models, samples, classes)")
+        Path | None,
+        typer.Option("--unlearn", help="unlearned models' logits .npy, shape (models, samples, classes)"),
     ] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="true classes .npy, shape (samples,)")] = None,
-    delta: Annotated[float, typer.Option("--delta", help="delta of (epsilon, delta), in [0, 1)")] = DEFAULT_DELTA,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="true classes .npy, shape (samples,)")
+    ] = None,
+    delta: Annotated[
+        float, typer.Option("--delta", help="delta of (epsilon, delta), in [0, 1)")
+    ] = DEFAULT_DELTA,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="write the epsilon-hat-over-delta curve to this PNG file")
@@ -68,14 +76,18 @@ def epsilon_command(
             results, accuracies = {}, {}
             for name in names:
                 data = load_approach(seed_dir, name)
-                results[name] = epsilon_hat(data.reference_logits, data.unlearned_logits, data.labels, delta=delta)
+                results[name] = epsilon_hat(
+                    data.reference_logits, data.unlearned_logits, data.labels, delta=delta
+                )
                 accuracies[name] = data.unlearned_accuracy.means() if data.unlearned_accuracy else {}
         else:
             if approach is not None or all_approaches:
                 _fail("--approach and --all need --seed-dir")
             if any(p is None for p in own):
                 _fail("give --seed-dir DIR, or all three of --retain, --unlearn and --labels")
-            reference, unlearned, classes = (_load_array(flag, p) for flag, p in zip(_OWN_FLAGS, own, strict=True))
+            reference, unlearned, classes = (
+                _load_array(flag, p) for flag, p in zip(_OWN_FLAGS, own, strict=True)
+            )
             results = {"logits": epsilon_hat(reference, unlearned, classes, delta=delta)}
             accuracies = {}
     except (SeedLayoutError, ValueError, OSError) as exc:
@@ -142,7 +154,9 @@ def _print_table(
 ) -> None:
     """Every approach as JSON or as a table like the study's Table 1."""
     if as_json:
-        typer.echo(json.dumps({name: result.to_json() | accuracies[name] for name, result in results.items()}))
+        typer.echo(
+            json.dumps({name: result.to_json() | accuracies[name] for name, result in results.items()})
+        )
         return
     table = Table(title=f"epsilon-hat at delta {delta:g}; mean accuracies of the unlearned models")
     for header in ("approach", "epsilon-hat", "infinite", "retain acc", "forget acc", "test acc"):
@@ -153,6 +167,9 @@ def _print_table(
             name,
             _number(result.epsilon_hat),
             str(result.n_infinite),
-            *(f"{acc[k]:.4f}" if k in acc else "-" for k in ("retain_accuracy", "forget_accuracy", "test_accuracy")),
+            *(
+                f"{acc[k]:.4f}" if k in acc else "-"
+                for k in ("retain_accuracy", "forget_accuracy", "test_accuracy")
+            ),
         )
     Console().print(table)

@@ -11,6 +11,7 @@ import time
 
 import typer
 
+from cli.commands import register
 from cli.datasets import datasets_app
 from cli.epsilon import epsilon_command
 
@@ -23,6 +24,7 @@ app.add_typer(datasets_app, name="datasets")
 app.command(
     "epsilon", help="Epsilon-hat of unlearned vs reference logits (the study's forget-quality metric)."
 )(epsilon_command)
+register(app)
 
 
 def _echo(msg: str) -> None:
@@ -62,7 +64,7 @@ def migrate(
     from tenacity import retry, stop_after_delay, wait_fixed
 
     from core import migrate as mig
-    from core.bootstrap import ensure_demo
+    from core.bootstrap import ensure_demo, ensure_local_key
     from core.db import session_scope
     from core.services import commit_and_publish
     from core.settings import get_settings
@@ -73,10 +75,34 @@ def migrate(
     _echo("database schema is up to date")
     if bootstrap:
         with session_scope() as session:
+            key_path = ensure_local_key(session, settings.resolved_home)
+        if key_path:
+            _echo(f"created an API key for tenant 'local' in {key_path}: send it as the X-API-Key header")
+        with session_scope() as session:
             job_id = ensure_demo(session)
             if job_id:
                 commit_and_publish(session, job_id)
                 _echo(f"queued training of the demo model (job {job_id})")
+
+
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(tenant: str = typer.Option(..., help="tenant the key belongs to (created if new)")) -> None:
+    """Print a new API key for a tenant; it is shown once and stored only as a hash."""
+    from core.auth import create_key
+    from core.db import session_scope
+    from core.errors import LetheError
+
+    try:
+        with session_scope() as session:
+            key = create_key(session, tenant)
+    except LetheError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(key)
 
 
 class _Supervisor:

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import services
+from core.auth import create_key
 from core.tables import DEFAULT_TENANT, Dataset, Model
 
 log = logging.getLogger(__name__)
 
 DEMO_ARCH = {"form": "cifar", "width": 16}
 DEMO_RECIPE = {"epochs": 15, "batch_size": 64, "lr": 0.05, "schedule": "cosine"}
+
+
+def ensure_local_key(session: Session, home: Path, tenant_id: str = DEFAULT_TENANT) -> Path | None:
+    """On first start, create a key for the local tenant and keep it in home/api-key (owner-only)."""
+    path = home / "api-key"
+    if path.exists():
+        return None
+    key = create_key(session, tenant_id)
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return path
 
 
 def ensure_digits(session: Session, tenant_id: str = DEFAULT_TENANT) -> Dataset:

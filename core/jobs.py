@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.tables import FINISHED, AuditEvent, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -113,3 +113,51 @@ def finish_unsuccessfully(session: Session, job_id: str, status: JobStatus, erro
 
 def is_finished(job: Job) -> bool:
     return job.status in FINISHED
+
+
+def cancel(session: Session, job_id: str, tenant_id: str) -> Job:
+    """Cancel a job: queued and fan-out jobs end now (with their children); running ones stop at their next step."""
+    from core.fanout import FANOUT_KINDS, cancel_jobs
+
+    job = get_job(session, job_id, tenant_id)
+    if job.status in FINISHED:
+        raise Conflict(f"job {job_id} is already {job.status}")
+    if job.status == JobStatus.queued or job.kind in FANOUT_KINDS:
+        finish_unsuccessfully(session, job_id, JobStatus.cancelled, "cancelled on request")
+        cancel_jobs(session, _descendants(session, job_id), f"parent job {job_id} was cancelled")
+        fail_training_model(session, job)
+    else:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(cancel_requested=True, updated_at=utcnow())
+        )
+        audit(session, "job", job_id, "cancel_requested", tenant_id)
+    session.flush()
+    return get_job(session, job_id, tenant_id)
+
+
+def _descendants(session: Session, job_id: str) -> list[str]:
+    out: list[str] = []
+    frontier = [job_id]
+    while frontier:
+        frontier = list(session.execute(select(Job.id).where(Job.parent_id.in_(frontier))).scalars())
+        out.extend(frontier)
+    return out
+
+
+def fail_training_model(session: Session, job: Job, reason: str = "its training job did not succeed") -> None:
+    """A model whose training job ended without success is marked failed, never left 'training'."""
+    from core.tables import Model, ModelStatus
+
+    model = session.get(Model, job.model_id) if job.kind == "train" and job.model_id else None
+    if model is not None and model.status == ModelStatus.training:
+        model.status = ModelStatus.failed
+        audit(session, "model", model.id, "failed", model.tenant_id, reason=reason)
+
+
+def heartbeat(session: Session, job_id: str) -> bool:
+    """Mark a running job alive; returns True when a cancel has been requested."""
+    now = utcnow()
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(heartbeat_at=now)
+    )
+    return bool(session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar())

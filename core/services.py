@@ -14,6 +14,7 @@ from core import idsets
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit, create_job
 from core.queue import publish_job
+from core.settings import get_settings
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus
 from ml.methods.params import UnknownMethod, method_spec
 from ml.specs import ArchSpec, Recipe, default_recipe
@@ -48,6 +49,11 @@ def validate_forget_ids(ids: list[int], n_train: int) -> np.ndarray:
     """Reject empty, duplicated, negative or out-of-range ids with a message naming them."""
     if not ids:
         raise InvalidInput("forget_ids", "forget_ids is empty: give at least one training-sample id")
+    limit = get_settings().max_forget_ids
+    if len(ids) > limit:
+        raise InvalidInput(
+            "forget_ids", f"forget_ids has {len(ids)} ids; one request may name at most {limit}"
+        )
     arr = np.asarray(ids, dtype=np.int64)
     bad = arr[(arr < 0) | (arr >= n_train)]
     if bad.size:
@@ -239,12 +245,13 @@ def model_lineage(session: Session, model: Model) -> list[str]:
 
 
 def commit_and_publish(session: Session, *job_ids: str) -> None:
-    """Commit first, then publish: a job is never announced before it exists in the database.
-
-    If publishing fails the job stays queued in the database, where it is found again and
-    re-published, so the request is not lost.
-    """
+    """Commit first, then publish: a job is never announced before it exists in the database."""
     session.commit()
+    publish_jobs(job_ids)
+
+
+def publish_jobs(job_ids: list[str] | tuple[str, ...]) -> None:
+    """Publish committed jobs; one that fails to publish stays queued and is published again later."""
     for job_id in job_ids:
         try:
             publish_job(job_id)

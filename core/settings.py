@@ -22,6 +22,14 @@ class Settings(BaseSettings):
     queue: str = Field("lethe", description="Celery queue the API publishes to and workers consume")
     data_dir: Path | None = Field(None, description="default parent folder of data sets that need files")
     torch_threads: int = Field(0, ge=0, description="torch CPU threads in workers; 0 = torch's default")
+    heartbeat_seconds: float = Field(15.0, gt=0, description="how often a running job marks itself alive")
+    stale_after_seconds: float = Field(120.0, gt=0, description="a running job silent this long is requeued")
+    requeue_after_seconds: float = Field(60.0, gt=0, description="a job queued this long is published again")
+    max_attempts: int = Field(3, ge=1, description="runs of a job before it is failed for good")
+    maintenance_seconds: float = Field(10.0, ge=0, description="API's sweep/reap interval; 0 turns it off")
+    max_forget_ids: int = Field(50_000, ge=1, description="largest forget set one request may name")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body")
+    rate_limit: str = Field("600/minute", description="requests per tenant, in the `limits` notation")
 
     @property
     def resolved_home(self) -> Path:

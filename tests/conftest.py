@@ -76,12 +76,13 @@ def pg_env(
 
 @pytest.fixture
 def client(pg_env: dict[str, str]) -> Iterator:
-    """An HTTP client for the API app on Postgres + Redis."""
+    """An HTTP client for the API app on Postgres + Redis, authenticated as the tenant "local"."""
     from fastapi.testclient import TestClient
 
     from api.main import create_app
+    from tests.utils import new_key
 
-    with TestClient(create_app()) as c:
+    with TestClient(create_app(), headers={"X-API-Key": new_key("local")}) as c:
         yield c
 
 

@@ -8,7 +8,20 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-TABLES = ("audit_events", "runs", "evaluations", "studies", "reference_sets", "forget_requests", "jobs", "models", "datasets")
+TABLES = (
+    "idempotency_keys",
+    "api_keys",
+    "tenants",
+    "audit_events",
+    "runs",
+    "evaluations",
+    "studies",
+    "reference_sets",
+    "forget_requests",
+    "jobs",
+    "models",
+    "datasets",
+)
 
 
 def reset_caches() -> None:
@@ -49,3 +62,12 @@ def add_ready_model(session: Any, name: str = "m1") -> Any:
     session.add(model)
     session.flush()
     return model
+
+
+def new_key(tenant: str = "local") -> str:
+    """A fresh API key for the tenant in the configured database."""
+    from core.auth import create_key
+    from core.db import session_scope
+
+    with session_scope() as session:
+        return create_key(session, tenant)

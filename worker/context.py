@@ -1,13 +1,15 @@
-"""What a job handler gets: its job row's id and params, throttled progress reporting and the stop flag."""
+"""What a job handler gets: its job's id and params, throttled progress reporting, the stop flag, a heartbeat."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from core import jobs
 from core.db import session_scope
+from core.settings import get_settings
 
 REPORT_EVERY_S = 0.5
 
@@ -21,6 +23,8 @@ class JobContext:
     started: float = field(default_factory=time.monotonic)
     _last_report: float = 0.0
     _cancel: bool = False
+    _stop_beat: threading.Event = field(default_factory=threading.Event)
+    _beat: threading.Thread | None = None
 
     def progress(self, event: Any) -> None:
         """Record a trainer ProgressEvent (or anything with .fraction) at most every REPORT_EVERY_S."""
@@ -39,8 +43,30 @@ class JobContext:
         if 0.0 < fraction < 1.0:
             info["eta_seconds"] = round(elapsed / fraction * (1.0 - fraction), 1)
         with session_scope() as session:
-            self._cancel = jobs.report_progress(session, self.job_id, fraction, info)
+            self._cancel = jobs.report_progress(session, self.job_id, fraction, info) or self._cancel
 
     def should_stop(self) -> bool:
-        """Checked every training step; the flag is refreshed with each progress report."""
+        """Checked every training step; refreshed by progress reports and by the heartbeat."""
         return self._cancel
+
+    def __enter__(self) -> JobContext:
+        """Beat while the job runs, so a job between progress reports is never taken for a dead one."""
+        interval = get_settings().heartbeat_seconds
+        self._beat = threading.Thread(
+            target=self._beat_loop, args=(interval,), daemon=True, name=f"beat-{self.job_id}"
+        )
+        self._beat.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop_beat.set()
+        if self._beat is not None:
+            self._beat.join(timeout=10)
+
+    def _beat_loop(self, interval: float) -> None:
+        while not self._stop_beat.wait(interval):
+            try:
+                with session_scope() as session:
+                    self._cancel = jobs.heartbeat(session, self.job_id) or self._cancel
+            except Exception:  # a missed beat is retried; the job itself must go on
+                continue

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from core import idsets
 from core.artifacts import get_store
 from core.db import session_scope
-from core.jobs import audit
+from core.jobs import audit, fail_training_model
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
 from ml import checkpoint
 from ml.data import ArrayDataset
@@ -55,13 +55,6 @@ def handler(kind: str, on_failure: Callable[[Session, Job, str], None] | None = 
 
 def _checkpoint_key(model_id: str) -> str:
     return f"models/{model_id}/model.safetensors"
-
-
-def _mark_model_failed(session: Session, job: Job, reason: str) -> None:
-    model = session.get(Model, job.model_id) if job.model_id else None
-    if model is not None and model.status == ModelStatus.training:
-        model.status = ModelStatus.failed
-        audit(session, "model", model.id, "failed", model.tenant_id, reason=reason)
 
 
 @dataclass
@@ -125,7 +118,7 @@ def unlearn_from(
     return Trained(new, data, udata, time.perf_counter() - start)
 
 
-@handler("train", on_failure=_mark_model_failed)
+@handler("train", on_failure=fail_training_model)
 def train_model(ctx: JobContext) -> Outcome:
     """Train a model from scratch on its data set minus anything it was told to exclude."""
     with session_scope() as session:

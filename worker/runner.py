@@ -47,7 +47,8 @@ def _run(job_id: str) -> str | None:
         return _fail(job_id, None, f"no handler for job kind {kind!r}")
     ctx = JobContext(job_id, kind, params, resolve_device(get_settings().device))
     try:
-        outcome = handler.run(ctx)
+        with ctx:
+            outcome = handler.run(ctx)
     except Cancelled:
         with session_scope() as session:
             jobs.finish_unsuccessfully(session, job_id, JobStatus.cancelled, "cancelled on request")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import func, select
 
 from api.deps import SessionDep, TenantDep
+from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.schemas import (
     EvaluationCreate,
     EvaluationCreated,
@@ -24,17 +25,12 @@ from api.schemas import (
     StudyPublic,
 )
 from core import evaluations as ev
-from core import services
 from core.artifacts import get_store
 from core.errors import NotFound
 from core.export import study_zip
 from core.tables import Evaluation, Job, ReferenceSet, Run, Study
 
 router = APIRouter(tags=["evaluations"])
-
-
-def _publish_tree(session: SessionDep, parent_id: str) -> None:
-    services.commit_and_publish(session, *ev.queued_children(session, parent_id))
 
 
 @router.post(
@@ -45,24 +41,28 @@ def _publish_tree(session: SessionDep, parent_id: str) -> None:
     responses={200: {"model": ReferenceCreated, "description": "the set already has enough models"}},
 )
 def create_references(
-    body: ReferenceCreate, session: SessionDep, tenant: TenantDep, response: Response
+    body: ReferenceCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
 ) -> ReferenceCreated:
-    rs, job = ev.create_reference_request(
-        session,
-        tenant_id=tenant,
-        model_ref=body.model_id,
-        dataset_ref=body.dataset,
-        forget_ids=body.forget_ids,
-        n_models=body.n_models,
-        arch=body.arch,
-        recipe=body.recipe,
-    )
-    if job is None:
-        session.commit()
-        response.status_code = 200
-        return ReferenceCreated(job_id=None, reference_set_id=rs.id)
-    _publish_tree(session, job.id)
-    return ReferenceCreated(job_id=job.id, reference_set_id=rs.id)
+    def create() -> Created:
+        rs, job = ev.create_reference_request(
+            session,
+            tenant_id=tenant,
+            model_ref=body.model_id,
+            dataset_ref=body.dataset,
+            forget_ids=body.forget_ids,
+            n_models=body.n_models,
+            arch=body.arch,
+            recipe=body.recipe,
+        )
+        if job is None:
+            return ReferenceCreated(job_id=None, reference_set_id=rs.id), [], 200
+        return (
+            ReferenceCreated(job_id=job.id, reference_set_id=rs.id),
+            ev.queued_children(session, job.id),
+            202,
+        )
+
+    return idempotent(session, tenant, idempotency_key, "POST /references", body, create)
 
 
 @router.get("/references/{reference_set_id}", response_model=ReferenceSetPublic, summary="A reference set")
@@ -93,19 +93,24 @@ def read_reference_set(reference_set_id: str, session: SessionDep, tenant: Tenan
     status_code=202,
     summary="Measure how well a method forgets",
 )
-def create_evaluation(body: EvaluationCreate, session: SessionDep, tenant: TenantDep) -> EvaluationCreated:
-    evaluation, job = ev.create_evaluation(
-        session,
-        tenant_id=tenant,
-        model_ref=body.model_id,
-        forget_ids=body.forget_ids,
-        method=body.method,
-        params=body.params,
-        n_models=body.n_models,
-        delta=body.delta,
-    )
-    _publish_tree(session, job.id)
-    return EvaluationCreated(job_id=job.id, evaluation_id=evaluation.id)
+def create_evaluation(
+    body: EvaluationCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+) -> EvaluationCreated:
+    def create() -> Created:
+        evaluation, job = ev.create_evaluation(
+            session,
+            tenant_id=tenant,
+            model_ref=body.model_id,
+            forget_ids=body.forget_ids,
+            method=body.method,
+            params=body.params,
+            n_models=body.n_models,
+            delta=body.delta,
+        )
+        created = EvaluationCreated(job_id=job.id, evaluation_id=evaluation.id)
+        return created, ev.queued_children(session, job.id), 202
+
+    return idempotent(session, tenant, idempotency_key, "POST /evaluations", body, create)
 
 
 def _public(session: SessionDep, e: Evaluation) -> EvaluationPublic:
@@ -212,20 +217,24 @@ def read_plot(evaluation_id: str, name: str, session: SessionDep, tenant: Tenant
 @router.post(
     "/studies", response_model=StudyCreated, status_code=202, summary="The study's protocol in one call"
 )
-def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep) -> StudyCreated:
-    study, job = ev.create_study(
-        session,
-        tenant_id=tenant,
-        model_ref=body.model_id,
-        forget_ids=body.forget_ids,
-        forget_fraction=body.forget_fraction,
-        methods=body.methods,
-        n_models=body.n_models,
-        delta=body.delta,
-        seed=body.seed,
-    )
-    _publish_tree(session, job.id)
-    return StudyCreated(job_id=job.id, study_id=study.id)
+def create_study(
+    body: StudyCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+) -> StudyCreated:
+    def create() -> Created:
+        study, job = ev.create_study(
+            session,
+            tenant_id=tenant,
+            model_ref=body.model_id,
+            forget_ids=body.forget_ids,
+            forget_fraction=body.forget_fraction,
+            methods=body.methods,
+            n_models=body.n_models,
+            delta=body.delta,
+            seed=body.seed,
+        )
+        return StudyCreated(job_id=job.id, study_id=study.id), ev.queued_children(session, job.id), 202
+
+    return idempotent(session, tenant, idempotency_key, "POST /studies", body, create)
 
 
 @router.get("/studies/{study_id}", response_model=StudyPublic, summary="A study and its evaluations")

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from api.deps import SessionDep, TenantDep
 from api.schemas import JobPublic
+from core import jobs as job_service
 from core.errors import NotFound
 from core.jobs import get_job
 
@@ -25,3 +26,16 @@ def read_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[st
     if not job.metrics:
         raise NotFound(f"job {job_id} has no metrics yet (status {job.status})")
     return job.metrics
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    summary="Cancel a job",
+    description="A queued job ends cancelled at once; a running one stops within one training step or batch. "
+    "Cancelling a fan-out job (reference set, evaluation, study) cancels its runs. 409 once it has finished.",
+)
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
+    job = job_service.cancel(session, job_id, tenant)
+    session.commit()
+    return JobPublic.model_validate(job, from_attributes=True)

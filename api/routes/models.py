@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from api.deps import SessionDep, TenantDep
+from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.schemas import ModelCreate, ModelCreated, ModelList, ModelPublic
 from core import services
 from core.tables import Dataset, Model
@@ -35,18 +36,22 @@ def to_public(session: SessionDep, model: Model) -> ModelPublic:
 
 
 @router.post("", status_code=202, response_model=ModelCreated, summary="Train a new model from scratch")
-def create_model(body: ModelCreate, session: SessionDep, tenant: TenantDep) -> ModelCreated:
-    job, model = services.create_training(
-        session,
-        tenant_id=tenant,
-        name=body.name,
-        dataset_ref=body.dataset,
-        arch=body.arch,
-        recipe=body.recipe,
-        seed=body.seed,
-    )
-    services.commit_and_publish(session, job.id)
-    return ModelCreated(job_id=job.id, model_id=model.id)
+def create_model(
+    body: ModelCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+) -> ModelCreated:
+    def create() -> Created:
+        job, model = services.create_training(
+            session,
+            tenant_id=tenant,
+            name=body.name,
+            dataset_ref=body.dataset,
+            arch=body.arch,
+            recipe=body.recipe,
+            seed=body.seed,
+        )
+        return ModelCreated(job_id=job.id, model_id=model.id), [job.id], 202
+
+    return idempotent(session, tenant, idempotency_key, "POST /models", body, create)
 
 
 @router.get("", response_model=ModelList, summary="List models, newest first")

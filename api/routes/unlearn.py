@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import SessionDep, TenantDep
+from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.schemas import UnlearnCreate, UnlearnCreated
 from core import services
 
@@ -19,17 +20,21 @@ router = APIRouter(tags=["unlearn"])
     description="Validates everything, records the forget request, then queues a job that writes a new "
     "child model; the parent model is never modified.",
 )
-def unlearn(body: UnlearnCreate, session: SessionDep, tenant: TenantDep) -> UnlearnCreated:
-    job, request = services.create_unlearn(
-        session,
-        tenant_id=tenant,
-        model_ref=body.model_id,
-        forget_ids=body.forget_ids,
-        method=body.method,
-        params=body.params,
-        seed=body.seed,
-        name=body.name,
-        requested_by=body.requested_by,
-    )
-    services.commit_and_publish(session, job.id)
-    return UnlearnCreated(job_id=job.id, forget_request_id=request.id)
+def unlearn(
+    body: UnlearnCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+) -> UnlearnCreated:
+    def create() -> Created:
+        job, request = services.create_unlearn(
+            session,
+            tenant_id=tenant,
+            model_ref=body.model_id,
+            forget_ids=body.forget_ids,
+            method=body.method,
+            params=body.params,
+            seed=body.seed,
+            name=body.name,
+            requested_by=body.requested_by,
+        )
+        return UnlearnCreated(job_id=job.id, forget_request_id=request.id), [job.id], 202
+
+    return idempotent(session, tenant, idempotency_key, "POST /unlearn", body, create)

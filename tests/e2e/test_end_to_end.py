@@ -92,7 +92,10 @@ def test_compose_services_run_and_forget_on_postgres_and_redis(pg_env, tmp_path)
         procs.start("api", api_cmd, _service_env(services["api"], local))
         worker_cmd = [c if c != "lethe" else local["LETHE_QUEUE"] for c in services["worker"]["command"]]
         procs.start("worker", worker_cmd, _service_env(services["worker"], local))
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        key = (home / "api-key").read_text().strip()
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"X-API-Key": key}
+        ) as http:
             health = wait_for(
                 lambda: http.get("/health").status_code == 200 and http.get("/health").json(),
                 60,
@@ -100,6 +103,7 @@ def test_compose_services_run_and_forget_on_postgres_and_redis(pg_env, tmp_path)
                 procs.logs,
             )
             assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+            assert http.get("/models/demo", headers={"X-API-Key": "wrong"}).status_code == 401
             demo = http.get("/models/demo").json()
             train = wait_job(http, demo["job_id"], JOB_TIMEOUT, procs.logs)
             assert train["status"] == "succeeded", (train, procs.logs())
@@ -122,6 +126,9 @@ def test_lethe_up_on_the_embedded_default(tmp_path):
         procs.start("up", ["lethe", "up", "--port", str(port)], env)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             wait_for(lambda: http.get("/health").status_code == 200, 120, "lethe up", procs.logs)
+            assert http.get("/models/demo").status_code == 401
+            http.headers["X-API-Key"] = (home / "api-key").read_text().strip()
+            assert "api-key" in procs.logs()
             demo = http.get("/models/demo").json()
             train = wait_job(http, demo["job_id"], JOB_TIMEOUT, procs.logs)
             assert train["status"] == "succeeded", (train, procs.logs())
@@ -136,7 +143,9 @@ def test_lethe_up_on_the_embedded_default(tmp_path):
             done = wait_job(http, created.json()["job_id"], JOB_TIMEOUT, procs.logs)
             assert done["status"] == "succeeded", (done, procs.logs())
             results = http.get(f"/evaluations/{created.json()['evaluation_id']}").json()["results"]
-            assert results["epsilon_hat"] == "inf" and results["n_reference"] == 2 and results["n_samples"] == 10
+            assert (
+                results["epsilon_hat"] == "inf" and results["n_reference"] == 2 and results["n_samples"] == 10
+            )
             assert results["neurips"] is None  # its buckets need at least 3 models per group
     finally:
         procs.stop()

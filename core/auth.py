@@ -1,0 +1,46 @@
+"""API keys: random secrets shown once, stored as sha256, each belonging to one tenant."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.errors import InvalidInput
+from core.jobs import audit
+from core.tables import ApiKey, Tenant
+
+KEY_PREFIX = "lethe_"
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, tenant_id: str) -> str:
+    """A new key for the tenant (created if new); the plaintext is returned once and never stored."""
+    if not TENANT_NAME.match(tenant_id):
+        raise InvalidInput("tenant", "tenant names are 1-64 letters, digits, '_', '.' or '-'")
+    if session.get(Tenant, tenant_id) is None:
+        session.add(Tenant(id=tenant_id))
+        session.flush()
+        audit(session, "tenant", tenant_id, "created", tenant_id)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(tenant_id=tenant_id, prefix=key[: len(KEY_PREFIX) + 4], key_sha256=_digest(key))
+    session.add(row)
+    session.flush()
+    audit(session, "api_key", row.id, "created", tenant_id, prefix=row.prefix)
+    return key
+
+
+def tenant_for(session: Session, key: str | None) -> str | None:
+    """The tenant a key belongs to, or None for a missing, unknown or revoked key."""
+    if not key:
+        return None
+    return session.execute(
+        select(ApiKey.tenant_id).where(ApiKey.key_sha256 == _digest(key), ApiKey.revoked_at.is_(None))
+    ).scalar_one_or_none()
