@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from api.deps import get_tenant
 from api.errors import install_error_handlers
 from api.routes import catalog, evaluations, forget_requests, jobs, models, system, unlearn
 
@@ -15,8 +16,9 @@ def create_app() -> FastAPI:
         description="Machine unlearning as a service: forget training samples, measure how well it forgot.",
     )
     install_error_handlers(app)
-    for module in (system, models, unlearn, forget_requests, jobs, evaluations, catalog):
-        app.include_router(module.router)
+    app.include_router(system.router)
+    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
+        app.include_router(module.router, dependencies=[Depends(get_tenant)])
     return app
 
 

@@ -207,15 +207,6 @@ def create_unlearn(
     )
     session.add(request)
     session.flush()
-    job = create_job(
-        session,
-        "unlearn",
-        tenant_id=tenant_id,
-        params={"method": method, "params": clean_params, "seed": seed, "name": name},
-        model_id=model.id,
-        forget_request_id=request.id,
-    )
-    request.job_id = job.id
     audit(
         session,
         "forget_request",
@@ -226,8 +217,17 @@ def create_unlearn(
         n_ids=request.n_ids,
         sha256=request.ids_sha256,
         method=method,
-        job_id=job.id,
+        requested_by=requested_by,
     )
+    job = create_job(
+        session,
+        "unlearn",
+        tenant_id=tenant_id,
+        params={"method": method, "params": clean_params, "seed": seed, "name": name},
+        model_id=model.id,
+        forget_request_id=request.id,
+    )
+    request.job_id = job.id
     return job, request
 
 

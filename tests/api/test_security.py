@@ -1,0 +1,142 @@
+"""Keys, tenants, cancel, idempotency, limits and the audit trail, on real Postgres and Redis."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import session_scope
+from core.tables import ApiKey, Job
+from tests.utils import add_ready_model, new_key
+
+ID_ROUTES_GET = [
+    "/models/{model}",
+    "/jobs/{job}",
+    "/jobs/{job}/metrics",
+    "/forget-requests/{request}",
+    "/evaluations/{evaluation}",
+    "/evaluations/{evaluation}/plots/histograms.png",
+    "/references/{reference_set}",
+    "/studies/{study}",
+    "/studies/{study}/export",
+]
+
+
+@pytest.fixture
+def owned(client) -> dict[str, str]:
+    """One object of every kind, owned by the tenant "local"."""
+    with session_scope() as session:
+        add_ready_model(session, "m1")
+    unlearn = client.post("/unlearn", json={"model_id": "m1", "forget_ids": [1, 2], "method": "none"}).json()
+    evaluation = client.post(
+        "/evaluations", json={"model_id": "m1", "forget_ids": [1, 2], "method": "none", "n_models": 1}
+    ).json()
+    study = client.post(
+        "/studies", json={"model_id": "m1", "forget_ids": [3], "methods": ["none"], "n_models": 1}
+    ).json()
+    ev = client.get(f"/evaluations/{evaluation['evaluation_id']}").json()
+    return {
+        "model": "m1",
+        "job": unlearn["job_id"],
+        "request": unlearn["forget_request_id"],
+        "evaluation": evaluation["evaluation_id"],
+        "reference_set": ev["reference_set_id"],
+        "study": study["study_id"],
+    }
+
+
+def test_every_endpoint_but_health_needs_a_key(client, owned):
+    anonymous = {"X-API-Key": ""}
+    for template in ID_ROUTES_GET:
+        r = client.get(template.format(**owned), headers=anonymous)
+        assert r.status_code == 401, template
+        assert client.get(template.format(**owned), headers={"X-API-Key": "lethe_wrong"}).status_code == 401
+    assert client.post("/unlearn", json={}, headers=anonymous).status_code == 401
+    assert client.get("/methods", headers=anonymous).status_code == 401
+    assert client.get("/health", headers=anonymous).status_code == 200
+    assert client.get("/models", headers=anonymous).json()["detail"].startswith("missing API key")
+
+
+def test_another_tenant_sees_none_of_it(client, owned):
+    other = {"X-API-Key": new_key("other")}
+    for template in ID_ROUTES_GET:
+        r = client.get(template.format(**owned), headers=other)
+        assert r.status_code == 404, (template, r.status_code)
+    assert client.post(f"/jobs/{owned['job']}/cancel", headers=other).status_code == 404
+    assert client.get("/models", headers=other).json() == {"data": [], "count": 0}
+    assert client.get("/evaluations", headers=other).json()["count"] == 0
+    body = {"model_id": "m1", "forget_ids": [1], "method": "none"}
+    assert client.post("/unlearn", json=body, headers=other).status_code == 404
+    assert client.post("/evaluations", json={**body, "n_models": 1}, headers=other).status_code == 404
+    refs = {"model_id": "m1", "forget_ids": [1], "n_models": 1}
+    assert client.post("/references", json=refs, headers=other).status_code == 404
+    # The owner still sees everything.
+    for template in ("/models/{model}", "/jobs/{job}", "/forget-requests/{request}", "/studies/{study}"):
+        assert client.get(template.format(**owned)).status_code == 200
+
+
+def test_cancel_queued_job_and_fanout_children(client, owned):
+    r = client.post(f"/jobs/{owned['job']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert client.post(f"/jobs/{owned['job']}/cancel").status_code == 409
+    ev = client.get(f"/evaluations/{owned['evaluation']}").json()
+    assert client.post(f"/jobs/{ev['job_id']}/cancel").json()["status"] == "cancelled"
+    with session_scope() as session:
+        children = session.execute(select(Job.status).where(Job.parent_id == ev["job_id"])).scalars().all()
+    assert children and set(children) == {"cancelled"}
+    trail = client.get(f"/forget-requests/{owned['request']}").json()
+    assert trail["status"] == "cancelled"
+    assert [e["event"] for e in trail["events"]] == ["received", "queued", "cancelled"]
+
+
+def test_idempotency_key_replays_and_refuses_another_body(client, owned):
+    body = {"model_id": "m1", "forget_ids": [7, 8], "method": "none"}
+    key = {"Idempotency-Key": "req-42"}
+    first = client.post("/unlearn", json=body, headers=key)
+    again = client.post("/unlearn", json=body, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    with session_scope() as session:
+        assert (
+            session.execute(select(func.count()).select_from(Job).where(Job.kind == "unlearn")).scalar_one()
+            == 2
+        )
+    clash = client.post("/unlearn", json={**body, "forget_ids": [9]}, headers=key)
+    assert clash.status_code == 409 and "req-42" in clash.json()["detail"]
+    # Keys belong to a tenant: another tenant's same key is its own request.
+    other = client.post("/unlearn", json=body, headers={**key, "X-API-Key": new_key("other")})
+    assert other.status_code == 404
+
+
+def test_forget_set_size_limit(client, owned, monkeypatch):
+    from core.settings import get_settings
+
+    monkeypatch.setenv("LETHE_MAX_FORGET_IDS", "3")
+    get_settings.cache_clear()
+    r = client.post("/unlearn", json={"model_id": "m1", "forget_ids": [1, 2, 3, 4], "method": "none"})
+    assert r.status_code == 422 and "at most 3" in r.json()["detail"][0]["msg"]
+
+
+def test_forget_request_trail_shows_who_what_and_when(client, owned):
+    trail = client.get(f"/forget-requests/{owned['request']}").json()
+    assert trail["tenant"] == "local" and trail["n_ids"] == 2 and len(trail["ids_sha256"]) == 64
+    assert trail["status"] == "queued" and trail["result_model_id"] is None
+    assert [e["event"] for e in trail["events"]] == ["received", "queued"]
+    assert all(e["at"] for e in trail["events"])
+
+
+def test_lethe_keys_create_prints_a_working_key(client):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["keys", "create", "--tenant", "acme"])
+    assert result.exit_code == 0
+    key = result.stdout.strip()
+    assert key.startswith("lethe_") and len(key) > 40
+    assert client.get("/models", headers={"X-API-Key": key}).status_code == 200
+    with session_scope() as session:
+        stored = session.execute(select(ApiKey.key_sha256).where(ApiKey.tenant_id == "acme")).scalars().all()
+    assert stored and key not in stored and all(len(s) == 64 for s in stored)
+    bad = CliRunner().invoke(app, ["keys", "create", "--tenant", "no spaces"])
+    assert bad.exit_code == 2 and "tenant names" in bad.output
