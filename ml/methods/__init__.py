@@ -1,13 +1,16 @@
 """Unlearning methods behind one registry.
 
-Importing this package stays torch-free (the API imports ml.methods.params to validate requests); torch
-and the implementations load on the first run_method call or when a name below is first used.
+Importing this package stays torch-free (the API imports ml.methods.params to validate requests, and may
+price a run with cost); torch and the implementations (study.py, beyond.py) load on the first run_method
+call or when a name below is first used.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ml.methods.cost import Workload, cost
 from ml.methods.params import METHOD_SPECS, MethodSpec, UnknownMethod, method_spec
 
 if TYPE_CHECKING:
@@ -26,6 +29,8 @@ __all__ = [
     "Run",
     "UnknownMethod",
     "UnlearnData",
+    "Workload",
+    "cost",
     "method_spec",
     "register_method",
     "registered",
@@ -45,16 +50,19 @@ def run_method(
     should_stop: StopFlag | None = None,
 ) -> nn.Module:
     """Unlearn data.forget_ids with a registered method: a new model on `device`, the input untouched."""
-    from ml.methods.base import run
-
-    return run(
+    return _implementations().run(
         name, model, data, params, seed=seed, device=device, progress=progress, should_stop=should_stop
     )
 
 
+def _implementations() -> ModuleType:
+    """ml.methods.base, after importing every module that registers methods (registered() checks them all)."""
+    from ml.methods import base, beyond, study  # noqa: F401
+
+    return base
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from ml.methods import base
-
-        return getattr(base, name)
+        return getattr(_implementations(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

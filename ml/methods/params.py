@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field
 
@@ -87,6 +88,142 @@ class ActivationResetParams(RepairParams):
     )
 
 
+# Methods beyond the study (ml/methods/beyond.py); each docstring names where its defaults come from.
+
+
+class GradientAscentParams(MethodParams):
+    """Jia et al. 2023's GA (code OPTML-Group/Unlearn-Sparse): 5 epochs at lr 1e-4, batch 256."""
+
+    batch_size: int = Field(256, ge=1, le=8192)
+    epochs: int = Field(5, ge=1, le=1000)
+    lr: float = Field(1e-4, gt=0, le=10)
+
+
+class NegGradPlusParams(MethodParams):
+    """Kurmanji et al. 2023 tune alpha, lr and epochs per setting; these are mid-range values, not theirs."""
+
+    epochs: int = Field(5, ge=1, le=1000)
+    lr: float = Field(0.01, gt=0, le=10)
+    alpha: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="weight of the retain loss; the forget loss is subtracted with 1 - alpha",
+    )
+
+
+class RandomLabelParams(MethodParams):
+    """Amnesiac unlearning as Chundawat et al. 2023 and Foster et al. 2024 ran it: 3 epochs of Adam, lr 1e-4."""
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    epochs: int = Field(3, ge=1, le=1000)
+    lr: float = Field(1e-4, gt=0, le=10)
+
+
+class L1SparseParams(MethodParams):
+    """Jia et al. 2023's l1-sparse unlearning: 10 epochs on retain at lr 0.01, batch 256; gamma is tuned there."""
+
+    batch_size: int = Field(256, ge=1, le=8192)
+    epochs: int = Field(10, ge=1, le=1000)
+    lr: float = Field(0.01, gt=0, le=10)
+    gamma: float = Field(
+        5e-5,
+        ge=0,
+        le=1,
+        description="weight of ||theta||_1 in the first epoch, decaying linearly: epoch e uses gamma (1 - e / epochs)",
+    )
+
+
+class SalUnParams(MethodParams):
+    """Fan et al. 2024 (code OPTML-Group/Unlearn-Saliency): mask of half the weights, 10 epochs at lr 0.013."""
+
+    batch_size: int = Field(256, ge=1, le=8192)
+    epochs: int = Field(10, ge=1, le=1000)
+    lr: float = Field(0.013, gt=0, le=10)
+    sparsity: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of all weights updated: those with the largest forget-loss gradient",
+    )
+
+
+class ScrubParams(MethodParams):
+    """Kurmanji et al. 2023's CIFAR-10 settings (code meghdadk/SCRUB): 3 epochs, 2 with max-steps, lr 5e-4."""
+
+    epochs: int = Field(3, ge=1, le=1000)
+    max_epochs: int = Field(
+        2,
+        ge=0,
+        le=1000,
+        description="the first this many epochs begin with a max-step pass over the forget set",
+    )
+    lr: float = Field(5e-4, gt=0, le=10)
+    forget_batch_size: int = Field(32, ge=1, le=8192, description="batch size of the max-steps")
+    temperature: float = Field(4.0, gt=0, le=100, description="distillation temperature T (KL scaled by T^2)")
+    ce_weight: float = Field(
+        0.99, ge=0, le=100, description="gamma: weight of cross-entropy in the min-steps"
+    )
+    kl_weight: float = Field(
+        0.001, ge=0, le=100, description="alpha: weight of the teacher KL in the min-steps"
+    )
+
+
+class SSDParams(Strict):
+    """Foster et al. 2024 (code if-loops/selective-synaptic-dampening): alpha 10, lambda 1, batch 128."""
+
+    batch_size: int = Field(
+        128, ge=1, le=8192, description="importances are squared gradients of batch losses"
+    )
+    alpha: float = Field(
+        10.0,
+        gt=0,
+        le=1e6,
+        description="selection: dampen where forget importance > alpha x global importance",
+    )
+    dampening: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        description="lambda: a selected weight is scaled by min(lambda x global / forget, 1)",
+    )
+    full_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="the compute budget: share of the training set (retain + forget) the global importances use",
+    )
+
+
+class BadTeacherParams(MethodParams):
+    """Chundawat et al. 2023: 1 epoch of Adam at lr 1e-4, batch 256, on 30% of retain plus forget, T 1."""
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(256, ge=1, le=8192)
+    epochs: int = Field(1, ge=1, le=1000)
+    lr: float = Field(1e-4, gt=0, le=10)
+    retain_fraction: float = Field(0.3, gt=0, le=1, description="share of the retain set distilled from")
+    temperature: float = Field(
+        1.0, gt=0, le=100, description="softmax temperature of both teachers and student"
+    )
+
+
+class NoiseResetParams(RepairParams):
+    """The NeurIPS 2023 challenge's common pattern (Triantafillou et al. 2024); the values are ours."""
+
+    mode: Literal["noise", "reset"] = Field(
+        "reset", description="reset: fresh Kaiming values; noise: add Gaussian noise"
+    )
+    fraction: float = Field(
+        0.3, gt=0, le=1, description="share of every weight tensor (rank >= 2) perturbed, drawn at random"
+    )
+    noise_scale: float = Field(
+        1.0, gt=0, le=100, description="noise standard deviation, in units of each tensor's own"
+    )
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -140,6 +277,58 @@ _spec(
     "Re-initialise conv kernels that fire more on the forget set than on the retain set, and the"
     " final layer, then finetune.",
     ActivationResetParams,
+)
+
+_spec(
+    "gradient_ascent",
+    "Gradient ascent on the forget set (Jia et al. 2023's GA: 5 epochs, lr 1e-4).",
+    GradientAscentParams,
+)
+_spec(
+    "neggrad_plus",
+    "NegGrad+ (Kurmanji et al. 2023): descend alpha x retain loss and ascend (1 - alpha) x forget loss"
+    " in each step.",
+    NegGradPlusParams,
+)
+_spec(
+    "random_label",
+    "Amnesiac unlearning (Graves et al. 2021): train on retain plus the forget set with wrong labels, mixed.",
+    RandomLabelParams,
+)
+_spec(
+    "l1_sparse",
+    "Fine-tune on the retain set with a decaying l1 penalty on the weights (Jia et al. 2023).",
+    L1SparseParams,
+)
+_spec(
+    "salun",
+    "SalUn (Fan et al. 2024): random labels on the forget set mixed with retain, updating only the half of"
+    " the weights with the largest forget-loss gradient.",
+    SalUnParams,
+)
+_spec(
+    "scrub",
+    "SCRUB (Kurmanji et al. 2023): a student moves away from the original model on the forget set and stays"
+    " close to it on the retain set.",
+    ScrubParams,
+)
+_spec(
+    "ssd",
+    "Selective Synaptic Dampening (Foster et al. 2024): shrink the weights far more important to the forget"
+    " set than to the training set; no training.",
+    SSDParams,
+)
+_spec(
+    "bad_teacher",
+    "Bad teaching (Chundawat et al. 2023): distil from the original model on retain and from a random one on"
+    " forget.",
+    BadTeacherParams,
+)
+_spec(
+    "noise_reset",
+    "Perturb 30% of every weight tensor (fresh values or noise), then finetune: the NeurIPS 2023"
+    " challenge's common pattern.",
+    NoiseResetParams,
 )
 
 
