@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 
 from api.deps import get_tenant
 from api.errors import install_error_handlers
 from api.routes import catalog, evaluations, forget_requests, jobs, models, system, unlearn
+from core.maintenance import Maintainer
+from core.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Sweep for lost and stalled jobs in the background while the API runs."""
+    interval = get_settings().maintenance_seconds
+    maintainer = Maintainer(interval) if interval > 0 else None
+    if maintainer:
+        maintainer.start()
+    try:
+        yield
+    finally:
+        if maintainer:
+            maintainer.stop()
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="Lethe",
         version="0.1.0",
         description="Machine unlearning as a service: forget training samples, measure how well it forgot.",

@@ -85,6 +85,24 @@ def migrate(
                 _echo(f"queued training of the demo model (job {job_id})")
 
 
+@app.command()
+def maintain(
+    once: bool = typer.Option(False, help="one pass, then exit (for cron)"),
+    interval: float = typer.Option(10.0, help="seconds between passes"),
+) -> None:
+    """Requeue jobs whose worker died and republish jobs whose broker message was lost (the API does this too)."""
+    from core.maintenance import sweep
+
+    while True:
+        report = sweep()
+        _echo(
+            f"requeued {len(report.requeued)}, failed {len(report.failed)}, republished {len(report.republished)}"
+        )
+        if once:
+            return
+        time.sleep(interval)
+
+
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

@@ -22,7 +22,7 @@ def _transport_options(broker: str) -> dict[str, object]:
     """
     if broker.startswith("sqla+"):
         return {"connect_args": {"timeout": 30}}
-    return {"visibility_timeout": 6 * 3600}
+    return {"visibility_timeout": VISIBILITY_TIMEOUT}
 
 
 @lru_cache
@@ -54,9 +54,38 @@ def get_celery() -> Celery:
     return app
 
 
-def publish_job(job_id: str) -> None:
-    """Send the job id to the workers; the task id is the job id."""
-    get_celery().send_task(RUN_JOB, args=[job_id], task_id=job_id, queue=get_settings().queue)
+TIME_LIMITS: dict[str, int] = {
+    "train": 24 * 3600,
+    "reference_run": 24 * 3600,
+    "unlearn": 6 * 3600,
+    "unlearn_run": 6 * 3600,
+}
+"""Hard time limit of each job kind, in seconds; the soft limit (a clean failure) comes a minute earlier."""
+DEFAULT_TIME_LIMIT = 6 * 3600
+VISIBILITY_TIMEOUT = max(TIME_LIMITS.values()) + 3600
+"""Redis redelivers an unacknowledged message after this: above every hard limit, or a job would run twice."""
+
+
+def publish_job(job_id: str, kind: str | None = None) -> None:
+    """Send the job id to the workers; the task id is the job id, with the kind's time limits."""
+    hard = TIME_LIMITS.get(kind or "", DEFAULT_TIME_LIMIT)
+    get_celery().send_task(
+        RUN_JOB,
+        args=[job_id],
+        task_id=job_id,
+        queue=get_settings().queue,
+        soft_time_limit=hard - 60,
+        time_limit=hard,
+    )
+
+
+def queue_length() -> int:
+    """Messages waiting in the job queue (not counting those a worker holds)."""
+    with get_celery().connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(get_settings().queue, passive=True).message_count)
+        except conn.channel_errors:
+            return 0  # the queue does not exist (yet, or any more): nothing is waiting in it
 
 
 def broker_ok(timeout: float = 2.0) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core import idsets
+from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit, create_job
 from core.queue import publish_job
@@ -252,8 +253,12 @@ def commit_and_publish(session: Session, *job_ids: str) -> None:
 
 def publish_jobs(job_ids: list[str] | tuple[str, ...]) -> None:
     """Publish committed jobs; one that fails to publish stays queued and is published again later."""
+    if not job_ids:
+        return
+    with session_scope() as session:
+        kinds = dict(session.execute(select(Job.id, Job.kind).where(Job.id.in_(list(job_ids)))).all())
     for job_id in job_ids:
         try:
-            publish_job(job_id)
+            publish_job(job_id, kinds.get(job_id))
         except Exception:
             log.exception("publishing job %s failed; it stays queued", job_id)

@@ -1,0 +1,118 @@
+"""Keep every job moving: requeue jobs whose worker died, republish jobs whose message was lost.
+
+Runs in every API process (a background thread) and from `lethe maintain`; every change is a
+conditional update, so any number of them can run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from core import jobs
+from core.db import session_scope
+from core.fanout import FANOUT_KINDS
+from core.queue import queue_length
+from core.services import publish_jobs
+from core.settings import get_settings
+from core.tables import Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    republished: list[str] = field(default_factory=list)
+
+
+def reap_stale(report: SweepReport) -> None:
+    """Running jobs without a heartbeat for stale_after: back to queued, or failed after max_attempts."""
+    settings = get_settings()
+    cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
+    with session_scope() as session:
+        stale = session.execute(
+            select(Job.id, Job.attempts, Job.tenant_id).where(
+                Job.status == JobStatus.running, Job.kind.not_in(FANOUT_KINDS), Job.heartbeat_at < cutoff
+            )
+        ).all()
+        for job_id, attempts, tenant in stale:
+            if attempts >= settings.max_attempts:
+                reason = f"worker lost: no heartbeat for {settings.stale_after_seconds:g}s, after {attempts} attempts"
+                if jobs.finish_unsuccessfully(session, job_id, JobStatus.failed, reason):
+                    jobs.fail_training_model(session, session.get(Job, job_id), reason)
+                    report.failed.append(job_id)
+                continue
+            moved = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+                .values(status=JobStatus.queued, worker=None, updated_at=utcnow())
+            ).rowcount
+            if moved:
+                jobs.audit(
+                    session, "job", job_id, "requeued", tenant, reason="no heartbeat", attempts=attempts
+                )
+                report.requeued.append(job_id)
+
+
+def lost_messages(report: SweepReport) -> None:
+    """Queued jobs older than requeue_after while the broker's queue is empty: their messages were lost."""
+    settings = get_settings()
+    if queue_length() > 0:
+        return
+    cutoff = utcnow() - timedelta(seconds=settings.requeue_after_seconds)
+    with session_scope() as session:
+        ids = list(
+            session.execute(
+                select(Job.id).where(
+                    Job.status == JobStatus.queued, Job.kind.not_in(FANOUT_KINDS), Job.updated_at < cutoff
+                )
+            ).scalars()
+        )
+        if ids:
+            session.execute(update(Job).where(Job.id.in_(ids)).values(updated_at=utcnow()))
+    report.republished.extend(ids)
+
+
+def sweep() -> SweepReport:
+    """One pass: reap, then republish what is queued but not in the broker."""
+    report = SweepReport()
+    reap_stale(report)
+    lost_messages(report)
+    publish_jobs(report.requeued + report.republished)
+    if report.requeued or report.failed or report.republished:
+        log.warning(
+            "maintenance: requeued %d, failed %d, republished %d",
+            len(report.requeued),
+            len(report.failed),
+            len(report.republished),
+        )
+    return report
+
+
+class Maintainer:
+    """A daemon thread that sweeps every interval until stopped; errors are logged and retried."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="lethe-maintenance")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                sweep()
+            except Exception as exc:  # database or broker down: try again next round
+                log.warning("maintenance pass failed: %s", exc)
