@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 from api.deps import get_tenant
 from api.errors import install_error_handlers
+from api.limits import BodySizeLimit, rate_limit
 from api.routes import catalog, evaluations, forget_requests, jobs, models, system, unlearn
 from core.maintenance import Maintainer
 from core.settings import get_settings
@@ -38,7 +39,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(system.router)
     for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
-        app.include_router(module.router, dependencies=[Depends(get_tenant)])
+        app.include_router(module.router, dependencies=[Depends(get_tenant), Depends(rate_limit)])
+    app.add_middleware(BodySizeLimit, max_bytes=get_settings().max_body_bytes)
     return app
 
 

@@ -26,6 +26,7 @@ TABLES = (
 
 def reset_caches() -> None:
     """Forget cached settings, engines and the Celery app so new environment variables apply."""
+    from api.limits import _limiter
     from core.db import reset_engine
     from core.queue import get_celery
     from core.settings import get_settings
@@ -33,6 +34,7 @@ def reset_caches() -> None:
     reset_engine()
     get_settings.cache_clear()
     get_celery.cache_clear()
+    _limiter.cache_clear()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, *, home: Path, **values: Any) -> dict[str, str]:
