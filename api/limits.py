@@ -42,17 +42,27 @@ def rate_limit(tenant: Annotated[str, Depends(get_tenant)]) -> None:
 class BodySizeLimit:
     """413 for a request body above max_bytes, whether it declares its length or streams it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        headers = dict(scope.get("headers") or [])
+        limit = self.max_bytes
+        if scope["path"] == "/models" and headers.get(b"content-type", b"").startswith(
+            b"multipart/form-data"
+        ):
+            limit = self.max_upload_bytes  # checkpoints are large; only their route takes them
+        await self._limited(scope, receive, send, headers, limit)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, headers: dict, limit: int) -> None:
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         if declared is not None:
             await self.app(scope, receive, send)  # the server stops at the declared length
@@ -66,8 +76,8 @@ class BodySizeLimit:
                 break
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
-            if seen > self.max_bytes:
-                await self._reject(send)
+            if seen > limit:
+                await self._reject(send, limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -78,8 +88,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay_receive, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = f'{{"detail": "request body larger than {self.max_bytes} bytes"}}'.encode()
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = f'{{"detail": "request body larger than {limit} bytes"}}'.encode()
         await send(
             {
                 "type": "http.response.start",

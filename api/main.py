@@ -40,7 +40,10 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
         app.include_router(module.router, dependencies=[Depends(get_tenant), Depends(rate_limit)])
-    app.add_middleware(BodySizeLimit, max_bytes=get_settings().max_body_bytes)
+    settings = get_settings()
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
     return app
 
 

@@ -29,7 +29,7 @@ class ModelCreate(In):
 
 
 class ModelCreated(BaseModel):
-    job_id: str
+    job_id: str | None = Field(description="the training job; null for an uploaded checkpoint")
     model_id: str
 
 

@@ -19,7 +19,7 @@ from core import idsets
 from core.errors import InvalidInput, NotFound
 from core.fanout import start_waiting
 from core.jobs import audit, create_job
-from core.services import _validate, get_dataset, resolve_model, validate_forget_ids, validate_method
+from core.services import get_dataset, resolve_model, validate_forget_ids, validate_method, validate_spec
 from core.tables import (
     FINISHED,
     Dataset,
@@ -153,8 +153,8 @@ def create_reference_request(
     forget = validate_forget_ids(forget_ids, ds.n_train)
     base_arch = model.arch if model else {}
     base_recipe = model.recipe if model else default_recipe(ds.kind).model_dump(mode="json")
-    arch_d = _validate(ArchSpec, {**base_arch, **(arch or {})}, "arch").model_dump(mode="json")
-    recipe_d = _validate(Recipe, {**base_recipe, **(recipe or {})}, "recipe").model_dump(mode="json")
+    arch_d = validate_spec(ArchSpec, {**base_arch, **(arch or {})}, "arch").model_dump(mode="json")
+    recipe_d = validate_spec(Recipe, {**base_recipe, **(recipe or {})}, "recipe").model_dump(mode="json")
     excluded = np.setdiff1d(idsets.decode(model.forgotten_ids) if model else np.zeros(0, np.int64), forget)
     rs, _ = find_or_create_reference_set(
         session,

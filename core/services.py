@@ -23,7 +23,7 @@ from ml.specs import ArchSpec, Recipe, default_recipe
 log = logging.getLogger(__name__)
 
 
-def _validate(model_cls: type[BaseModel], data: Any, field: str) -> BaseModel:
+def validate_spec(model_cls: type[BaseModel], data: Any, field: str) -> BaseModel:
     """Validate with pydantic and re-raise as InvalidInput naming every bad field."""
     try:
         return model_cls.model_validate(data if data is not None else {})
@@ -43,7 +43,7 @@ def validate_method(method: str, params: dict[str, Any] | None) -> dict[str, Any
         spec = method_spec(method)
     except UnknownMethod as exc:
         raise InvalidInput("method", str(exc)) from None
-    return _validate(spec.params, params, "params").model_dump(mode="json")
+    return validate_spec(spec.params, params, "params").model_dump(mode="json")
 
 
 def validate_forget_ids(ids: list[int], n_train: int) -> np.ndarray:
@@ -133,7 +133,7 @@ def resolve_model(session: Session, ref: str, tenant_id: str) -> Model:
     return model
 
 
-def _check_name_free(session: Session, name: str | None, tenant_id: str) -> None:
+def check_name_free(session: Session, name: str | None, tenant_id: str) -> None:
     if name is None:
         return
     taken = session.execute(select(Model.id).where(Model.tenant_id == tenant_id, Model.name == name)).first()
@@ -153,10 +153,10 @@ def create_training(
 ) -> tuple[Job, Model]:
     """A new model (status training) and the job that trains it from scratch."""
     ds = get_dataset(session, dataset_ref, tenant_id)
-    arch_spec = _validate(ArchSpec, arch, "arch")
+    arch_spec = validate_spec(ArchSpec, arch, "arch")
     base = default_recipe(ds.kind).model_dump()
-    recipe_spec = _validate(Recipe, {**base, **(recipe or {})}, "recipe")
-    _check_name_free(session, name, tenant_id)
+    recipe_spec = validate_spec(Recipe, {**base, **(recipe or {})}, "recipe")
+    check_name_free(session, name, tenant_id)
     model = Model(
         tenant_id=tenant_id,
         name=name,
@@ -195,7 +195,7 @@ def create_unlearn(
     assert ds is not None
     ids = validate_forget_ids(forget_ids, ds.n_train)
     clean_params = validate_method(method, params)
-    _check_name_free(session, name, tenant_id)
+    check_name_free(session, name, tenant_id)
     request = ForgetRequest(
         tenant_id=tenant_id,
         model_id=model.id,

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     maintenance_seconds: float = Field(10.0, ge=0, description="API's sweep/reap interval; 0 turns it off")
     max_forget_ids: int = Field(50_000, ge=1, description="largest forget set one request may name")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="largest checkpoint upload")
     rate_limit: str = Field("600/minute", description="requests per tenant, in the `limits` notation")
 
     @property

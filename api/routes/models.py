@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import re
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import select
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api.deps import SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.schemas import ModelCreate, ModelCreated, ModelList, ModelPublic
 from core import services
+from core.errors import InvalidInput
 from core.tables import Dataset, Model
+from core.uploads import import_checkpoint
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -35,10 +47,53 @@ def to_public(session: SessionDep, model: Model) -> ModelPublic:
     )
 
 
-@router.post("", status_code=202, response_model=ModelCreated, summary="Train a new model from scratch")
-def create_model(
-    body: ModelCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
-) -> ModelCreated:
+UPLOAD_FORM = {
+    "type": "object",
+    "required": ["dataset", "file"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": ".safetensors, or a PyTorch state dict file",
+        },
+        "dataset": {"type": "string"},
+        "name": {"type": "string"},
+        "arch": {"type": "string", "description": 'ArchSpec as JSON, e.g. {"width": 64}'},
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ModelCreated,
+    summary="Train a new model from scratch (JSON), or upload a checkpoint (multipart)",
+    description="JSON: queue training and answer 202. multipart/form-data with a `file`: a safetensors file or a "
+    "PyTorch state dict read with weights_only=True (never unpickled code), checked key by key and shape by "
+    "shape against the architecture; answers 201 with a ready model, or 422 naming what does not fit.",
+    responses={201: {"model": ModelCreated, "description": "checkpoint uploaded: the model is ready"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ModelCreate"}},
+                "multipart/form-data": {"schema": UPLOAD_FORM},
+            },
+        }
+    },
+)
+async def create_model(
+    request: Request, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+) -> ModelCreated | JSONResponse:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await _upload(request, session, tenant)
+    try:
+        body = ModelCreate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+        ) from None
+
     def create() -> Created:
         job, model = services.create_training(
             session,
@@ -51,7 +106,41 @@ def create_model(
         )
         return ModelCreated(job_id=job.id, model_id=model.id), [job.id], 202
 
-    return idempotent(session, tenant, idempotency_key, "POST /models", body, create)
+    return await run_in_threadpool(idempotent, session, tenant, idempotency_key, "POST /models", body, create)
+
+
+async def _upload(request: Request, session: SessionDep, tenant: str) -> JSONResponse:
+    form = await request.form(max_files=1, max_fields=10, max_part_size=1024 * 1024)
+    upload = form.get("file")
+    if not isinstance(upload, StarletteUploadFile):
+        raise InvalidInput("file", "file: attach the checkpoint as the form field 'file'")
+    dataset = form.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        raise InvalidInput("dataset", "dataset: name the registered data set the checkpoint was trained on")
+    name = form.get("name") or None
+    try:
+        arch = json.loads(str(form.get("arch") or "{}"))
+    except json.JSONDecodeError:
+        raise InvalidInput("arch", "arch: not valid JSON") from None
+    if name is not None and not NAME_PATTERN.match(str(name)):
+        raise InvalidInput("name", "name: letters, digits, '_', '.' or '-', starting with a letter or digit")
+    data = await upload.read()
+
+    def store() -> str:
+        model = import_checkpoint(
+            session,
+            tenant_id=tenant,
+            name=name,
+            dataset_ref=dataset,
+            arch=arch,
+            filename=upload.filename or "",
+            data=data,
+        )
+        session.commit()
+        return model.id
+
+    model_id = await run_in_threadpool(store)
+    return JSONResponse({"job_id": None, "model_id": model_id}, status_code=201)
 
 
 @router.get("", response_model=ModelList, summary="List models, newest first")
