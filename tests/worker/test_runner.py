@@ -127,3 +127,33 @@ def test_training_is_reproducible_per_seed(pg_env):
     first, again, other = blob("a", 0), blob("b", 0), blob("c", 1)
     assert first == again
     assert first != other
+
+
+def test_cancelling_a_running_job_stops_it_within_a_step(client):
+    import threading
+    import time
+
+    with session_scope() as session:
+        ensure_digits(session)
+        job, model = services.create_training(
+            session,
+            tenant_id="local",
+            name="long",
+            dataset_ref="digits",
+            arch={"width": 4},
+            recipe={"epochs": 200},
+        )
+    outcome: list[str | None] = []
+    runner = threading.Thread(target=lambda: outcome.append(run_job(job.id)))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while client.get(f"/jobs/{job.id}").json()["progress"] == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    asked = time.monotonic()
+    r = client.post(f"/jobs/{job.id}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "running"  # asked; it stops at its next step
+    runner.join(timeout=30)
+    assert outcome == ["cancelled"] and time.monotonic() - asked < 5
+    body = client.get(f"/jobs/{job.id}").json()
+    assert body["status"] == "cancelled" and body["progress"] < 0.5
+    assert client.get(f"/models/{model.id}").json()["status"] == "failed"
