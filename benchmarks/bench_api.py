@@ -1,0 +1,310 @@
+"""Requests/s and p50/p99 latency of GET /jobs/{id} and POST /unlearn against a bare FastAPI endpoint.
+
+The real app and a bare app (same paths, static answers, sync handlers like the real ones) are each
+served by `uvicorn <app> --host 127.0.0.1 --port P` in a subprocess (docker-compose.yml's command, so
+the same uvicorn settings), on a fresh migrated database: the embedded default (SQLite in a temporary
+LETHE_HOME) and, when reachable, Postgres + Redis (LETHE_BENCH_DATABASE_URL / LETHE_BENCH_BROKER_URL,
+else the local test servers; a fresh database is created and dropped). No worker runs: POST /unlearn
+stores the request and job rows and publishes the job id, and the job stays queued.
+
+Load comes from one httpx.AsyncClient with as many keep-alive connections as clients, each client
+sending its next request when the last one answered. Every level (1, 8, 32 clients) sends a fixed
+number of requests or stops at a time cap; ours and bare take turns at each level, so a busy spell on
+a shared machine hits both. Prints one JSON line per (backend, endpoint, clients) with both sides,
+their ratio (ours / bare throughput) and, for GET at 32 clients, the target check (p99 < 50 ms and at
+least half the bare throughput). Server CPU per request comes from /proc.
+
+    python benchmarks/bench_api.py [--backends embedded,postgres] [--clients 1,8,32]
+                                   [--get-requests 1500] [--post-requests 400] [--time-cap 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import (  # noqa: E402
+    REPO,
+    Backend,
+    add_ready_model,
+    backends,
+    drop_queue,
+    fresh_database,
+    machine,
+    percentile,
+    process_cpu_seconds,
+    service_env,
+)
+
+TARGET_P99_MS = 50.0
+TARGET_RATIO = 0.5
+TARGET_CLIENTS = 32
+UVICORN = ["uvicorn", "--host", "127.0.0.1"]
+"""docker-compose.yml's api command; only the app and the port differ between ours and bare."""
+
+bare_app = FastAPI(title="bare")
+_BARE_JOB: dict[str, Any] = {
+    "kind": "unlearn",
+    "status": "queued",
+    "progress": 0.0,
+    "progress_info": {},
+    "error": None,
+    "attempts": 0,
+    "model_id": "00000000-0000-0000-0000-000000000000",
+    "forget_request_id": "00000000-0000-0000-0000-000000000000",
+    "result": None,
+    "created_at": "2025-01-01T00:00:00.000000Z",
+    "started_at": None,
+    "finished_at": None,
+    "updated_at": "2025-01-01T00:00:00.000000Z",
+}
+
+
+@bare_app.get("/jobs/{job_id}")
+def bare_job(job_id: str) -> dict[str, Any]:
+    """A job-shaped answer without a database: what FastAPI and uvicorn alone cost."""
+    return {"id": job_id, **_BARE_JOB}
+
+
+@bare_app.post("/unlearn", status_code=202)
+def bare_unlearn(body: dict[str, Any]) -> dict[str, str]:
+    """Parses the same JSON body and answers like POST /unlearn, storing nothing."""
+    return {"job_id": str(uuid.uuid4()), "forget_request_id": str(uuid.uuid4())}
+
+
+@bare_app.get("/health")
+def bare_health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@dataclass
+class Load:
+    """One load run's figures."""
+
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    server_cpu_s: float | None
+    client_cpu_s: float
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "req_per_s": round(self.requests / self.seconds, 1) if self.seconds > 0 else 0.0,
+            "p50_ms": round(percentile(lat, 50), 2),
+            "p99_ms": round(percentile(lat, 99), 2),
+            "max_ms": round(max(lat), 2) if lat else None,
+            "server_cpu_ms_per_req": (
+                round(1000 * self.server_cpu_s / self.requests, 3)
+                if self.server_cpu_s is not None and self.requests
+                else None
+            ),
+            "client_cpu_ms_per_req": round(1000 * self.client_cpu_s / self.requests, 3)
+            if self.requests
+            else None,
+        }
+
+
+async def run_load(
+    base_url: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    expected: int,
+    clients: int,
+    requests: int,
+    time_cap: float,
+    server_pid: int,
+    warmup: int,
+    headers: dict[str, str],
+) -> Load:
+    """`clients` concurrent request loops over keep-alive connections until `requests` or `time_cap`."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0, headers=headers) as client:
+        for _ in range(max(1, warmup // clients)):  # open every connection and warm the code paths
+            await asyncio.gather(*(client.request(method, path, json=body) for _ in range(clients)))
+        latencies: list[float] = []
+        errors = 0
+        issued = 0
+        deadline = time.perf_counter() + time_cap
+
+        async def loop() -> None:
+            nonlocal issued, errors
+            while issued < requests and time.perf_counter() < deadline:
+                issued += 1
+                start = time.perf_counter()
+                try:
+                    response = await client.request(method, path, json=body)
+                    ok = response.status_code == expected
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(1000 * (time.perf_counter() - start))
+                errors += not ok
+
+        cpu_before = process_cpu_seconds(server_pid)
+        client_before = time.process_time()
+        start = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        seconds = time.perf_counter() - start
+        client_cpu = time.process_time() - client_before
+        cpu_after = process_cpu_seconds(server_pid)
+    server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Load(len(latencies), errors, seconds, latencies, server_cpu, client_cpu)
+
+
+def bench_backend(backend: Backend, args: argparse.Namespace, setup: dict[str, Any]) -> list[dict[str, Any]]:
+    """Serve ours and bare for one backend and load both at every level; returns the result records."""
+    import httpx
+
+    from tests.e2e.stack import Processes, free_port, wait_for
+
+    tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-api-"))
+    queue = f"lethe-bench-{uuid.uuid4().hex[:8]}"
+    records: list[dict[str, Any]] = []
+    procs = Processes(tmp)
+    try:
+        with fresh_database(backend, tmp / "home") as db_url:
+            model_id, key = add_ready_model(db_url, "bench")
+            headers = {"X-API-Key": key} if key else {}
+            env = service_env(backend, tmp / "home", db_url, queue)
+            ports = {"ours": free_port(), "bare": free_port()}
+            servers = {
+                "ours": procs.start("ours", [*UVICORN, "--port", str(ports["ours"]), "api.main:app"], env),
+                "bare": procs.start(
+                    "bare",
+                    [*UVICORN, "--port", str(ports["bare"]), "--app-dir", str(HERE), "bench_api:bare_app"],
+                    env,
+                ),
+            }
+            urls = {side: f"http://127.0.0.1:{port}" for side, port in ports.items()}
+            for side, url in urls.items():
+                wait_for(lambda url=url: httpx.get(f"{url}/health").status_code == 200, 60, side, procs.logs)
+            unlearn = {"model_id": model_id, "forget_ids": [3, 17, 42], "method": "none"}
+            created = httpx.post(f"{urls['ours']}/unlearn", json=unlearn, headers=headers, timeout=30)
+            if created.status_code != 202:
+                raise RuntimeError(f"POST /unlearn answered {created.status_code}: {created.text}")
+            job_path = f"/jobs/{created.json()['job_id']}"
+            endpoints = [
+                ("GET /jobs/{id}", "GET", job_path, None, 200, args.get_requests),
+                ("POST /unlearn", "POST", "/unlearn", unlearn, 202, args.post_requests),
+            ]
+            for clients in args.clients:
+                for label, method, path, body, expected, count in endpoints:
+                    sides = {
+                        side: asyncio.run(
+                            run_load(
+                                urls[side],
+                                method,
+                                path,
+                                body,
+                                expected,
+                                clients,
+                                count,
+                                args.time_cap,
+                                servers[side].pid,
+                                args.warmup,
+                                headers,
+                            )
+                        ).summary()
+                        for side in ("ours", "bare")
+                    }
+                    record = {
+                        **setup,
+                        "backend": backend.name,
+                        "endpoint": label,
+                        "clients": clients,
+                        "ours": sides["ours"],
+                        "bare": sides["bare"],
+                        "throughput_ratio": round(sides["ours"]["req_per_s"] / sides["bare"]["req_per_s"], 3)
+                        if sides["bare"]["req_per_s"]
+                        else None,
+                    }
+                    if method == "GET" and clients == TARGET_CLIENTS:
+                        record["target"] = {"p99_ms_below": TARGET_P99_MS, "ratio_at_least": TARGET_RATIO}
+                        record["meets_target"] = bool(
+                            sides["ours"]["errors"] == 0
+                            and sides["ours"]["p99_ms"] < TARGET_P99_MS
+                            and (record["throughput_ratio"] or 0) >= TARGET_RATIO
+                        )
+                    print(json.dumps(record), flush=True)
+                    records.append(record)
+    except BaseException:
+        print(procs.logs(), file=sys.stderr)
+        raise
+    finally:
+        procs.stop()
+        drop_queue(backend, queue)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return records
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Parse arguments, bench every backend that can run here, print one JSON line per figure."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backends", default="embedded,postgres", help="comma-separated: embedded, postgres")
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
+    parser.add_argument("--get-requests", type=int, default=1500, help="GET requests per level and side")
+    parser.add_argument("--post-requests", type=int, default=400, help="POST requests per level and side")
+    parser.add_argument("--time-cap", type=float, default=20.0, help="seconds at most per level and side")
+    parser.add_argument("--warmup", type=int, default=32, help="untimed requests before each run")
+    args = parser.parse_args(argv)
+    args.clients = [int(c) for c in args.clients.split(",")]
+    import fastapi
+    import uvicorn
+
+    setup = {
+        "bench": "api",
+        "device": "cpu",
+        **machine(),
+        "server": "uvicorn --host 127.0.0.1 (one process, default loop and http: "
+        + ("uvloop" if _has("uvloop") else "asyncio")
+        + ", "
+        + ("httptools" if _has("httptools") else "h11")
+        + ", access log on)",
+        "uvicorn": uvicorn.__version__,
+        "fastapi": fastapi.__version__,
+        "client": "httpx.AsyncClient, one process, keep-alive",
+        "get_requests": args.get_requests,
+        "post_requests": args.post_requests,
+        "time_cap_s": args.time_cap,
+    }
+    chosen, skipped = backends(args.backends.split(","))
+    for record in skipped:
+        print(json.dumps({"bench": "api", **record}), flush=True)
+    records: list[dict[str, Any]] = []
+    for backend in chosen:
+        records += bench_backend(backend, args, setup)
+    return records
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

@@ -1,0 +1,446 @@
+"""One GPU check in under 8 minutes: trainer speed per precision, concurrent jobs, every method's time, memory.
+
+Prints JSON lines as it goes (a cut-off run keeps what it measured):
+  - setup: device, GPU name, torch, threads, sizes, smoke or not;
+  - section "trainer": images/s of ml.trainer.fit on a ResNet-18 (width 64 = standard) over random
+    CIFAR-shaped uint8 data (32x32x3), per batch size (128, 512) and variant: fp32, bf16 (autocast only),
+    bf16_channels_last (the trainer's `fast` path, its CUDA default) and bf16_channels_last_compile (the
+    same with the model wrapped in torch.compile), with the ratio to fp32 at the same batch. fit's own
+    clock is used (TrainStats: after the data upload, ended by a host sync); a warm-up call first takes the
+    one-time costs (cudnn autotuning, compilation: `warmup_s`);
+  - section "concurrency": total images/s of 1, 2, 4 training jobs at once, each a separate process on
+    the one device (the trainer's default path), started together behind a barrier after a warm-up;
+  - section "methods": each method's wall time (ml.methods.run_method, default params) on a CIFAR-sized
+    random set (50,000 images, 10% forgotten) and its ratio to retrain's time, where retrain uses the
+    study's CIFAR-10 recipe cut to --retrain-epochs (ratio_at_study_recipe scales retrain to 100 epochs);
+  - summary: total seconds and the overall peak memory.
+Every measurement line has peak_memory_mib: torch.cuda.max_memory_allocated on CUDA (reset before each
+measurement), the process's peak RSS on CPU. Accuracies are meaningless on random data and not reported.
+
+The trainer has no bf16-without-channels_last switch and no compile switch, so bf16 wraps the model in an
+autocast module and compile passes torch.compile(model) to fit (both through fit's public arguments).
+
+With no CUDA device (or --cpu-smoke) it runs tiny sizes on the CPU in about half a minute, so CI can
+check it; the smoke compiles with the "eager" backend (tracing only, no C++ toolchain needed).
+
+    python benchmarks/gpu_check.py                      # CUDA: full sizes, under 8 minutes on one GPU
+    python benchmarks/gpu_check.py --cpu-smoke          # tiny sizes on the CPU
+    python benchmarks/gpu_check.py --sections trainer,methods --budget-s 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml.data.base import ArrayDataset
+from ml.models import build_model
+from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, Recipe
+from ml.trainer import fit, resolve_device
+
+VARIANTS = ("fp32", "bf16", "bf16_channels_last", "bf16_channels_last_compile")
+SECTIONS = ("trainer", "concurrency", "methods")
+STUDY_EPOCHS = STUDY_CIFAR10_RECIPE.epochs
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything that makes the check long or short."""
+
+    width: int = 64
+    batches: tuple[int, ...] = (128, 512)
+    warmup_steps: int = 3
+    timed_steps: int = 40
+    compile_backend: str = "inductor"
+    jobs: tuple[int, ...] = (1, 2, 4)
+    job_batch: int = 128
+    job_steps: int = 200
+    methods_n: int = 50_000
+    forget_fraction: float = 0.1
+    retrain_epochs: int = 5
+
+
+SMOKE = Sizes(
+    width=4,
+    batches=(8,),
+    warmup_steps=1,
+    timed_steps=2,
+    compile_backend="eager",
+    jobs=(1, 2),
+    job_batch=8,
+    job_steps=2,
+    methods_n=48,
+    retrain_epochs=1,
+)
+
+
+def synthetic(n: int, seed: int) -> ArrayDataset:
+    """Random CIFAR-shaped uint8 data, as bench_methods.py --synthetic builds it (speed ignores pixels)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 10, n, dtype=np.int64)
+    n_test = max(1, n // 5)
+    return ArrayDataset("synthetic", x, y, x[:n_test], y[:n_test], 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+
+
+class Bf16(nn.Module):
+    """Runs the wrapped model under bf16 autocast and returns float32 logits (the loss stays fp32)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.inner(x).float()
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mib(device: torch.device) -> float:
+    """Peak memory since the last reset_peak (CUDA), or the process's lifetime peak RSS (CPU)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def fit_images(
+    model: nn.Module, data: ArrayDataset, n: int, batch: int, device: torch.device, fast: bool | None
+) -> tuple[float, float]:
+    """One epoch of fit over the first n images, no augmentation; (fit's seconds, wall seconds)."""
+    sync(device)
+    start = time.perf_counter()
+    stats = fit(
+        model, data, np.arange(n), epochs=1, lr=0.01, batch_size=batch, seed=0, device=device, fast=fast
+    )
+    sync(device)
+    return stats.seconds, time.perf_counter() - start
+
+
+def prepare(variant: str, width: int, backend: str) -> tuple[nn.Module, bool]:
+    """The model fit trains for a variant, and fit's `fast` flag (bf16 autocast + channels_last)."""
+    torch.manual_seed(0)
+    model = build_model(ArchSpec(width=width), 10, 3)
+    if variant == "fp32":
+        return model, False
+    if variant == "bf16":
+        return Bf16(model), False
+    if variant == "bf16_channels_last":
+        return model, True
+    return torch.compile(model, backend=backend), True
+
+
+def trainer_section(sizes: Sizes, device: torch.device, left: Callable[[], float]) -> None:
+    """images/s per (batch, variant), each after its own warm-up call."""
+    data = synthetic(max(sizes.batches) * max(sizes.timed_steps, sizes.warmup_steps), seed=0)
+    for batch in sizes.batches:
+        fp32_rate = None
+        for variant in VARIANTS:
+            base = {"section": "trainer", "batch": batch, "variant": variant, "width": sizes.width}
+            if left() <= 0:
+                emit({**base, "skipped": "time budget"})
+                continue
+            if variant.endswith("compile"):
+                base["compile_backend"] = sizes.compile_backend
+            try:
+                model, fast = prepare(variant, sizes.width, sizes.compile_backend)
+                reset_peak(device)
+                _, warm_wall = fit_images(model, data, batch * sizes.warmup_steps, batch, device, fast)
+                seconds, wall = fit_images(model, data, batch * sizes.timed_steps, batch, device, fast)
+            except Exception as exc:  # a missing compiler or kernel must not end the whole check
+                emit({**base, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                continue
+            finally:
+                if variant.endswith("compile"):
+                    torch._dynamo.reset()
+            images = batch * sizes.timed_steps
+            rate = images / seconds
+            fp32_rate = rate if variant == "fp32" else fp32_rate
+            emit(
+                {
+                    **base,
+                    "images": images,
+                    "images_per_s": round(rate, 1),
+                    "step_ms": round(1000 * seconds / sizes.timed_steps, 3),
+                    "wall_images_per_s": round(images / wall, 1),
+                    "warmup_s": round(warm_wall, 2),
+                    "vs_fp32": round(rate / fp32_rate, 3) if fp32_rate else None,
+                    "peak_memory_mib": peak_mib(device),
+                }
+            )
+            del model
+            free(device)
+
+
+def job_process(
+    rank: int,
+    device: str,
+    sizes: Sizes,
+    threads: int,
+    barriers: dict[int, Any],
+    results: Any,
+) -> None:
+    """One training job of the concurrency section, reused at every level it takes part in.
+
+    It warms up once, then for each level k with rank < k waits for the k-1 others and trains. A broken
+    barrier (the parent ran out of time) ends it.
+    """
+    try:
+        torch.set_num_threads(threads)
+        dev = resolve_device(device)
+        data = synthetic(sizes.job_batch * max(sizes.job_steps, sizes.warmup_steps), seed=rank)
+        torch.manual_seed(rank)
+        model = build_model(ArchSpec(width=sizes.width), 10, 3)
+        fit_images(model, data, sizes.job_batch * sizes.warmup_steps, sizes.job_batch, dev, None)
+        for k in sizes.jobs:
+            if rank >= k:
+                continue
+            reset_peak(dev)
+            barriers[k].wait(timeout=900)
+            start = time.monotonic()
+            fit_images(model, data, sizes.job_batch * sizes.job_steps, sizes.job_batch, dev, None)
+            end = time.monotonic()
+            results.put(
+                {
+                    "jobs": k,
+                    "rank": rank,
+                    "start": start,
+                    "end": end,
+                    "images": sizes.job_batch * sizes.job_steps,
+                    "peak_memory_mib": peak_mib(dev),
+                }
+            )
+    except threading.BrokenBarrierError:
+        return
+    except BaseException as exc:
+        for barrier in barriers.values():
+            barrier.abort()
+        results.put({"rank": rank, "error": f"{type(exc).__name__}: {exc}"[:500]})
+
+
+def concurrency_section(sizes: Sizes, device: torch.device, threads: int, left: Callable[[], float]) -> None:
+    """Total images/s with k jobs training at once in k processes on the one device.
+
+    max(jobs) processes start (and warm up) once; level k runs ranks 0..k-1 together behind a barrier.
+    """
+    ctx = mp.get_context("spawn")
+    barriers = {k: ctx.Barrier(k) for k in sizes.jobs}
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=job_process, args=(rank, str(device), sizes, threads, barriers, results))
+        for rank in range(max(sizes.jobs))
+    ]
+    for proc in procs:
+        proc.start()
+    single = None
+    failed = False
+    try:
+        for k in sizes.jobs:
+            base = {"section": "concurrency", "jobs": k, "batch": sizes.job_batch, "width": sizes.width}
+            if failed or left() <= 0:
+                emit({**base, "skipped": "an earlier level failed" if failed else "time budget"})
+                continue
+            got: list[dict[str, Any]] = []
+            try:
+                while len(got) < k:
+                    got.append(results.get(timeout=max(120.0, left() + 120)))
+                    if "error" in got[-1]:
+                        break
+            except queue.Empty:
+                got.append({"error": "no result in time"})
+            errors = [r["error"] for r in got if "error" in r]
+            if errors:
+                failed = True
+                emit({**base, "error": errors[0]})
+                continue
+            span = max(r["end"] for r in got) - min(r["start"] for r in got)
+            total = sum(r["images"] for r in got) / span
+            single = total if k == 1 else single
+            emit(
+                {
+                    **base,
+                    "variant": "trainer default (bf16 + channels_last on CUDA, fp32 on CPU)",
+                    "images_per_job": got[0]["images"],
+                    "total_images_per_s": round(total, 1),
+                    "per_job_images_per_s": sorted(
+                        round(r["images"] / (r["end"] - r["start"]), 1) for r in got
+                    ),
+                    "scaling_vs_1_job": round(total / single, 3) if single else None,
+                    "peak_memory_mib": max(r["peak_memory_mib"] for r in got),
+                    "peak_memory_mib_per_job": [
+                        r["peak_memory_mib"] for r in sorted(got, key=lambda r: r["rank"])
+                    ],
+                }
+            )
+    finally:
+        for barrier in barriers.values():
+            barrier.abort()
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def study_recipe(epochs: int) -> Recipe:
+    """The study's CIFAR-10 recipe (augmentation included) cut to `epochs`, milestones scaled alike."""
+    recipe = STUDY_CIFAR10_RECIPE
+    scaled = {round(m * epochs / recipe.epochs) for m in recipe.milestones}
+    return Recipe.model_validate(
+        {**recipe.model_dump(), "epochs": epochs, "milestones": sorted(m for m in scaled if 0 < m < epochs)}
+    )
+
+
+def methods_section(sizes: Sizes, device: torch.device, left: Callable[[], float]) -> None:
+    """Each method's seconds on a CIFAR-sized random set, retrain first (every ratio divides by it)."""
+    from ml.methods import METHOD_SPECS, UnlearnData, run_method
+
+    data_set = synthetic(sizes.methods_n, seed=0)
+    rng = np.random.default_rng(0)
+    forget = np.sort(
+        rng.choice(sizes.methods_n, max(1, round(sizes.forget_fraction * sizes.methods_n)), replace=False)
+    )
+    recipe = study_recipe(sizes.retrain_epochs)
+    arch = ArchSpec(width=sizes.width)
+    data = UnlearnData(data_set, forget, recipe=recipe, arch=arch)
+    torch.manual_seed(0)
+    model = build_model(arch, data_set.num_classes, data_set.in_channels).to(device)
+    names = sorted(METHOD_SPECS, key=lambda name: (name != "retrain", name))
+    retrain_s = None
+    for name in names:
+        base = {
+            "section": "methods",
+            "method": name,
+            "n_train": sizes.methods_n,
+            "forget": len(forget),
+            "width": sizes.width,
+            "retrain_epochs": sizes.retrain_epochs,
+        }
+        if left() <= 0:
+            emit({**base, "skipped": "time budget"})
+            continue
+        reset_peak(device)
+        sync(device)
+        start = time.perf_counter()
+        try:
+            out = run_method(name, model, data, {}, seed=0, device=device)
+        except Exception as exc:
+            emit({**base, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            continue
+        sync(device)
+        seconds = time.perf_counter() - start
+        del out
+        retrain_s = seconds if name == "retrain" else retrain_s
+        ratio = seconds / retrain_s if retrain_s else None
+        emit(
+            {
+                **base,
+                "seconds": round(seconds, 3),
+                "ratio_to_retrain": None if ratio is None else round(ratio, 4),
+                "ratio_at_study_recipe": None
+                if ratio is None
+                else round(ratio * sizes.retrain_epochs / STUDY_EPOCHS, 5),
+                "peak_memory_mib": peak_mib(device),
+            }
+        )
+        free(device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Pick the device and sizes, print the setup, run the sections within the time budget."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="tiny sizes on the CPU (the default without CUDA)"
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS)
+    )
+    parser.add_argument("--budget-s", type=float, default=450.0, help="start no measurement after this")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
+    parser.add_argument(
+        "--retrain-epochs", type=int, default=None, help="retrain's epochs in the methods section"
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    smoke = args.cpu_smoke or not torch.cuda.is_available()
+    device = resolve_device(args.device or ("cpu" if smoke else "cuda"))
+    sizes = SMOKE if smoke else Sizes()
+    if args.retrain_epochs:
+        sizes = replace(sizes, retrain_epochs=args.retrain_epochs)
+    threads = args.threads or (1 if device.type == "cpu" else torch.get_num_threads())
+    torch.set_num_threads(threads)
+    sections = args.sections.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; valid: {', '.join(SECTIONS)}")
+    setup: dict[str, Any] = {
+        "section": "setup",
+        "device": str(device),
+        "smoke": smoke,
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "sizes": asdict(sizes),
+        "budget_s": args.budget_s,
+    }
+    if device.type == "cuda":
+        setup["gpu"] = torch.cuda.get_device_name(device)
+        setup["bf16_supported"] = torch.cuda.is_bf16_supported()
+    emit(setup)
+
+    def left() -> float:
+        return args.budget_s - (time.monotonic() - started)
+
+    if "trainer" in sections:
+        trainer_section(sizes, device, left)
+    if "concurrency" in sections:
+        concurrency_section(sizes, device, threads, left)
+    if "methods" in sections:
+        methods_section(sizes, device, left)
+    summary: dict[str, Any] = {"section": "summary", "total_s": round(time.monotonic() - started, 1)}
+    if device.type == "cuda":
+        summary["peak_memory_mib_process"] = round(torch.cuda.max_memory_reserved(device) / 2**20, 1)
+    else:
+        summary["peak_memory_mib_process"] = peak_mib(device)
+    emit(summary)
+
+
+if __name__ == "__main__":
+    main()

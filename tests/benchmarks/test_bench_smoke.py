@@ -1,0 +1,80 @@
+"""The service benchmarks run end to end with tiny counts and print the figures they promise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str, backends: str) -> list[dict]:
+    """Run a benchmark script; the Postgres + Redis backend uses the test servers when they are set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env["LETHE_BENCH_DATABASE_URL"] = os.environ.get("LETHE_TEST_DATABASE_URL", "")
+    env["LETHE_BENCH_BROKER_URL"] = os.environ.get("LETHE_TEST_BROKER_URL", "")
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--backends", backends, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def _backends() -> str:
+    return "embedded,postgres" if os.environ.get("LETHE_TEST_DATABASE_URL") else "embedded"
+
+
+def test_bench_api_reports_both_sides_per_level() -> None:
+    backends = _backends()
+    lines = _run(
+        "bench_api.py",
+        "--clients",
+        "1,32",
+        "--get-requests",
+        "40",
+        "--post-requests",
+        "40",
+        "--time-cap",
+        "10",
+        "--warmup",
+        "4",
+        backends=backends,
+    )
+    assert not [r for r in lines if "skipped" in r], lines
+    keys = {(r["backend"], r["endpoint"], r["clients"]) for r in lines}
+    assert keys == {
+        (b, e, c) for b in backends.split(",") for e in ("GET /jobs/{id}", "POST /unlearn") for c in (1, 32)
+    }
+    for record in lines:
+        assert record["bench"] == "api" and record["cpu_count"] >= 1
+        for side in ("ours", "bare"):
+            figures = record[side]
+            assert figures["errors"] == 0 and figures["requests"] == 40, record
+            assert figures["req_per_s"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"], record
+        assert record["throughput_ratio"] > 0
+        if record["endpoint"].startswith("GET") and record["clients"] == 32:
+            assert isinstance(record["meets_target"], bool)
+
+
+def test_bench_queue_times_each_interval() -> None:
+    """The embedded default only: each backend starts an API and a worker, which is most of the time."""
+    lines = _run("bench_queue.py", "--repeats", "2", backends="embedded")
+    assert [r["backend"] for r in lines] == ["embedded"]
+    for record in lines:
+        assert record["repeats"] == 2
+        for key in ("post_to_running_s", "created_to_running_s", "running_to_succeeded_s", "method_s"):
+            figures = record[key]
+            assert 0 <= figures["min"] <= figures["median"] <= figures["p90"] <= figures["max"], record
+        assert record["post_to_succeeded_s"]["median"] > 0

@@ -1,0 +1,75 @@
+"""The GPU check runs on the CPU with tiny sizes, so a broken script is caught before it reaches a GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ml.methods import METHOD_SPECS
+from tests.conftest import REPO
+
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+pytestmark = pytest.mark.slow
+
+VARIANTS = {"fp32", "bf16", "bf16_channels_last", "bf16_channels_last_compile"}
+
+
+def _positive(record: dict, *keys: str) -> None:
+    for key in keys:
+        value = record[key]
+        assert isinstance(value, int | float) and value > 0, (key, record)
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[dict]:
+    """Run the smoke once; every line it prints must be JSON."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu-smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_setup_and_summary(lines: list[dict]) -> None:
+    setup, summary = lines[0], lines[-1]
+    assert setup["section"] == "setup" and setup["device"] == "cpu" and setup["smoke"] is True
+    assert setup["threads"] == 1 and set(setup["sizes"]) >= {"width", "batches", "jobs"}
+    assert summary["section"] == "summary"
+    _positive(summary, "total_s", "peak_memory_mib_process")
+    assert not [r for r in lines if "error" in r or "skipped" in r]
+
+
+def test_trainer_variants_per_batch(lines: list[dict]) -> None:
+    trainer = [r for r in lines if r["section"] == "trainer"]
+    batches = lines[0]["sizes"]["batches"]
+    assert {(r["batch"], r["variant"]) for r in trainer} == {(b, v) for b in batches for v in VARIANTS}
+    for record in trainer:
+        _positive(
+            record, "images_per_s", "step_ms", "wall_images_per_s", "warmup_s", "vs_fp32", "peak_memory_mib"
+        )
+
+
+def test_concurrent_jobs(lines: list[dict]) -> None:
+    jobs = {r["jobs"]: r for r in lines if r["section"] == "concurrency"}
+    assert sorted(jobs) == lines[0]["sizes"]["jobs"]
+    for k, record in jobs.items():
+        _positive(record, "total_images_per_s", "scaling_vs_1_job", "peak_memory_mib")
+        assert len(record["per_job_images_per_s"]) == k and min(record["per_job_images_per_s"]) > 0
+
+
+def test_every_method_timed_against_retrain(lines: list[dict]) -> None:
+    methods = {r["method"]: r for r in lines if r["section"] == "methods"}
+    assert set(methods) == set(METHOD_SPECS)
+    assert methods["retrain"]["ratio_to_retrain"] == 1.0
+    for record in methods.values():
+        _positive(record, "seconds", "ratio_to_retrain", "ratio_at_study_recipe", "peak_memory_mib")
