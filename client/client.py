@@ -1,0 +1,345 @@
+"""A typed HTTP client of the Lethe API: pydantic answers and one exception class per kind of failure."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from client.errors import (
+    Conflict,
+    ConnectionFailed,
+    InvalidRequest,
+    LetheError,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    WaitTimeout,
+    field_errors,
+)
+from client.models import (
+    Dataset,
+    Evaluation,
+    EvaluationCreated,
+    EvaluationTable,
+    Health,
+    Job,
+    JobList,
+    Method,
+    Model,
+    ModelCreated,
+    ModelList,
+    ReferenceCreated,
+    ReferenceSet,
+    Study,
+    StudyCreated,
+    UnlearnCreated,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+API_KEY_HEADER = "X-API-Key"
+
+
+def _without_none(**fields: Any) -> dict[str, Any]:
+    """A request body without the fields left unset, so the server applies its own defaults."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header, which is either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error(response: httpx.Response) -> LetheError:
+    """The exception for a failed answer, carrying the server's `detail` message."""
+    status = response.status_code
+    try:
+        detail: Any = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text or response.reason_phrase
+    if status == 422:
+        return InvalidRequest(field_errors(detail))
+    message = detail if isinstance(detail, str) else "; ".join(e.message for e in field_errors(detail))
+    where = f"{response.request.method} {response.request.url.path}"
+    if status == 404:
+        return NotFound(
+            message if message != "Not Found" else f"{where}: not found on this server", status=404
+        )
+    if status == 409:
+        return Conflict(message, status=409)
+    if status in (401, 403):
+        return Unauthorized(message, status=status)
+    if status == 429:
+        return RateLimited(message, retry_after=_retry_after(response.headers.get("Retry-After")))
+    if status >= 500:
+        return ServerError(f"{where} failed with {status}: {message}", status=status)
+    return LetheError(f"{where} answered {status}: {message}", status=status)
+
+
+class Client:
+    """The Lethe API over HTTP; use as a context manager, or call close(), to release its connections."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _send(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
+        """One request; any status outside 2xx (and `ok`) becomes the matching LetheError."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ConnectionFailed(f"{self.url} did not answer {method} {path} in time ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
+        if not response.is_success and response.status_code not in ok:
+            raise _error(response)
+        return response
+
+    def _get(self, path: str, kind: Any, **kwargs: Any) -> Any:
+        return self._parse(self._send("GET", path, **kwargs), kind)
+
+    def _post(self, path: str, body: dict[str, Any], kind: Any) -> Any:
+        return self._parse(self._send("POST", path, json=body), kind)
+
+    @staticmethod
+    def _parse(response: httpx.Response, kind: Any) -> Any:
+        """The answer's JSON as `kind`; an answer of another shape is a LetheError, not a ValidationError."""
+        try:
+            return TypeAdapter(kind).validate_json(response.content)
+        except ValidationError as exc:
+            where = f"{response.request.method} {response.request.url.path}"
+            raise LetheError(f"unexpected answer to {where}: {exc}", status=response.status_code) from exc
+
+    # System and catalog
+
+    def health(self) -> Health:
+        """Whether the database and broker are up; a 503 answer is returned as Health(status="down")."""
+        return self._parse(self._send("GET", "/health", ok=(503,)), Health)
+
+    def list_methods(self) -> list[Method]:
+        """Every unlearning method with its parameters' JSON schema."""
+        return self._get("/methods", list[Method])
+
+    def list_datasets(self) -> list[Dataset]:
+        """The registered data sets and their sizes (sample ids run from 0 to n_train - 1)."""
+        return self._get("/datasets", list[Dataset])
+
+    # Models
+
+    def create_model(
+        self,
+        dataset: str,
+        *,
+        name: str | None = None,
+        arch: dict[str, Any] | None = None,
+        recipe: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> ModelCreated:
+        """Queue training of a new model from scratch."""
+        body = _without_none(name=name, dataset=dataset, arch=arch, recipe=recipe, seed=seed)
+        return self._post("/models", body, ModelCreated)
+
+    def list_models(self) -> ModelList:
+        """Every model, newest first."""
+        return self._get("/models", ModelList)
+
+    def get_model(self, model: str) -> Model:
+        """A model by id or name, with its lineage."""
+        return self._get(f"/models/{model}", Model)
+
+    # Unlearning and jobs
+
+    def unlearn(
+        self,
+        model: str,
+        forget_ids: list[int],
+        method: str,
+        *,
+        params: dict[str, Any] | None = None,
+        seed: int = 0,
+        name: str | None = None,
+        requested_by: str | None = None,
+    ) -> UnlearnCreated:
+        """Queue a job that makes `model` forget `forget_ids` with `method`, writing a new child model."""
+        body = _without_none(
+            model_id=model,
+            forget_ids=list(forget_ids),
+            method=method,
+            params=params or {},
+            seed=seed,
+            name=name,
+            requested_by=requested_by,
+        )
+        return self._post("/unlearn", body, UnlearnCreated)
+
+    def get_job(self, job_id: str) -> Job:
+        """A job's state, progress and result."""
+        return self._get(f"/jobs/{job_id}", Job)
+
+    def get_job_metrics(self, job_id: str) -> dict[str, Any]:
+        """A finished job's metrics; NotFound until it has some."""
+        return self._get(f"/jobs/{job_id}/metrics", dict[str, Any])
+
+    def list_jobs(self) -> JobList:
+        """Every job (GET /jobs); NotFound, or a LetheError with status 405, from servers without that list."""
+        return self._get("/jobs", JobList)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a queued one ends at once, a running one at its next step; Conflict once finished."""
+        return self._parse(self._send("POST", f"/jobs/{job_id}/cancel"), Job)
+
+    def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None) -> Iterator[Job]:
+        """Yield the job each time its status or progress changes; returns once it has finished.
+
+        Raises WaitTimeout when `timeout` seconds pass first (the job keeps running on the server).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: tuple[Any, ...] | None = None
+        while True:
+            job = self.get_job(job_id)
+            state = (job.status, job.progress, job.progress_info, job.error)
+            if state != seen:
+                seen = state
+                yield job
+            if job.finished:
+                return
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout:g}s")
+            time.sleep(poll)
+
+    def wait_done(self, job_id: str, poll: float = 0.5, timeout: float | None = None) -> Job:
+        """The job once it has finished (succeeded, failed or cancelled)."""
+        return deque(self.wait(job_id, poll=poll, timeout=timeout), maxlen=1)[0]
+
+    # Forget quality: reference sets, evaluations, studies
+
+    def create_references(
+        self,
+        forget_ids: list[int],
+        *,
+        model: str | None = None,
+        dataset: str | None = None,
+        n_models: int = 8,
+        arch: dict[str, Any] | None = None,
+        recipe: dict[str, Any] | None = None,
+    ) -> ReferenceCreated:
+        """Train N reference models without `forget_ids` (job_id is None when the set already has them)."""
+        body = _without_none(
+            model_id=model,
+            dataset=dataset,
+            forget_ids=list(forget_ids),
+            n_models=n_models,
+            arch=arch,
+            recipe=recipe,
+        )
+        return self._post("/references", body, ReferenceCreated)
+
+    def get_reference_set(self, reference_set_id: str) -> ReferenceSet:
+        """A reference set and its runs counted by job status."""
+        return self._get(f"/references/{reference_set_id}", ReferenceSet)
+
+    def create_evaluation(
+        self,
+        model: str,
+        forget_ids: list[int],
+        method: str,
+        *,
+        params: dict[str, Any] | None = None,
+        n_models: int = 8,
+        delta: float = 0.05,
+    ) -> EvaluationCreated:
+        """Queue an evaluation: epsilon-hat of `method` run with N seeds against N reference models."""
+        body = {
+            "model_id": model,
+            "forget_ids": list(forget_ids),
+            "method": method,
+            "params": params or {},
+            "n_models": n_models,
+            "delta": delta,
+        }
+        return self._post("/evaluations", body, EvaluationCreated)
+
+    def get_evaluation(self, evaluation_id: str) -> Evaluation:
+        """An evaluation and, once scored, its results."""
+        return self._get(f"/evaluations/{evaluation_id}", Evaluation)
+
+    def list_evaluations(
+        self, *, reference_set_id: str | None = None, study_id: str | None = None
+    ) -> EvaluationTable:
+        """Evaluations side by side (the study's Table 1), optionally of one reference set or study."""
+        query = _without_none(reference_set_id=reference_set_id, study_id=study_id)
+        return self._get("/evaluations", EvaluationTable, params=query)
+
+    def evaluations_csv(self, *, reference_set_id: str | None = None, study_id: str | None = None) -> str:
+        """The same table as list_evaluations, as CSV text."""
+        query = _without_none(reference_set_id=reference_set_id, study_id=study_id)
+        return self._send("GET", "/evaluations", params=query, headers={"Accept": "text/csv"}).text
+
+    def get_evaluation_plot(self, evaluation_id: str, name: str = "epsilon-delta") -> bytes:
+        """A PNG figure of a scored evaluation: "epsilon-delta" or "histograms"."""
+        return self._send("GET", f"/evaluations/{evaluation_id}/plots/{name}.png").content
+
+    def create_study(
+        self,
+        model: str,
+        methods: list[str],
+        *,
+        forget_ids: list[int] | None = None,
+        forget_fraction: float | None = None,
+        n_models: int = 8,
+        delta: float = 0.05,
+        seed: int = 0,
+    ) -> StudyCreated:
+        """Queue the study's protocol: one reference set and one evaluation per method."""
+        body = _without_none(
+            model_id=model,
+            forget_ids=None if forget_ids is None else list(forget_ids),
+            forget_fraction=forget_fraction,
+            methods=list(methods),
+            n_models=n_models,
+            delta=delta,
+            seed=seed,
+        )
+        return self._post("/studies", body, StudyCreated)
+
+    def get_study(self, study_id: str) -> Study:
+        """A study with its evaluations' ids."""
+        return self._get(f"/studies/{study_id}", Study)
+
+    def export_study(self, study_id: str) -> bytes:
+        """A finished study's seed layout as zip bytes; Conflict while any method is unscored."""
+        return self._send("GET", f"/studies/{study_id}/export").content

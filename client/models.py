@@ -1,0 +1,189 @@
+"""What the API answers, as pydantic models mirroring api/schemas.py without needing the server's code.
+
+Unknown fields are kept (extra="allow") so a newer server's additions survive a round trip through
+`model_dump`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class Health(Out):
+    status: str
+    database: str
+    broker: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the service can take work (the server answers 503 otherwise)."""
+        return self.status == "ok"
+
+
+class ModelCreated(Out):
+    job_id: str
+    model_id: str
+
+
+class Model(Out):
+    id: str
+    name: str | None
+    dataset: str
+    status: str
+    made_by: str
+    parent_id: str | None
+    lineage: list[str] = Field(description="ids from this model up to its root ancestor")
+    n_forgotten: int
+    forgotten_sha256: str | None
+    arch: dict[str, Any]
+    recipe: dict[str, Any]
+    seed: int
+    metrics: dict[str, Any]
+    job_id: str | None
+    created_at: datetime
+
+
+class ModelList(Out):
+    data: list[Model]
+    count: int
+
+
+class UnlearnCreated(Out):
+    job_id: str
+    forget_request_id: str
+
+
+class Job(Out):
+    id: str
+    kind: str
+    status: str
+    progress: float
+    progress_info: dict[str, Any] = Field(
+        description="stage, epoch, epochs, loss, eta_seconds ...; finished and total for fan-out jobs"
+    )
+    error: str | None
+    attempts: int
+    model_id: str | None
+    forget_request_id: str | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has reached a final state (succeeded, failed or cancelled)."""
+        return self.status in FINISHED
+
+
+class JobList(Out):
+    data: list[Job]
+    count: int
+
+
+class Method(Out):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+
+
+class Dataset(Out):
+    id: str
+    name: str
+    kind: str
+    n_train: int
+    n_test: int
+    num_classes: int
+    in_channels: int
+    task: str
+
+
+class ReferenceCreated(Out):
+    job_id: str | None = Field(description="null when the set already had enough models: nothing was trained")
+    reference_set_id: str
+
+
+class ReferenceSet(Out):
+    id: str
+    dataset_id: str
+    n_forget: int
+    forget_sha256: str
+    recipe_sha256: str
+    arch: dict[str, Any]
+    recipe: dict[str, Any]
+    runs: dict[str, int] = Field(description="reference runs by job status")
+    created_at: datetime
+
+
+class EvaluationCreated(Out):
+    job_id: str
+    evaluation_id: str
+
+
+class Evaluation(Out):
+    id: str
+    model_id: str
+    reference_set_id: str
+    study_id: str | None
+    method: str
+    params: dict[str, Any]
+    n_models: int
+    delta: float
+    status: str
+    job_id: str
+    results: dict[str, Any] | None
+    created_at: datetime
+
+
+class EvaluationRow(Out):
+    """One line of the side-by-side table (the study's Table 1); epsilon-hat may be "inf"."""
+
+    evaluation_id: str
+    method: str
+    status: str
+    epsilon_hat: float | str | None = None
+    ci95: float | str | None = None
+    n_samples: int | None = None
+    n_reference: int | None = None
+    n_unlearned: int | None = None
+    n_infinite: int | None = None
+    measure: str | None = None
+    retain: float | None = None
+    retain_ci95: float | None = None
+    forget: float | None = None
+    forget_ci95: float | None = None
+    test: float | None = None
+    test_ci95: float | None = None
+    cost_vs_retrain: float | None = None
+
+
+class EvaluationTable(Out):
+    data: list[EvaluationRow]
+    count: int
+
+
+class StudyCreated(Out):
+    job_id: str
+    study_id: str
+
+
+class Study(Out):
+    id: str
+    model_id: str
+    reference_set_id: str
+    methods: list[str]
+    n_models: int
+    status: str
+    job_id: str
+    evaluation_ids: list[str]
+    created_at: datetime
