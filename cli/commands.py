@@ -411,7 +411,10 @@ def _rows_table(rows: list[EvaluationRow], title: str) -> Table:
 
 
 def unlearn_command(
-    model: Annotated[str, typer.Argument(help="id or name of the model to unlearn from", show_default=False)],
+    model: Annotated[
+        str,
+        typer.Argument(metavar="MODEL", help="id or name of the model to unlearn from", show_default=False),
+    ],
     method: Annotated[str, typer.Option("--method", "-m", help="unlearning method (see `lethe methods`)")],
     ids: Ids = None,
     ids_file: IdsFile = None,
@@ -454,7 +457,10 @@ def unlearn_command(
 
 def evaluate_command(
     model: Annotated[
-        str, typer.Argument(help="id or name of the model to evaluate the method on", show_default=False)
+        str,
+        typer.Argument(
+            metavar="MODEL", help="id or name of the model to evaluate the method on", show_default=False
+        ),
     ],
     method: Annotated[str, typer.Option("--method", "-m", help="unlearning method (see `lethe methods`)")],
     ids: Ids = None,
@@ -489,7 +495,9 @@ def evaluate_command(
 
 
 def study_command(
-    model: Annotated[str, typer.Argument(help="id or name of the model to study", show_default=False)],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="id or name of the model to study", show_default=False)
+    ],
     methods: Annotated[
         str, typer.Option("--methods", help="unlearning methods, comma separated: none,finetune,retrain")
     ],
@@ -654,7 +662,7 @@ def jobs_cancel(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Ask the server to stop a job; a running job stops at its next training step."""
+    """Cancel a job: a queued one ends at once, a running one at its next training step."""
     with _connect(url, api_key) as api:
         job = api.cancel(job_id)
     if as_json:
