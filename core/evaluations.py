@@ -16,17 +16,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import idsets
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.fanout import start_waiting
 from core.jobs import audit, create_job
-from core.services import get_dataset, resolve_model, validate_forget_ids, validate_method, validate_spec
+from core.services import (
+    get_dataset,
+    resolve_model,
+    validate_forget_ids,
+    validate_method,
+    validate_spec,
+)
 from core.tables import (
     FINISHED,
     Dataset,
     Evaluation,
     Job,
     JobStatus,
-    Model,
     ModelStatus,
     ReferenceSet,
     Run,
@@ -332,13 +337,6 @@ def create_study(
     return study, parent
 
 
-def get_owned(session: Session, table: type, object_id: str, tenant_id: str, what: str) -> Any:
-    row = session.get(table, object_id)
-    if row is None or row.tenant_id != tenant_id:
-        raise NotFound(f"{what} {object_id} not found")
-    return row
-
-
 def queued_children(session: Session, parent_id: str) -> list[str]:
     """Every queued job below this parent (runs of evaluations of a study included), to publish."""
     out: list[str] = []
@@ -348,10 +346,3 @@ def queued_children(session: Session, parent_id: str) -> list[str]:
         out.extend(r.id for r in rows if r.status == JobStatus.queued)
         frontier = [r.id for r in rows]
     return out
-
-
-def model_of(session: Session, evaluation: Evaluation) -> Model:
-    model = session.get(Model, evaluation.model_id)
-    if model is None:
-        raise NotFound(f"model {evaluation.model_id} not found")
-    return model

@@ -71,13 +71,26 @@ def validate_forget_ids(ids: list[int], n_train: int) -> np.ndarray:
     return uniq
 
 
-def get_dataset(session: Session, ref: str, tenant_id: str) -> Dataset:
-    ds = session.execute(
-        select(Dataset).where(Dataset.tenant_id == tenant_id, or_(Dataset.id == ref, Dataset.name == ref))
+def _by_id_or_name(session: Session, table: type[Dataset] | type[Model], ref: str, tenant_id: str, what: str):
+    """A tenant's row by id or by name; NotFound names what was looked for."""
+    row = session.execute(
+        select(table).where(table.tenant_id == tenant_id, or_(table.id == ref, table.name == ref))
     ).scalar_one_or_none()
-    if ds is None:
-        raise NotFound(f"data set {ref!r} not found")
-    return ds
+    if row is None:
+        raise NotFound(f"{what} {ref!r} not found")
+    return row
+
+
+def get_owned(session: Session, table: type, object_id: str, tenant_id: str, what: str) -> Any:
+    """A row by id that belongs to the tenant; another tenant's row is as unknown as a missing one."""
+    row = session.get(table, object_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFound(f"{what} {object_id} not found")
+    return row
+
+
+def get_dataset(session: Session, ref: str, tenant_id: str) -> Dataset:
+    return _by_id_or_name(session, Dataset, ref, tenant_id, "data set")
 
 
 def list_datasets(session: Session, tenant_id: str) -> list[Dataset]:
@@ -125,12 +138,7 @@ def register_dataset(
 
 def resolve_model(session: Session, ref: str, tenant_id: str) -> Model:
     """A model by id or by name, within the tenant."""
-    model = session.execute(
-        select(Model).where(Model.tenant_id == tenant_id, or_(Model.id == ref, Model.name == ref))
-    ).scalar_one_or_none()
-    if model is None:
-        raise NotFound(f"model {ref!r} not found")
-    return model
+    return _by_id_or_name(session, Model, ref, tenant_id, "model")
 
 
 def check_name_free(session: Session, name: str | None, tenant_id: str) -> None:

@@ -25,6 +25,7 @@ from api.schemas import (
     StudyPublic,
 )
 from core import evaluations as ev
+from core import services
 from core.artifacts import get_store
 from core.errors import NotFound
 from core.export import study_zip
@@ -67,7 +68,7 @@ def create_references(
 
 @router.get("/references/{reference_set_id}", response_model=ReferenceSetPublic, summary="A reference set")
 def read_reference_set(reference_set_id: str, session: SessionDep, tenant: TenantDep) -> ReferenceSetPublic:
-    rs = ev.get_owned(session, ReferenceSet, reference_set_id, tenant, "reference set")
+    rs = services.get_owned(session, ReferenceSet, reference_set_id, tenant, "reference set")
     counts = session.execute(
         select(Job.status, func.count())
         .join(Run, Run.job_id == Job.id)
@@ -194,7 +195,7 @@ def list_evaluations(
     "/evaluations/{evaluation_id}", response_model=EvaluationPublic, summary="An evaluation and its results"
 )
 def read_evaluation(evaluation_id: str, session: SessionDep, tenant: TenantDep) -> EvaluationPublic:
-    return _public(session, ev.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation"))
+    return _public(session, services.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation"))
 
 
 @router.get(
@@ -204,7 +205,7 @@ def read_evaluation(evaluation_id: str, session: SessionDep, tenant: TenantDep) 
     responses={200: {"content": {"image/png": {}}}},
 )
 def read_plot(evaluation_id: str, name: str, session: SessionDep, tenant: TenantDep) -> Response:
-    e = ev.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation")
+    e = services.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation")
     if name not in ("epsilon-delta", "histograms"):
         raise NotFound(f"no figure {name!r}; figures: epsilon-delta, histograms")
     key = f"evaluations/{e.id}/{name}.png"
@@ -239,7 +240,7 @@ def create_study(
 
 @router.get("/studies/{study_id}", response_model=StudyPublic, summary="A study and its evaluations")
 def read_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyPublic:
-    study = ev.get_owned(session, Study, study_id, tenant, "study")
+    study = services.get_owned(session, Study, study_id, tenant, "study")
     ids = session.execute(
         select(Evaluation.id).where(Evaluation.study_id == study.id).order_by(Evaluation.created_at)
     ).scalars()
@@ -263,7 +264,7 @@ def read_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyPu
     responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not finished yet"}},
 )
 def export_study(study_id: str, session: SessionDep, tenant: TenantDep) -> Response:
-    study = ev.get_owned(session, Study, study_id, tenant, "study")
+    study = services.get_owned(session, Study, study_id, tenant, "study")
     data = study_zip(session, get_store(), study)
     return Response(
         data,

@@ -7,7 +7,7 @@ from sqlalchemy import or_, select
 
 from api.deps import SessionDep, TenantDep
 from api.schemas import AuditEntry, ForgetRequestPublic
-from core.evaluations import get_owned
+from core.services import get_owned
 from core.tables import AuditEvent, ForgetRequest, Job, Model
 
 router = APIRouter(prefix="/forget-requests", tags=["unlearn"])
