@@ -1,0 +1,314 @@
+"""The methods beyond the study do what their papers claim on a tiny digits model, and cost what cost() says."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.modules.module import register_module_forward_hook
+
+from ml.data import ArrayDataset, load_dataset
+from ml.data.forget import class_forget_ids
+from ml.errors import Cancelled
+from ml.logits import accuracy, logits
+from ml.methods import METHOD_SPECS, UnknownMethod, UnlearnData, Workload, cost, run_method
+from ml.methods.base import Run
+from ml.methods.beyond import dampen, saliency_masks, wrong_labels
+from ml.methods.cost import FORWARD, sample_passes
+from ml.methods.params import FinetuneParams, SSDParams
+from ml.models import ResNet18, build_model
+from ml.specs import ArchSpec, Recipe
+from ml.trainer import ProgressEvent, train
+from tests.unit.test_methods import changed, state, subset
+
+ARCH = ArchSpec(width=8)
+RECIPE = Recipe(epochs=8, batch_size=32, lr=0.05, schedule="cosine")
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits() -> ArrayDataset:
+    return subset(load_dataset("digits"), 400, 100)
+
+
+@pytest.fixture(scope="module")
+def trained(digits: ArrayDataset) -> torch.nn.Module:
+    """A model that fits its training set, the forget class included."""
+    torch.manual_seed(0)
+    model = build_model(ARCH, 10, 1)
+    train(model, digits, None, RECIPE, seed=1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def forget_class(digits: ArrayDataset) -> UnlearnData:
+    """Class-wise unlearning of digit 0, where a retrained model's forget accuracy is near 0."""
+    return UnlearnData(digits, class_forget_ids(digits.train_y, 0), recipe=RECIPE, arch=ARCH)
+
+
+def accuracies(model: torch.nn.Module, data: UnlearnData) -> tuple[float, float]:
+    """Accuracy on the forget set and on the retain set."""
+    return (
+        accuracy(model, data.dataset, data.forget_ids),
+        accuracy(model, data.dataset, data.retain_ids),
+    )
+
+
+def test_the_trained_model_knows_the_forget_class(
+    trained: torch.nn.Module, forget_class: UnlearnData
+) -> None:
+    forget, retain = accuracies(trained, forget_class)
+    assert forget == 1.0 and retain > 0.95
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "max_retain_drop"),
+    [
+        ("gradient_ascent", {"epochs": 2, "lr": 0.005, "batch_size": 16}, 0.3),
+        ("neggrad_plus", {"epochs": 1, "lr": 0.01, "batch_size": 32, "alpha": 0.8}, 0.2),
+        ("random_label", {"epochs": 2, "lr": 1e-3, "batch_size": 32}, 0.05),
+        ("salun", {"epochs": 2, "lr": 0.01, "batch_size": 32}, 0.05),
+        ("scrub", {"epochs": 3, "lr": 0.002, "forget_batch_size": 16, "batch_size": 32}, 0.05),
+        ("ssd", {"alpha": 5, "batch_size": 8}, 0.05),
+        ("bad_teacher", {"epochs": 2, "lr": 1e-3, "batch_size": 32}, 0.05),
+        ("noise_reset", {"epochs": 2, "lr": 0.01, "batch_size": 32}, 0.2),
+    ],
+)
+def test_a_forgotten_class_is_no_longer_recognised_while_retain_is_kept(
+    trained: torch.nn.Module,
+    forget_class: UnlearnData,
+    name: str,
+    params: dict[str, float],
+    max_retain_drop: float,
+) -> None:
+    # Gradient ascent and NegGrad+ knowingly pay for forgetting with retain accuracy; the others barely do.
+    _, retain_before = accuracies(trained, forget_class)
+    forget, retain = accuracies(run_method(name, trained, forget_class, params, seed=0), forget_class)
+    assert forget < 0.3
+    assert retain > retain_before - max_retain_drop
+
+
+def test_wrong_labels_are_never_the_true_class_and_cover_the_others(digits: ArrayDataset) -> None:
+    ids = np.arange(400)
+    labels = wrong_labels(digits, ids, np.random.default_rng(0))
+    assert not np.any(labels == digits.train_y[ids])
+    assert set(labels) == set(range(10))
+
+
+def test_l1_sparse_is_finetune_plus_the_penalty(trained: torch.nn.Module, forget_class: UnlearnData) -> None:
+    base = {"epochs": 2, "lr": 0.01, "batch_size": 32}
+    plain = run_method("finetune", trained, forget_class, base, seed=3)
+    free = run_method("l1_sparse", trained, forget_class, {**base, "gamma": 0.0}, seed=3)
+    sparse = run_method("l1_sparse", trained, forget_class, {**base, "gamma": 5e-3}, seed=3)
+    assert not changed(state(plain), state(free))  # the trainer's own steps, nothing added without gamma
+
+    def l1(model: torch.nn.Module) -> float:
+        return float(sum(p.detach().abs().sum() for p in model.parameters()))
+
+    assert l1(sparse) < 0.95 * l1(free)
+    assert accuracies(sparse, forget_class)[1] > 0.95
+
+
+def test_salun_moves_only_the_salient_share_of_the_weights(
+    trained: torch.nn.Module, forget_class: UnlearnData
+) -> None:
+    params = {"epochs": 1, "lr": 0.01, "batch_size": 32, "sparsity": 0.3}
+    masks = saliency_masks(trained, forget_class, 0.3, 32, Run(0, CPU), None)
+    mask = dict(zip([n for n, _ in trained.named_parameters()], masks.values(), strict=True))
+    total = sum(m.numel() for m in mask.values())
+    assert sum(int(m.sum()) for m in mask.values()) == round(0.3 * total)
+    out = run_method("salun", trained, forget_class, params, seed=0)
+    before = dict(trained.named_parameters())
+    moved = 0
+    for name, weight in out.named_parameters():
+        diff = weight.detach() != before[name].detach()
+        assert not (diff & ~mask[name]).any(), name  # weight decay included: outside the mask nothing moves
+        moved += int(diff.sum())
+    assert moved > 0.9 * round(0.3 * total)
+
+
+def test_ssd_only_shrinks_the_weights_its_rule_selects() -> None:
+    weights = [torch.nn.Parameter(torch.tensor([1.0, 2.0, -3.0, 4.0, 5.0]))]
+    full = [torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0])]
+    forget = [torch.tensor([5.0, 20.0, 40.0, 1.0, 0.0])]
+    dampen(weights, full, forget, alpha=10, dampening=1)
+    # 5 <= 10 x 1 kept; 20 > 10 scaled by 1/20; 40 > 10 by 1/40; full importance 0 zeroes; no forget kept.
+    torch.testing.assert_close(weights[0].detach(), torch.tensor([1.0, 0.1, -0.075, 0.0, 5.0]))
+    dampen(weights, [torch.ones(5)], [torch.full((5,), 2.0)], alpha=1, dampening=3)
+    torch.testing.assert_close(weights[0].detach(), torch.tensor([1.0, 0.1, -0.075, 0.0, 5.0]))  # factor <= 1
+
+
+def test_ssd_trains_nothing_and_only_shrinks_weights(
+    trained: torch.nn.Module, forget_class: UnlearnData
+) -> None:
+    before = state(trained)
+    out = run_method("ssd", trained, forget_class, {"alpha": 5, "batch_size": 8}, seed=0)
+    after = state(out)
+    diff = changed(before, after)
+    params = {name for name, _ in trained.named_parameters()}
+    assert diff and set(diff) <= params  # batch norm statistics untouched: no training, eval mode
+    for name in diff:
+        old, new = before[name], after[name]
+        assert torch.all(new.abs() <= old.abs()) and torch.all(new * old >= 0), name
+    untouched = run_method("ssd", trained, forget_class, {"alpha": 1e6}, seed=0)
+    assert not changed(before, state(untouched))
+
+
+def test_noise_reset_perturbs_exactly_its_share_of_every_weight_tensor(
+    trained: torch.nn.Module, forget_class: UnlearnData
+) -> None:
+    before = state(trained)
+    weights = {k for k, v in before.items() if v.ndim >= 2}
+    for params in ({"epochs": 0}, {"epochs": 0, "mode": "noise", "fraction": 0.5}):
+        diff = changed(before, state(run_method("noise_reset", trained, forget_class, params, seed=0)))
+        assert set(diff) == weights  # batch norm and biases untouched
+        for name in weights:
+            k = round(params.get("fraction", 0.3) * before[name].numel())
+            # Noise that rounds away in float32 leaves the odd entry as it was.
+            assert k - k // 1000 <= diff[name] <= k if params.get("mode") == "noise" else diff[name] == k, (
+                name
+            )
+
+
+def test_own_loops_report_progress_over_the_whole_run(
+    trained: torch.nn.Module, forget_class: UnlearnData
+) -> None:
+    events: list[ProgressEvent] = []
+    params = {"epochs": 2, "max_epochs": 1, "lr": 1e-4, "batch_size": 16, "forget_batch_size": 8}
+    run_method("scrub", trained, forget_class, params, seed=0, progress=events.append)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    n_r, n_f = len(forget_class.retain_ids), len(forget_class.forget_ids)
+    assert events[-1].steps == 2 * math.ceil(n_r / 16) + math.ceil(n_f / 8)
+    assert {e.stage for e in events} == {"scrub"} and events[-1].epoch == 2
+
+
+def test_own_loops_are_seeded(trained: torch.nn.Module, forget_class: UnlearnData) -> None:
+    params = {"epochs": 1, "lr": 0.01, "batch_size": 64, "alpha": 0.9}
+    a = run_method("neggrad_plus", trained, forget_class, params, seed=4)
+    b = run_method("neggrad_plus", trained, forget_class, params, seed=4)
+    c = run_method("neggrad_plus", trained, forget_class, params, seed=5)
+    assert not changed(state(a), state(b))
+    assert changed(state(a), state(c))
+
+
+@pytest.mark.parametrize("name", ["neggrad_plus", "salun", "scrub", "ssd", "bad_teacher"])
+def test_a_stop_request_cancels_methods_with_their_own_loops(
+    trained: torch.nn.Module, forget_class: UnlearnData, name: str
+) -> None:
+    before = state(trained)
+    with pytest.raises(Cancelled):
+        run_method(name, trained, forget_class, {}, seed=0, should_stop=lambda: True)
+    assert not changed(before, state(trained))
+
+
+def regression_copy(dataset: ArrayDataset) -> ArrayDataset:
+    """The same images with their digit as a regression target."""
+    return replace(
+        dataset,
+        train_y=dataset.train_y.astype(np.float32),
+        test_y=dataset.test_y.astype(np.float32),
+        task="regression",
+        num_classes=1,
+        target_scale=10.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["gradient_ascent", "neggrad_plus", "random_label", "l1_sparse", "salun", "ssd", "noise_reset"]
+)
+def test_methods_with_a_task_loss_run_on_regression_data(name: str) -> None:
+    tiny = regression_copy(subset(load_dataset("digits"), 60, 20))
+    arch = ArchSpec(width=4)
+    torch.manual_seed(0)
+    model = build_model(arch, 1, 1)
+    data = UnlearnData(tiny, np.arange(8), recipe=Recipe(epochs=1, batch_size=16), arch=arch)
+    params = {} if name == "ssd" else {"epochs": 1}
+    out = run_method(name, model, data, params, seed=0)
+    assert np.isfinite(logits(out, tiny, None, split="test")).all()
+
+
+@pytest.mark.parametrize("name", ["scrub", "bad_teacher"])
+def test_distillation_methods_refuse_regression(name: str) -> None:
+    tiny = regression_copy(subset(load_dataset("digits"), 60, 20))
+    model = build_model(ArchSpec(width=4), 1, 1)
+    with pytest.raises(ValueError, match="no regression form"):
+        run_method(name, model, UnlearnData(tiny, np.arange(8)), {}, seed=0)
+
+
+# Cost
+
+
+def test_cost_is_relative_to_retraining_with_the_models_recipe(forget_class: UnlearnData) -> None:
+    assert cost("retrain", {}, forget_class) == 1.0
+    assert cost("retrain", {"recipe": {"epochs": 2}}, forget_class) == pytest.approx(2 / RECIPE.epochs)
+    assert cost("none", {}, forget_class) == 0.0
+    assert cost("finetune", FinetuneParams(epochs=4), forget_class) == pytest.approx(4 / RECIPE.epochs)
+    sizes = Workload(len(forget_class.retain_ids), len(forget_class.forget_ids), RECIPE)
+    for name in METHOD_SPECS:
+        assert cost(name, {}, sizes) == cost(name, {}, forget_class), name
+
+
+def test_every_method_has_a_budget_that_its_cost_follows() -> None:
+    sizes = Workload(n_retain=1000, n_forget=10, recipe=Recipe(epochs=10))
+    for name in sorted(set(METHOD_SPECS) - {"none", "retrain", "ssd"}):
+        assert cost(name, {"epochs": 2}, sizes) < cost(name, {"epochs": 4}, sizes), name
+    assert cost("ssd", {"full_fraction": 0.5}, sizes) < cost("ssd", {}, sizes)
+    # One retain batch of 128 comes with one forget batch of 10: 8 steps per epoch.
+    assert sample_passes("neggrad_plus", {}, sizes) == 5 * (1000 + 8 * 10)
+    assert cost("neggrad_plus", {}, sizes) == pytest.approx(5 * 1080 / (10 * 1000))
+
+
+def test_cost_refuses_what_it_cannot_price() -> None:
+    sizes = Workload(n_retain=100, n_forget=10, recipe=Recipe())
+    with pytest.raises(UnknownMethod):
+        cost("forget_everything", {}, sizes)
+    with pytest.raises(TypeError, match="SSDParams"):
+        cost("ssd", FinetuneParams(), sizes)
+    assert cost("ssd", SSDParams(full_fraction=0.1), sizes) > 0
+    with pytest.raises(ValueError, match="empty retain"):
+        cost("finetune", {}, Workload(n_retain=0, n_forget=10, recipe=Recipe()))
+
+
+# SalUn's and SSD's passes over the forget set in eval mode take a backward pass: each sample is a full pass.
+_EVAL_WITH_BACKWARD = {"salun", "ssd"}
+# Early stopping can only end the prune family's overfitting sooner than its budget.
+_UPPER_BOUNDS = {"prune", "prune_last_layer", "prune_complex"}
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_SPECS))
+def test_cost_counts_the_samples_a_method_pushes_through_the_model(name: str) -> None:
+    tiny = subset(load_dataset("digits"), 60, 20)
+    arch = ArchSpec(width=4)
+    torch.manual_seed(0)
+    model = build_model(arch, 10, 1)
+    seen = {True: 0, False: 0}
+
+    def count(module: torch.nn.Module, args: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        if isinstance(module, ResNet18):  # every model: run()'s copy, teachers, twins, fresh ones
+            seen[module.training] += len(args[0])
+
+    data = UnlearnData(tiny, np.arange(8), excluded_ids=np.array([59]), recipe=Recipe(epochs=3), arch=arch)
+    spec = METHOD_SPECS[name].params.model_fields
+    params: dict[str, float] = {"batch_size": 16} if "batch_size" in spec else {}
+    if "epochs" in spec:
+        params["epochs"] = 1
+    if "overfit_epochs" in spec:
+        params["overfit_epochs"] = 3
+    if name == "prune_complex":
+        params["retain_fraction"] = 0.1  # a one-sample retain copy would train on it twice (batch norm)
+    handle = register_module_forward_hook(count)
+    try:
+        run_method(name, model, data, params, seed=0)
+    finally:
+        handle.remove()
+    weight = 1.0 if name in _EVAL_WITH_BACKWARD else FORWARD
+    measured = seen[True] + weight * seen[False]
+    expected = sample_passes(name, params, data)
+    if name in _UPPER_BOUNDS:
+        assert 0 < measured <= expected + 1e-9
+    else:
+        assert measured == pytest.approx(expected)
