@@ -1,6 +1,6 @@
 """Python client of the Lethe API: `Client(url, api_key)` returns pydantic objects and raises LetheErrors."""
 
-from client.client import API_KEY_HEADER, DEFAULT_URL, Client
+from client.client import API_KEY_HEADER, DEFAULT_URL, IDEMPOTENCY_HEADER, Client
 from client.errors import (
     Conflict,
     ConnectionFailed,
@@ -15,11 +15,13 @@ from client.errors import (
 )
 from client.models import (
     FINISHED,
+    AuditEntry,
     Dataset,
     Evaluation,
     EvaluationCreated,
     EvaluationRow,
     EvaluationTable,
+    ForgetRequest,
     Health,
     Job,
     JobList,
@@ -38,6 +40,8 @@ __all__ = [
     "API_KEY_HEADER",
     "DEFAULT_URL",
     "FINISHED",
+    "IDEMPOTENCY_HEADER",
+    "AuditEntry",
     "Client",
     "Conflict",
     "ConnectionFailed",
@@ -47,6 +51,7 @@ __all__ = [
     "EvaluationRow",
     "EvaluationTable",
     "FieldError",
+    "ForgetRequest",
     "Health",
     "InvalidRequest",
     "Job",

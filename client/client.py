@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +31,7 @@ from client.models import (
     Evaluation,
     EvaluationCreated,
     EvaluationTable,
+    ForgetRequest,
     Health,
     Job,
     JobList,
@@ -45,6 +48,7 @@ from client.models import (
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def _without_none(**fields: Any) -> dict[str, Any]:
@@ -132,8 +136,10 @@ class Client:
     def _get(self, path: str, kind: Any, **kwargs: Any) -> Any:
         return self._parse(self._send("GET", path, **kwargs), kind)
 
-    def _post(self, path: str, body: dict[str, Any], kind: Any) -> Any:
-        return self._parse(self._send("POST", path, json=body), kind)
+    def _post(self, path: str, body: dict[str, Any], kind: Any, idempotency_key: str | None = None) -> Any:
+        """POST a JSON body; with an idempotency key, a retried request returns the first answer."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
+        return self._parse(self._send("POST", path, json=body, headers=headers), kind)
 
     @staticmethod
     def _parse(response: httpx.Response, kind: Any) -> Any:
@@ -168,10 +174,30 @@ class Client:
         arch: dict[str, Any] | None = None,
         recipe: dict[str, Any] | None = None,
         seed: int = 0,
+        idempotency_key: str | None = None,
     ) -> ModelCreated:
         """Queue training of a new model from scratch."""
         body = _without_none(name=name, dataset=dataset, arch=arch, recipe=recipe, seed=seed)
-        return self._post("/models", body, ModelCreated)
+        return self._post("/models", body, ModelCreated, idempotency_key)
+
+    def upload_model(
+        self,
+        checkpoint: str | Path | bytes,
+        dataset: str,
+        *,
+        name: str | None = None,
+        arch: dict[str, Any] | None = None,
+        filename: str = "model.safetensors",
+    ) -> ModelCreated:
+        """Register a trained checkpoint (safetensors or a PyTorch state dict) as a ready model."""
+        if isinstance(checkpoint, bytes):
+            data = checkpoint
+        else:
+            path = Path(checkpoint)
+            data, filename = path.read_bytes(), path.name
+        form = _without_none(dataset=dataset, name=name, arch=None if arch is None else json.dumps(arch))
+        response = self._send("POST", "/models", data=form, files={"file": (filename, data)})
+        return self._parse(response, ModelCreated)
 
     def list_models(self) -> ModelList:
         """Every model, newest first."""
@@ -193,6 +219,7 @@ class Client:
         seed: int = 0,
         name: str | None = None,
         requested_by: str | None = None,
+        idempotency_key: str | None = None,
     ) -> UnlearnCreated:
         """Queue a job that makes `model` forget `forget_ids` with `method`, writing a new child model."""
         body = _without_none(
@@ -204,7 +231,11 @@ class Client:
             name=name,
             requested_by=requested_by,
         )
-        return self._post("/unlearn", body, UnlearnCreated)
+        return self._post("/unlearn", body, UnlearnCreated, idempotency_key)
+
+    def get_forget_request(self, forget_request_id: str) -> ForgetRequest:
+        """A forget request with its outcome and every audit event: who asked, when, what was done."""
+        return self._get(f"/forget-requests/{forget_request_id}", ForgetRequest)
 
     def get_job(self, job_id: str) -> Job:
         """A job's state, progress and result."""
@@ -256,6 +287,7 @@ class Client:
         n_models: int = 8,
         arch: dict[str, Any] | None = None,
         recipe: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ReferenceCreated:
         """Train N reference models without `forget_ids` (job_id is None when the set already has them)."""
         body = _without_none(
@@ -266,7 +298,7 @@ class Client:
             arch=arch,
             recipe=recipe,
         )
-        return self._post("/references", body, ReferenceCreated)
+        return self._post("/references", body, ReferenceCreated, idempotency_key)
 
     def get_reference_set(self, reference_set_id: str) -> ReferenceSet:
         """A reference set and its runs counted by job status."""
@@ -281,6 +313,7 @@ class Client:
         params: dict[str, Any] | None = None,
         n_models: int = 8,
         delta: float = 0.05,
+        idempotency_key: str | None = None,
     ) -> EvaluationCreated:
         """Queue an evaluation: epsilon-hat of `method` run with N seeds against N reference models."""
         body = {
@@ -291,7 +324,7 @@ class Client:
             "n_models": n_models,
             "delta": delta,
         }
-        return self._post("/evaluations", body, EvaluationCreated)
+        return self._post("/evaluations", body, EvaluationCreated, idempotency_key)
 
     def get_evaluation(self, evaluation_id: str) -> Evaluation:
         """An evaluation and, once scored, its results."""
@@ -323,6 +356,7 @@ class Client:
         n_models: int = 8,
         delta: float = 0.05,
         seed: int = 0,
+        idempotency_key: str | None = None,
     ) -> StudyCreated:
         """Queue the study's protocol: one reference set and one evaluation per method."""
         body = _without_none(
@@ -334,7 +368,7 @@ class Client:
             delta=delta,
             seed=seed,
         )
-        return self._post("/studies", body, StudyCreated)
+        return self._post("/studies", body, StudyCreated, idempotency_key)
 
     def get_study(self, study_id: str) -> Study:
         """A study with its evaluations' ids."""

@@ -30,7 +30,7 @@ class Health(Out):
 
 
 class ModelCreated(Out):
-    job_id: str
+    job_id: str | None = Field(description="the training job; null for an uploaded checkpoint")
     model_id: str
 
 
@@ -60,6 +60,34 @@ class ModelList(Out):
 class UnlearnCreated(Out):
     job_id: str
     forget_request_id: str
+
+
+class AuditEntry(Out):
+    at: datetime
+    object_type: str
+    object_id: str
+    event: str
+    detail: dict[str, Any]
+
+
+class ForgetRequest(Out):
+    """A deletion request and everything that happened to it: the audit view."""
+
+    id: str
+    tenant: str
+    requested_by: str | None
+    created_at: datetime
+    model_id: str
+    n_ids: int
+    ids_sha256: str
+    method: str
+    params: dict[str, Any]
+    job_id: str | None
+    status: str | None
+    error: str | None
+    result_model_id: str | None
+    result_metrics: dict[str, Any] | None
+    events: list[AuditEntry]
 
 
 class Job(Out):
