@@ -157,7 +157,7 @@ def _read_ids(ids: str | None, ids_file: Path | None) -> list[int]:
         try:
             ids = ids_file.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            _usage(f"--ids-file: cannot read {ids_file} ({exc.strerror or exc})")
+            _usage(f"--ids-file: cannot read {ids_file} ({getattr(exc, 'strerror', None) or exc})")
     tokens = [t for t in re.split(r"[\s,]+", ids or "") if t]
     if not tokens:
         _usage(f"{flag}: no sample ids given")
@@ -254,7 +254,7 @@ def _pairs(title: str, rows: list[tuple[str, Any]]) -> Table:
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in rows:
-        table.add_row(key, value if isinstance(value, Text) else _fmt(value))
+        table.add_row(key, Text(_fmt(value)))  # Text: brackets in values are not rich markup
     return table
 
 
@@ -295,7 +295,7 @@ def _follow(api: Client, job_id: str, *, show: bool) -> Job:
         BarColumn(),
         TaskProgressColumn(),
         _EtaColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
     )
     try:
         with Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
@@ -581,7 +581,7 @@ def methods_command(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: Ap
     for m in methods:
         props = m.params_schema.get("properties", {})
         params = ", ".join(f"{k}={_fmt(p.get('default'))}" for k, p in props.items())
-        table.add_row(m.name, m.description, params or "-")
+        table.add_row(m.name, Text(m.description), Text(params or "-"))
     Console().print(table)
 
 
