@@ -1,0 +1,132 @@
+"""Helpers of the client and CLI tests: the real API on a free port, and a worker thread running its jobs.
+
+Each test module shares one stack (database, artifact folder, server, API key and a small trained model),
+so the model is trained once per module; jobs run only inside `worker()` blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import select
+
+from tests.e2e.stack import free_port
+from tests.utils import configure, new_key, reset_caches, truncate_all
+
+TINY_RECIPE = {"epochs": 1, "lr": 0.05, "batch_size": 64}
+FORGET = list(range(0, 600, 20))  # 30 digits training samples
+
+
+@dataclass(frozen=True)
+class Stack:
+    url: str
+    api_key: str
+    model_id: str  # "tiny": a ready width-4 digits model
+
+
+@contextmanager
+def serve() -> Iterator[str]:
+    """The API app served over real HTTP by uvicorn in a thread; yields its base URL."""
+    from api.main import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@contextmanager
+def live_stack(pg_url: str, redis_url: str, home: Path) -> Iterator[Stack]:
+    """pg_env's settings for a whole module, the server, a key of tenant "local" and the model "tiny"."""
+    import redis
+
+    queue = f"lethe-test-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as mp:
+        # Polling a job several times a second must not run into the per-tenant rate limit.
+        configure(
+            mp, home=home, database_url=pg_url, broker_url=redis_url, queue=queue, rate_limit="100000/minute"
+        )
+        try:
+            model_id = train_tiny()
+            with serve() as url:
+                yield Stack(url=url, api_key=new_key("local"), model_id=model_id)
+        finally:
+            truncate_all(pg_url)
+            redis.Redis.from_url(redis_url).delete(queue)
+    reset_caches()
+
+
+@contextmanager
+def worker() -> Iterator[None]:
+    """Run queued jobs oldest first in a thread, as a Celery worker would, until the block ends."""
+    from core.db import session_scope
+    from core.tables import Job
+    from worker.runner import run_job
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            with session_scope() as session:
+                job_id = session.execute(
+                    select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
+                ).scalar()
+            if job_id is None:
+                stop.wait(0.05)
+                continue
+            try:
+                run_job(job_id)
+            except BaseException as exc:
+                failures.append(exc)
+                return
+
+    thread = threading.Thread(target=loop, name="worker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    if failures:
+        raise failures[0]
+
+
+def train_tiny() -> str:
+    """Register digits and train the width-4 model "tiny" on it for one epoch; returns its id."""
+    from core import services
+    from core.bootstrap import ensure_digits
+    from core.db import session_scope
+    from worker.runner import run_job
+
+    with session_scope() as session:
+        ensure_digits(session)
+        job, model = services.create_training(
+            session,
+            tenant_id="local",
+            name="tiny",
+            dataset_ref="digits",
+            arch={"width": 4},
+            recipe=TINY_RECIPE,
+        )
+    assert run_job(job.id) == "succeeded"
+    return model.id
