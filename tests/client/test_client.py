@@ -184,40 +184,43 @@ def test_too_many_requests_raise_rate_limited_with_retry_after(stack, monkeypatc
 
 
 def test_evaluations_references_and_studies(api):
-    created = api.create_evaluation("tiny", FORGET, "none", n_models=2)
+    """An evaluation queued and cancelled, then a study scored: its evaluation, reference set and export."""
+    queued = api.create_evaluation("tiny", FORGET, "finetune", params={"epochs": 1}, n_models=2)
+    pending = api.get_evaluation(queued.evaluation_id)
+    assert isinstance(pending, Evaluation) and pending.method == "finetune" and pending.params["epochs"] == 1
+    assert pending.results is None and pending.n_models == 2
     with pytest.raises(NotFound, match="not scored"):
-        api.get_evaluation_plot(created.evaluation_id)
-    study = None
+        api.get_evaluation_plot(queued.evaluation_id)
+    assert api.cancel(queued.job_id).status == "cancelled"
+
+    study = api.create_study("tiny", ["none"], forget_ids=FORGET, n_models=2)
+    with pytest.raises(Conflict, match="not finished"):
+        api.export_study(study.study_id)
     with worker():
-        assert api.wait_done(created.job_id, poll=0.05, timeout=60).status == "succeeded"
-        evaluation = api.get_evaluation(created.evaluation_id)
-        assert isinstance(evaluation, Evaluation) and evaluation.status == "succeeded"
-        assert evaluation.results["epsilon_hat"] == "inf" and evaluation.results["n_reference"] == 2
-
-        again = api.create_references(FORGET, model="tiny", n_models=2)
-        assert again.job_id is None and again.reference_set_id == evaluation.reference_set_id
-        references = api.get_reference_set(again.reference_set_id)
-        assert references.runs == {"succeeded": 2} and references.n_forget == len(FORGET)
-
-        study = api.create_study("tiny", ["none"], forget_ids=FORGET, n_models=2)
-        with pytest.raises(Conflict, match="not finished"):
-            api.export_study(study.study_id)
         assert api.wait_done(study.job_id, poll=0.05, timeout=60).status == "succeeded"
 
-    table = api.list_evaluations(reference_set_id=evaluation.reference_set_id)
-    assert table.count == 2 and [r.method for r in table.data] == ["none", "none"]
-    assert table.data[0].evaluation_id == evaluation.id and table.data[0].epsilon_hat == "inf"
-    rows = list(csv.DictReader(io.StringIO(api.evaluations_csv(study_id=study.study_id))))
-    assert len(rows) == 1 and rows[0]["method"] == "none" and rows[0]["status"] == "succeeded"
+    got = api.get_study(study.study_id)
+    assert got.status == "succeeded" and got.methods == ["none"] and len(got.evaluation_ids) == 1
+    evaluation = api.get_evaluation(got.evaluation_ids[0])
+    assert evaluation.status == "succeeded" and evaluation.study_id == got.id
+    assert evaluation.results["epsilon_hat"] == "inf" and evaluation.results["n_reference"] == 2
+    assert evaluation.reference_set_id == got.reference_set_id == pending.reference_set_id
+
+    again = api.create_references(FORGET, model="tiny", n_models=2)
+    assert again.job_id is None and again.reference_set_id == got.reference_set_id
+    references = api.get_reference_set(again.reference_set_id)
+    assert references.runs["succeeded"] == 2 and references.n_forget == len(FORGET)
+
+    table = api.list_evaluations(reference_set_id=got.reference_set_id)
+    assert [(r.method, r.status) for r in table.data] == [("finetune", "cancelled"), ("none", "succeeded")]
+    assert table.count == 2 and table.data[1].epsilon_hat == "inf" and table.data[1].measure == "accuracy"
+    rows = list(csv.DictReader(io.StringIO(api.evaluations_csv(study_id=got.id))))
+    assert len(rows) == 1 and rows[0]["method"] == "none" and rows[0]["evaluation_id"] == evaluation.id
     for name in ("epsilon-delta", "histograms"):
         assert api.get_evaluation_plot(evaluation.id, name).startswith(b"\x89PNG")
     with pytest.raises(NotFound, match="no figure 'pie'"):
         api.get_evaluation_plot(evaluation.id, "pie")
-
-    got = api.get_study(study.study_id)
-    assert got.status == "succeeded" and got.methods == ["none"] and len(got.evaluation_ids) == 1
-    assert got.reference_set_id == evaluation.reference_set_id
-    with zipfile.ZipFile(io.BytesIO(api.export_study(study.study_id))) as zf:
+    with zipfile.ZipFile(io.BytesIO(api.export_study(got.id))) as zf:
         assert zf.read("forget_set.txt").decode() == ",".join(map(str, FORGET))
         assert "none/logits_unlearn.npy" in zf.namelist()
 
