@@ -68,7 +68,7 @@ def _fit(
     optimizer: Optimizer = "sgd",
     weight_decay: float | None = None,
 ) -> TrainStats:
-    """The trainer with a method's optimiser settings; `index` gives the stage its own random stream."""
+    """The trainer with a method's optimiser settings (study.py's, plus Adam and a weight-decay override)."""
     return fit(
         model,
         data.dataset,
@@ -91,15 +91,18 @@ def _fit(
 
 
 def _augment(data: UnlearnData, p: MethodParams) -> AugmentSpec | None:
+    """The model recipe's augmentation when the params ask for it, as fit() takes it."""
     return data.recipe.augment if p.augment else None
 
 
 def _require_forget(data: UnlearnData, method: str) -> None:
+    """Refuse an empty forget set where a method's step or mask is undefined without one."""
     if not len(data.forget_ids):
         raise ValueError(f"{method} needs forget samples")
 
 
 def _require_classes(data: UnlearnData, method: str) -> None:
+    """Refuse regression data where a method distils class probabilities."""
     if data.dataset.task == "regression":
         raise ValueError(f"{method} compares class distributions and has no regression form")
 
@@ -258,6 +261,7 @@ class _Loop:
 
 
 def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss`, as fit() takes it."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
