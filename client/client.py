@@ -8,8 +8,10 @@ from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -49,6 +51,17 @@ from client.models import (
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _seg(value: str) -> str:
+    """A user-given id or name as one path segment, whatever characters it holds."""
+    return quote(value, safe="")
+
+
+@lru_cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    """One validator per answer type, built once (wait() parses a job every poll)."""
+    return TypeAdapter(kind)
 
 
 def _without_none(**fields: Any) -> dict[str, Any]:
@@ -145,7 +158,7 @@ class Client:
     def _parse(response: httpx.Response, kind: Any) -> Any:
         """The answer's JSON as `kind`; an answer of another shape is a LetheError, not a ValidationError."""
         try:
-            return TypeAdapter(kind).validate_json(response.content)
+            return _adapter(kind).validate_json(response.content)
         except ValidationError as exc:
             where = f"{response.request.method} {response.request.url.path}"
             raise LetheError(f"unexpected answer to {where}: {exc}", status=response.status_code) from exc
@@ -205,7 +218,7 @@ class Client:
 
     def get_model(self, model: str) -> Model:
         """A model by id or name, with its lineage."""
-        return self._get(f"/models/{model}", Model)
+        return self._get(f"/models/{_seg(model)}", Model)
 
     # Unlearning and jobs
 
@@ -235,15 +248,15 @@ class Client:
 
     def get_forget_request(self, forget_request_id: str) -> ForgetRequest:
         """A forget request with its outcome and every audit event: who asked, when, what was done."""
-        return self._get(f"/forget-requests/{forget_request_id}", ForgetRequest)
+        return self._get(f"/forget-requests/{_seg(forget_request_id)}", ForgetRequest)
 
     def get_job(self, job_id: str) -> Job:
         """A job's state, progress and result."""
-        return self._get(f"/jobs/{job_id}", Job)
+        return self._get(f"/jobs/{_seg(job_id)}", Job)
 
     def get_job_metrics(self, job_id: str) -> dict[str, Any]:
         """A finished job's metrics; NotFound until it has some."""
-        return self._get(f"/jobs/{job_id}/metrics", dict[str, Any])
+        return self._get(f"/jobs/{_seg(job_id)}/metrics", dict[str, Any])
 
     def list_jobs(self) -> JobList:
         """Every job (GET /jobs); NotFound, or a LetheError with status 405, from servers without that list."""
@@ -251,7 +264,7 @@ class Client:
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job: a queued one ends at once, a running one at its next step; Conflict once finished."""
-        return self._parse(self._send("POST", f"/jobs/{job_id}/cancel"), Job)
+        return self._parse(self._send("POST", f"/jobs/{_seg(job_id)}/cancel"), Job)
 
     def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None) -> Iterator[Job]:
         """Yield the job each time its status or progress changes; returns once it has finished.
@@ -302,7 +315,7 @@ class Client:
 
     def get_reference_set(self, reference_set_id: str) -> ReferenceSet:
         """A reference set and its runs counted by job status."""
-        return self._get(f"/references/{reference_set_id}", ReferenceSet)
+        return self._get(f"/references/{_seg(reference_set_id)}", ReferenceSet)
 
     def create_evaluation(
         self,
@@ -328,7 +341,7 @@ class Client:
 
     def get_evaluation(self, evaluation_id: str) -> Evaluation:
         """An evaluation and, once scored, its results."""
-        return self._get(f"/evaluations/{evaluation_id}", Evaluation)
+        return self._get(f"/evaluations/{_seg(evaluation_id)}", Evaluation)
 
     def list_evaluations(
         self, *, reference_set_id: str | None = None, study_id: str | None = None
@@ -344,7 +357,7 @@ class Client:
 
     def get_evaluation_plot(self, evaluation_id: str, name: str = "epsilon-delta") -> bytes:
         """A PNG figure of a scored evaluation: "epsilon-delta" or "histograms"."""
-        return self._send("GET", f"/evaluations/{evaluation_id}/plots/{name}.png").content
+        return self._send("GET", f"/evaluations/{_seg(evaluation_id)}/plots/{_seg(name)}.png").content
 
     def create_study(
         self,
@@ -372,8 +385,8 @@ class Client:
 
     def get_study(self, study_id: str) -> Study:
         """A study with its evaluations' ids."""
-        return self._get(f"/studies/{study_id}", Study)
+        return self._get(f"/studies/{_seg(study_id)}", Study)
 
     def export_study(self, study_id: str) -> bytes:
         """A finished study's seed layout as zip bytes; Conflict while any method is unscored."""
-        return self._send("GET", f"/studies/{study_id}/export").content
+        return self._send("GET", f"/studies/{_seg(study_id)}/export").content

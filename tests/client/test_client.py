@@ -265,18 +265,19 @@ def test_statuses_the_local_server_does_not_produce_and_the_api_key_header():
 
 
 def test_requests_carry_the_documented_paths_and_bodies():
-    """GET /jobs (which this server lacks) and the bodies of POSTs, leaving unset fields to the server."""
+    """GET /jobs (which this server lacks), POST bodies without unset fields, ids escaped in paths."""
     calls: list[tuple[str, str, dict]] = []
     answers = {
         "/jobs": {"data": [], "count": 0},
         "/unlearn": {"job_id": "j1", "forget_request_id": "f1"},
         "/studies": {"job_id": "j2", "study_id": "s1"},
         "/evaluations": {"data": [], "count": 0},
+        "/jobs/a/b c/metrics": {"epsilon_hat": 1.5},
     }
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else {}
-        calls.append((request.method, f"{request.url.path}?{request.url.query.decode()}".rstrip("?"), body))
+        calls.append((request.method, request.url.raw_path.decode(), body))
         return httpx.Response(200, json=answers[request.url.path])
 
     with _stand_in(handler) as api:
@@ -284,6 +285,7 @@ def test_requests_carry_the_documented_paths_and_bodies():
         assert api.unlearn("m", [1, 2], "finetune", params={"epochs": 1}).forget_request_id == "f1"
         assert api.create_study("m", ["none"], forget_fraction=0.1).study_id == "s1"
         assert api.list_evaluations(study_id="s1").data == []
+        assert api.get_job_metrics("a/b c") == {"epsilon_hat": 1.5}
     assert calls == [
         ("GET", "/jobs", {}),
         (
@@ -304,4 +306,5 @@ def test_requests_carry_the_documented_paths_and_bodies():
             },
         ),
         ("GET", "/evaluations?study_id=s1", {}),
+        ("GET", "/jobs/a%2Fb%20c/metrics", {}),  # an id is always one path segment
     ]
