@@ -107,7 +107,7 @@ def register_method(name: str) -> Callable[[Method], Method]:
 
 def registered() -> dict[str, Registered]:
     """The registry with the built-in methods loaded."""
-    from ml.methods import study  # noqa: F401  (registers the study's methods)
+    from ml.methods import beyond, study  # noqa: F401  (register the built-in methods)
 
     missing = sorted(set(METHOD_SPECS) - set(METHODS))
     if missing:
