@@ -16,6 +16,8 @@ from core.evaluations import usable_reference_runs
 from core.jobs import audit
 from core.tables import Dataset, Evaluation, Job, JobStatus, Model, ReferenceSet, Run, Study
 from ml.logits import evaluate, logits, predict
+from ml.methods.cost import Workload, cost
+from ml.metrics.divergence import mean_kl
 from ml.metrics.epsilon import (
     EpsilonResult,
     epsilon_hat,
@@ -24,6 +26,7 @@ from ml.metrics.epsilon import (
     json_number,
     regression_statistic,
 )
+from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
 from ml.plots import epsilon_curve_png, statistic_histograms_png
 from ml.specs import ArchSpec, Recipe
@@ -63,12 +66,34 @@ def _forget_outputs(done: Trained, ctx: JobContext) -> np.ndarray:
     return logits(done.net, done.data, done.udata.forget_ids, device=ctx.device)
 
 
+MIA_SAMPLES = 2000
+"""Retain and test samples the membership attack trains on (each side, at most)."""
+
+
+def _mia(done: Trained, forget_logits: np.ndarray, ctx: JobContext) -> float:
+    """MIA-efficacy of this model: the share of forget samples an SVC attack calls non-members."""
+    data, rng = done.data, np.random.default_rng(0)
+    retain = np.sort(rng.permutation(done.udata.retain_ids)[:MIA_SAMPLES])
+    test = np.sort(rng.permutation(data.n_test)[:MIA_SAMPLES])
+    return mia_efficacy(
+        logits(done.net, data, retain, device=ctx.device),
+        data.train_y[retain],
+        logits(done.net, data, test, split="test", device=ctx.device),
+        data.test_y[test],
+        forget_logits,
+        data.train_y[done.udata.forget_ids],
+    )
+
+
 def _store_run(ctx: JobContext, run_id: str, done: Trained) -> Outcome:
-    outputs_key = save_array(f"runs/{run_id}/forget_outputs.npy", _forget_outputs(done, ctx))
+    outputs = _forget_outputs(done, ctx)
+    outputs_key = save_array(f"runs/{run_id}/forget_outputs.npy", outputs)
     metrics = {
         **evaluate(done.net, done.udata, device=ctx.device),
         "wall_seconds": round(done.wall_seconds, 4),
     }
+    if done.data.task != "regression":
+        metrics["mia_efficacy"] = _mia(done, outputs, ctx)
 
     def apply(session: Session) -> None:
         run = session.get(Run, run_id)
@@ -128,22 +153,23 @@ def _metric_spreads(runs: list[Run], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def score_runs(
-    task: str, labels: np.ndarray, refs: list[Run], unls: list[Run], delta: float
+    task: str, labels: np.ndarray, refs: list[Run], unls: list[Run], delta: float, budget: float | None = None
 ) -> tuple[dict[str, Any], EpsilonResult, np.ndarray, np.ndarray]:
-    """Epsilon-hat, the NeurIPS score, accuracy (or MAE) spreads and cost of unlearned vs reference runs."""
+    """Epsilon-hat, the NeurIPS score, MIA-efficacy, KL to the references, accuracy (or MAE) spreads, cost."""
     ref_out = np.stack([load_array(r.outputs) for r in refs])
     unl_out = np.stack([load_array(r.outputs) for r in unls])
     regression = task == "regression"
     keys = (
         ("retain_mae", "forget_mae", "test_mae")
         if regression
-        else ("retain_accuracy", "forget_accuracy", "test_accuracy")
+        else ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_efficacy")
     )
     if regression:
         eps = epsilon_hat_regression(ref_out, unl_out, labels, delta=delta)
         ref_stat, unl_stat = regression_statistic(ref_out, labels), regression_statistic(unl_out, labels)
-        neurips = None
+        neurips = kl = None
     else:
+        kl = mean_kl(ref_out, unl_out)
         eps = epsilon_hat(ref_out, unl_out, labels, delta=delta)
         ref_stat, unl_stat = hinge_statistic(ref_out, labels), hinge_statistic(unl_out, labels)
         neurips = (
@@ -165,10 +191,12 @@ def score_runs(
         **eps.to_json(),
         "delta": delta,
         "neurips": neurips,
+        "kl_to_reference": kl,
         **_metric_spreads(unls, keys),
         "reference": _metric_spreads(refs, keys),
         "wall_seconds": unl_wall,
         "cost_vs_retrain": unl_wall["mean"] / ref_wall["mean"] if ref_wall["mean"] else None,
+        "budget_vs_retrain": budget,
         "curve": {"delta": eps.deltas.tolist(), "epsilon_hat": [json_number(v) for v in eps.curve]},
         "per_sample_epsilon": [json_number(v) for v in eps.per_sample],
         "reference_run_ids": [r.id for r in refs],
@@ -183,7 +211,8 @@ def finalize_evaluation(parent_id: str) -> Outcome:
         job = session.get(Job, parent_id)
         evaluation = session.get(Evaluation, job.params["evaluation_id"])
         rs = session.get(ReferenceSet, evaluation.reference_set_id)
-        task = session.get(Dataset, rs.dataset_id).task
+        ds_row = session.get(Dataset, rs.dataset_id)
+        task, n_train = ds_row.task, ds_row.n_train
         refs = [r for r, j in usable_reference_runs(session, rs.id) if j.status == JobStatus.succeeded]
         refs = refs[: evaluation.n_models]
         unls = list(
@@ -192,10 +221,12 @@ def finalize_evaluation(parent_id: str) -> Outcome:
             ).scalars()
         )
         ev_id, method, delta, rs_id = evaluation.id, evaluation.method, evaluation.delta, rs.id
+        n_retain = n_train - rs.n_forget - idsets.decode(rs.excluded_ids).size
+        budget = cost(method, evaluation.params, Workload(n_retain, rs.n_forget, Recipe(**rs.recipe)))
     if len(refs) < evaluation.n_models:
         raise RuntimeError(f"only {len(refs)} of {evaluation.n_models} reference runs succeeded")
     labels = load_array(labels_key(rs_id))
-    results, eps, ref_stat, unl_stat = score_runs(task, labels, refs, unls, delta)
+    results, eps, ref_stat, unl_stat = score_runs(task, labels, refs, unls, delta, budget)
     plots = {
         "epsilon-delta": epsilon_curve_png({method: eps}, title=f"{method}: epsilon-hat over delta"),
         "histograms": statistic_histograms_png(
@@ -217,6 +248,8 @@ def finalize_evaluation(parent_id: str) -> Outcome:
             "n_nan",
             "delta",
             "cost_vs_retrain",
+            "budget_vs_retrain",
+            "kl_to_reference",
         )
     }
     summary["method"] = method

@@ -94,6 +94,11 @@ def test_none_is_clearly_worse_than_retrain_and_the_reference_set_is_reused(clie
         assert res["retain_accuracy"]["ci95"] >= 0 and res["neurips"]["n_reference"] == 6
     assert retrain["results"]["cost_vs_retrain"] == pytest.approx(1.0, rel=0.8)
     assert none["results"]["cost_vs_retrain"] < 0.1
+    assert retrain["results"]["budget_vs_retrain"] == 1.0 and none["results"]["budget_vs_retrain"] == 0.0
+    # The unchanged model still knows its forget set better than models that never saw it.
+    assert none["results"]["kl_to_reference"] > retrain["results"]["kl_to_reference"] >= 0
+    for res in (none["results"], retrain["results"]):
+        assert 0.0 <= res["mia_efficacy"]["mean"] <= 1.0 and res["mia_efficacy"]["n"] == 6
 
     metrics = client.get(f"/jobs/{first['job_id']}/metrics").json()
     assert metrics["epsilon_hat"] == "inf" and metrics["n_reference"] == 6

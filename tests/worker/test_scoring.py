@@ -34,8 +34,8 @@ def test_regression_runs_are_scored_with_absolute_errors(store):
     # Unlearned models that still predict the forget ages almost exactly: they did not forget.
     unls = _runs("u", [ages + rng.normal(0, 0.01, 12).astype(np.float32) for _ in range(4)], fast)
     results, eps, ref_stat, _ = score_runs("regression", ages, refs, unls, 0.05)
-    assert results["neurips"] is None
-    assert "retain_accuracy" not in results
+    assert results["neurips"] is None and results["kl_to_reference"] is None
+    assert "retain_accuracy" not in results and "mia_efficacy" not in results
     assert results["retain_mae"] == {
         "mean": 6.5,
         "ci95": pytest.approx(1.96 * np.std([5, 6, 7, 8]) / 2),
@@ -59,6 +59,8 @@ def test_classification_runs_match_the_metric_module(store):
     assert results["neurips"]["n_reference"] == 3
     assert results["retain_accuracy"] == {"mean": 0.9, "ci95": 0.0, "n": 3}
     assert results["reference_run_ids"] == ["r0", "r1", "r2"]
+    assert results["kl_to_reference"] > 0  # two unrelated sets of logits disagree
+    assert results["mia_efficacy"] == {"mean": None, "ci95": None, "n": 0}  # these runs did not measure it
 
 
 def test_spread_ignores_missing_values():
