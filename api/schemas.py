@@ -91,6 +91,11 @@ class JobPublic(BaseModel):
     updated_at: datetime
 
 
+class JobList(BaseModel):
+    data: list[JobPublic]
+    count: int = Field(description="all matching jobs; data holds at most `limit` of them")
+
+
 class MethodPublic(BaseModel):
     name: str
     description: str

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
 
 from api.deps import SessionDep, TenantDep
-from api.schemas import JobPublic
+from api.schemas import JobList, JobPublic
 from core import jobs as job_service
 from core.errors import NotFound
 from core.jobs import get_job
+from core.tables import Job, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("", response_model=JobList, summary="Jobs, newest first, optionally by status and kind")
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    status: Annotated[JobStatus | None, Query()] = None,
+    kind: Annotated[str | None, Query(max_length=30)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobList:
+    stmt = select(Job).where(Job.tenant_id == tenant)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = session.execute(stmt.order_by(Job.created_at.desc()).limit(limit)).scalars()
+    return JobList(data=[JobPublic.model_validate(j, from_attributes=True) for j in rows], count=total)
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress")

@@ -167,3 +167,19 @@ def test_idsets_roundtrip_is_compact():
     blob = idsets.encode(ids)
     assert idsets.decode(blob).tolist() == sorted(ids.tolist())
     assert len(blob) < 2200
+
+
+def test_jobs_list_filters_by_status_and_kind(client, model):
+    for ids in ([1], [2], [3]):
+        client.post("/unlearn", json={"model_id": "m1", "forget_ids": ids, "method": "none"})
+    listed = client.get("/jobs").json()
+    assert listed["count"] == 3 and [j["kind"] for j in listed["data"]] == ["unlearn"] * 3
+    first = listed["data"][-1]["id"]
+    client.post(f"/jobs/{first}/cancel")
+    assert client.get("/jobs", params={"status": "cancelled"}).json()["data"][0]["id"] == first
+    assert client.get("/jobs", params={"status": "queued", "limit": 1}).json() == {
+        "data": [client.get(f"/jobs/{listed['data'][0]['id']}").json()],
+        "count": 2,
+    }
+    assert client.get("/jobs", params={"kind": "train"}).json() == {"data": [], "count": 0}
+    assert client.get("/jobs", params={"status": "sleeping"}).status_code == 422
