@@ -61,7 +61,10 @@ SampleId = Annotated[StrictInt, Field(description="index in the data set's train
 
 class UnlearnCreate(In):
     model_id: str = Field(description="model id or name", examples=["demo"])
-    forget_ids: list[SampleId] = Field(max_length=1_000_000, examples=[[3, 17, 42]])
+    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000, examples=[[3, 17, 42]])
+    forget_class: int | None = Field(
+        None, ge=0, description="forget every training sample of this class instead"
+    )
     method: str = Field(examples=["finetune"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 5, "lr": 0.001}])
     seed: int = 0
@@ -141,7 +144,8 @@ class ReferenceSetPublic(BaseModel):
 
 class EvaluationCreate(In):
     model_id: str = Field(examples=["demo"])
-    forget_ids: list[SampleId] = Field(max_length=1_000_000)
+    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000)
+    forget_class: int | None = Field(None, ge=0, description="evaluate forgetting every sample of this class")
     method: str = Field(examples=["finetune"])
     params: dict[str, Any] = Field(default_factory=dict)
     n_models: int = Field(8, ge=1, le=512, description="seeds of the method, and reference models needed")

@@ -38,7 +38,8 @@ def add(
 
     options = _parse_options(option)
     try:
-        summary = load_dataset(kind, root, **options).summary()
+        data = load_dataset(kind, root, **options)
+        summary = data.summary()
     except (DatasetError, TypeError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -52,6 +53,7 @@ def add(
                 root=str(root.resolve()) if root else None,
                 options=options,
                 summary=summary,
+                train_labels=data.train_y if data.task == "classification" else None,
             )
             ds_id = ds.id
     except LetheError as exc:

@@ -41,9 +41,16 @@ def ensure_digits(session: Session, tenant_id: str = DEFAULT_TENANT) -> Dataset:
         return existing
     from ml.data import load_dataset
 
-    summary = load_dataset("digits").summary()
+    data = load_dataset("digits")
     return services.register_dataset(
-        session, tenant_id=tenant_id, name="digits", kind="digits", root=None, options={}, summary=summary
+        session,
+        tenant_id=tenant_id,
+        name="digits",
+        kind="digits",
+        root=None,
+        options={},
+        summary=data.summary(),
+        train_labels=data.train_y,
     )
 
 

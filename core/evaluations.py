@@ -21,6 +21,7 @@ from core.fanout import start_waiting
 from core.jobs import audit, create_job
 from core.services import (
     get_dataset,
+    resolve_forget,
     resolve_model,
     validate_forget_ids,
     validate_method,
@@ -184,13 +185,14 @@ def create_evaluation(
     *,
     tenant_id: str,
     model_ref: str,
-    forget_ids: list[int],
+    forget_ids: list[int] | None,
     method: str,
     params: dict[str, Any] | None,
     n_models: int,
     delta: float,
     study_id: str | None = None,
     parent_id: str | None = None,
+    forget_class: int | None = None,
 ) -> tuple[Evaluation, Job]:
     """Queue N seeded runs of the method and whatever reference runs are missing; scored when all end."""
     check_n_models(n_models)
@@ -200,7 +202,7 @@ def create_evaluation(
     if model.status != ModelStatus.ready:
         raise InvalidInput("model_id", f"model {model_ref!r} is {model.status}, not ready")
     ds = session.get(Dataset, model.dataset_id)
-    forget = validate_forget_ids(forget_ids, ds.n_train)
+    forget = resolve_forget(ds, forget_ids, forget_class)
     clean = validate_method(method, params)
     excluded = np.setdiff1d(idsets.decode(model.forgotten_ids), forget)
     rs, _ = find_or_create_reference_set(

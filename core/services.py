@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core import idsets
+from core.artifacts import get_store
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit, create_job
@@ -71,6 +73,31 @@ def validate_forget_ids(ids: list[int], n_train: int) -> np.ndarray:
     return uniq
 
 
+def labels_key(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/train_labels.npy"
+
+
+def resolve_forget(ds: Dataset, forget_ids: list[int] | None, forget_class: int | None) -> np.ndarray:
+    """The forget set a request names: its ids, or every training sample of one class (recorded as ids)."""
+    if forget_class is None:
+        if forget_ids is None:
+            raise InvalidInput("forget_ids", "give forget_ids, or forget_class to forget a whole class")
+        return validate_forget_ids(forget_ids, ds.n_train)
+    if forget_ids is not None:
+        raise InvalidInput("forget_class", "give forget_ids or forget_class, not both")
+    if ds.task != "classification":
+        raise InvalidInput("forget_class", f"data set {ds.name!r} is a regression task: it has no classes")
+    if not 0 <= forget_class < ds.num_classes:
+        raise InvalidInput("forget_class", f"forget_class must lie in [0, {ds.num_classes}) for {ds.name!r}")
+    store = get_store()
+    if not store.exists(labels_key(ds.id)):
+        raise InvalidInput(
+            "forget_class", f"data set {ds.name!r} was registered without its labels; re-register it"
+        )
+    labels = np.load(io.BytesIO(store.read_bytes(labels_key(ds.id))), allow_pickle=False)
+    return validate_forget_ids(np.flatnonzero(labels == forget_class).tolist(), ds.n_train)
+
+
 def _by_id_or_name(session: Session, table: type[Dataset] | type[Model], ref: str, tenant_id: str, what: str):
     """A tenant's row by id or by name; NotFound names what was looked for."""
     row = session.execute(
@@ -110,6 +137,7 @@ def register_dataset(
     root: str | None,
     options: dict[str, Any],
     summary: dict[str, Any],
+    train_labels: np.ndarray | None = None,
 ) -> Dataset:
     """Record a data set whose files were loaded and measured (summary from ArrayDataset.summary())."""
     existing = session.execute(
@@ -132,6 +160,10 @@ def register_dataset(
     )
     session.add(ds)
     session.flush()
+    if train_labels is not None:  # kept so a request can name a class instead of ids
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(train_labels), allow_pickle=False)
+        get_store().write_bytes(labels_key(ds.id), buf.getvalue())
     audit(session, "dataset", ds.id, "registered", tenant_id, name=name, kind=kind)
     return ds
 
@@ -188,12 +220,13 @@ def create_unlearn(
     *,
     tenant_id: str,
     model_ref: str,
-    forget_ids: list[int],
+    forget_ids: list[int] | None,
     method: str,
     params: dict[str, Any] | None,
     seed: int = 0,
     name: str | None = None,
     requested_by: str | None = None,
+    forget_class: int | None = None,
 ) -> tuple[Job, ForgetRequest]:
     """Record a forget request and its unlearn job; nothing is stored unless all input is valid."""
     model = resolve_model(session, model_ref, tenant_id)
@@ -201,7 +234,7 @@ def create_unlearn(
         raise Conflict(f"model {model_ref!r} is {model.status}, not ready: it cannot be unlearned yet")
     ds = session.get(Dataset, model.dataset_id)
     assert ds is not None
-    ids = validate_forget_ids(forget_ids, ds.n_train)
+    ids = resolve_forget(ds, forget_ids, forget_class)
     clean_params = validate_method(method, params)
     check_name_free(session, name, tenant_id)
     request = ForgetRequest(
@@ -227,6 +260,7 @@ def create_unlearn(
         sha256=request.ids_sha256,
         method=method,
         requested_by=requested_by,
+        forget_class=forget_class,
     )
     job = create_job(
         session,

@@ -103,6 +103,7 @@ def create_evaluation(
             tenant_id=tenant,
             model_ref=body.model_id,
             forget_ids=body.forget_ids,
+            forget_class=body.forget_class,
             method=body.method,
             params=body.params,
             n_models=body.n_models,

@@ -29,6 +29,7 @@ def unlearn(
             tenant_id=tenant,
             model_ref=body.model_id,
             forget_ids=body.forget_ids,
+            forget_class=body.forget_class,
             method=body.method,
             params=body.params,
             seed=body.seed,

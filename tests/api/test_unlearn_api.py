@@ -183,3 +183,34 @@ def test_jobs_list_filters_by_status_and_kind(client, model):
     }
     assert client.get("/jobs", params={"kind": "train"}).json() == {"data": [], "count": 0}
     assert client.get("/jobs", params={"status": "sleeping"}).status_code == 422
+
+
+def test_forget_a_whole_class(client, model):
+    from sqlalchemy import select
+
+    from ml.data import load_dataset
+
+    labels = load_dataset("digits").train_y
+    r = client.post("/unlearn", json={"model_id": "m1", "forget_class": 3, "method": "none"})
+    assert r.status_code == 202, r.text
+    with session_scope() as session:
+        req = session.get(ForgetRequest, r.json()["forget_request_id"])
+        assert idsets.decode(req.ids).tolist() == np.flatnonzero(labels == 3).tolist()
+        detail = session.execute(
+            select(AuditEvent.detail).where(AuditEvent.object_id == req.id, AuditEvent.event == "received")
+        ).scalar_one()
+    assert detail["forget_class"] == 3 and detail["n_ids"] == int((labels == 3).sum())
+    both = client.post(
+        "/unlearn", json={"model_id": "m1", "forget_class": 3, "forget_ids": [1], "method": "none"}
+    )
+    assert both.status_code == 422 and both.json()["detail"][0]["loc"] == ["body", "forget_class"]
+    neither = client.post("/unlearn", json={"model_id": "m1", "method": "none"})
+    assert neither.status_code == 422 and "forget_class" in neither.json()["detail"][0]["msg"]
+    assert (
+        client.post("/unlearn", json={"model_id": "m1", "forget_class": 10, "method": "none"}).status_code
+        == 422
+    )
+    ev = client.post(
+        "/evaluations", json={"model_id": "m1", "forget_class": 0, "method": "none", "n_models": 1}
+    )
+    assert ev.status_code == 202
