@@ -146,6 +146,23 @@ def register(app: typer.Typer) -> None:
 # Arguments
 
 
+ForgetClass = Annotated[
+    int | None,
+    typer.Option(
+        "--class", help="forget every training sample of this class instead of --ids", show_default=False
+    ),
+]
+
+
+def _forget_set(ids: str | None, ids_file: Path | None, forget_class: int | None) -> list[int] | None:
+    """The ids to forget, or None when a whole class is named instead."""
+    if forget_class is None:
+        return _read_ids(ids, ids_file)
+    if ids is not None or ids_file is not None:
+        _usage("give --class or --ids/--ids-file, not both")
+    return None
+
+
 def _read_ids(ids: str | None, ids_file: Path | None) -> list[int]:
     """The forget set from exactly one of --ids and --ids-file."""
     if ids is not None and ids_file is not None:
@@ -418,6 +435,7 @@ def unlearn_command(
     method: Annotated[str, typer.Option("--method", "-m", help="unlearning method (see `lethe methods`)")],
     ids: Ids = None,
     ids_file: IdsFile = None,
+    forget_class: ForgetClass = None,
     param: Params = None,
     seed: Annotated[int, typer.Option("--seed", help="seed of the method's randomness")] = 0,
     name: Annotated[
@@ -432,11 +450,18 @@ def unlearn_command(
     api_key: ApiKey = None,
 ) -> None:
     """Make MODEL forget samples; the result is a new model, the parent is never modified."""
-    forget = _read_ids(ids, ids_file)
+    forget = _forget_set(ids, ids_file, forget_class)
     params = _parse_params(param)
     with _connect(url, api_key) as api:
         created = api.unlearn(
-            model, forget, method, params=params, seed=seed, name=name, requested_by=requested_by
+            model,
+            forget,
+            method,
+            forget_class=forget_class,
+            params=params,
+            seed=seed,
+            name=name,
+            requested_by=requested_by,
         )
         if not wait:
             if as_json:
@@ -465,6 +490,7 @@ def evaluate_command(
     method: Annotated[str, typer.Option("--method", "-m", help="unlearning method (see `lethe methods`)")],
     ids: Ids = None,
     ids_file: IdsFile = None,
+    forget_class: ForgetClass = None,
     param: Params = None,
     n_models: NModels = 8,
     delta: Delta = 0.05,
@@ -474,11 +500,13 @@ def evaluate_command(
     api_key: ApiKey = None,
 ) -> None:
     """Measure how well METHOD forgets on MODEL: epsilon-hat of N unlearned against N retrained models."""
-    forget = _read_ids(ids, ids_file)
+    forget = _forget_set(ids, ids_file, forget_class)
     params = _parse_params(param)
     _check_delta(delta)
     with _connect(url, api_key) as api:
-        created = api.create_evaluation(model, forget, method, params=params, n_models=n_models, delta=delta)
+        created = api.create_evaluation(
+            model, forget, method, forget_class=forget_class, params=params, n_models=n_models, delta=delta
+        )
         if not wait:
             if as_json:
                 _print_json(created)

@@ -225,19 +225,21 @@ class Client:
     def unlearn(
         self,
         model: str,
-        forget_ids: list[int],
+        forget_ids: list[int] | None,
         method: str,
         *,
+        forget_class: int | None = None,
         params: dict[str, Any] | None = None,
         seed: int = 0,
         name: str | None = None,
         requested_by: str | None = None,
         idempotency_key: str | None = None,
     ) -> UnlearnCreated:
-        """Queue a job that makes `model` forget `forget_ids` with `method`, writing a new child model."""
+        """Queue a job that makes `model` forget `forget_ids` (or a whole `forget_class`) with `method`."""
         body = _without_none(
             model_id=model,
-            forget_ids=list(forget_ids),
+            forget_ids=list(forget_ids) if forget_ids is not None else None,
+            forget_class=forget_class,
             method=method,
             params=params or {},
             seed=seed,
@@ -320,23 +322,25 @@ class Client:
     def create_evaluation(
         self,
         model: str,
-        forget_ids: list[int],
+        forget_ids: list[int] | None,
         method: str,
         *,
+        forget_class: int | None = None,
         params: dict[str, Any] | None = None,
         n_models: int = 8,
         delta: float = 0.05,
         idempotency_key: str | None = None,
     ) -> EvaluationCreated:
         """Queue an evaluation: epsilon-hat of `method` run with N seeds against N reference models."""
-        body = {
-            "model_id": model,
-            "forget_ids": list(forget_ids),
-            "method": method,
-            "params": params or {},
-            "n_models": n_models,
-            "delta": delta,
-        }
+        body = _without_none(
+            model_id=model,
+            forget_ids=list(forget_ids) if forget_ids is not None else None,
+            forget_class=forget_class,
+            method=method,
+            params=params or {},
+            n_models=n_models,
+            delta=delta,
+        )
         return self._post("/evaluations", body, EvaluationCreated, idempotency_key)
 
     def get_evaluation(self, evaluation_id: str) -> Evaluation:

@@ -111,6 +111,7 @@ def test_help_lists_the_commands_and_each_subcommand_its_options():
         (["study", "tiny", "--methods", "none", "--fraction", "2"], "--fraction must lie between 0 and 1"),
         (["study", "tiny", "--methods", ",", "--fraction", "0.1"], "--methods: give at least one name"),
         (["study", "tiny", "--methods", "none", "--ids", "1", "--export", "/no/dir/s.zip"], "does not exist"),
+        (["unlearn", "tiny", "--method", "none", "--class", "3", "--ids", "1"], "give --class or --ids"),
         (["jobs", "bogus"], "No such command 'bogus'"),
         (["models", "show", "tiny", "--bogus"], "No such option: --bogus"),
     ],
@@ -202,6 +203,11 @@ def test_unlearn_without_wait_queues_and_jobs_cancel_stops_it(stack):
     assert_one_error_line(lethe("jobs", "cancel", job_id, stack=stack), 1, "already cancelled")
     other = plain.stdout.split()[3]
     assert "cancel requested" in lethe("jobs", "cancel", other, stack=stack).stdout
+
+    by_class = lethe("unlearn", "tiny", "--class", "3", "--method", "none", "--json", stack=stack)
+    assert by_class.exit_code == 0, by_class.output
+    trail = lethe("jobs", "show", json.loads(by_class.stdout)["job_id"], "--json", stack=stack)
+    assert json.loads(trail.stdout)["kind"] == "unlearn"
 
 
 def test_evaluate_and_study_wait_and_export(stack, tmp_path):
