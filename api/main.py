@@ -10,6 +10,8 @@ from fastapi import Depends, FastAPI
 from api.deps import get_tenant
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit, rate_limit
+from api.metrics import RequestTimer
+from api.metrics import router as metrics_router
 from api.routes import catalog, evaluations, forget_requests, jobs, models, system, unlearn
 from core.maintenance import Maintainer
 from core.settings import get_settings
@@ -38,9 +40,11 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(metrics_router)
     for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
         app.include_router(module.router, dependencies=[Depends(get_tenant), Depends(rate_limit)])
     settings = get_settings()
+    app.add_middleware(RequestTimer)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )
