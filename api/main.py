@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,8 @@ from api.errors import install_error_handlers
 from api.limits import BodySizeLimit, rate_limit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
-from api.routes import catalog, evaluations, forget_requests, jobs, models, system, unlearn
+from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
+from core.logs import use_json_logs
 from core.maintenance import Maintainer
 from core.settings import get_settings
 
@@ -20,6 +22,10 @@ from core.settings import get_settings
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Sweep for lost and stalled jobs in the background while the API runs."""
+    if get_settings().log_json:
+        use_json_logs()
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            use_json_logs(logging.getLogger(name))
     interval = get_settings().maintenance_seconds
     maintainer = Maintainer(interval) if interval > 0 else None
     if maintainer:
@@ -40,6 +46,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(dashboard.router)
     app.include_router(metrics_router)
     for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
         app.include_router(module.router, dependencies=[Depends(get_tenant), Depends(rate_limit)])

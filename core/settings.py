@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     max_forget_ids: int = Field(50_000, ge=1, description="largest forget set one request may name")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body")
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="largest checkpoint upload")
+    log_json: bool = Field(False, description="JSON log lines with the job id, for log collectors")
     rate_limit: str = Field("600/minute", description="requests per tenant, in the `limits` notation")
 
     @property

@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, worker_process_init
 
 from core.db import reset_engine
+from core.logs import use_json_logs
 from core.queue import RUN_JOB, get_celery
 from core.settings import get_settings
 
@@ -27,6 +28,12 @@ def _init_child(**_kw: Any) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+@after_setup_logger.connect
+def _json_logs(logger: logging.Logger, **_kw: Any) -> None:
+    if get_settings().log_json:
+        use_json_logs(logger)
 
 
 @app.task(name=RUN_JOB, acks_late=True, ignore_result=True)

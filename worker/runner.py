@@ -6,6 +6,7 @@ import logging
 
 from core import jobs
 from core.db import session_scope
+from core.logs import current_job
 from core.settings import get_settings
 from core.tables import JobStatus
 from ml.errors import Cancelled
@@ -27,11 +28,15 @@ def resolve_device(setting: str) -> str:
 
 
 def run_job(job_id: str) -> str | None:
-    """Run the job, then settle any fan-out parent waiting for it."""
-    status = _run(job_id)
-    if status is not None:
-        notify(job_id)
-    return status
+    """Run the job, then settle any fan-out parent waiting for it; its log lines carry its id."""
+    token = current_job.set(job_id)
+    try:
+        status = _run(job_id)
+        if status is not None:
+            notify(job_id)
+        return status
+    finally:
+        current_job.reset(token)
 
 
 def _run(job_id: str) -> str | None:
