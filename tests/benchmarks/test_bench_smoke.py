@@ -53,9 +53,13 @@ def test_bench_api_reports_both_sides_per_level() -> None:
         backends=backends,
     )
     assert not [r for r in lines if "skipped" in r], lines
-    keys = {(r["backend"], r["endpoint"], r["clients"]) for r in lines}
+    keys = {(r["backend"], r["endpoint"], r["clients"], r["client"].split(",")[0]) for r in lines}
     assert keys == {
-        (b, e, c) for b in backends.split(",") for e in ("GET /jobs/{id}", "POST /unlearn") for c in (1, 32)
+        (b, e, c, g)
+        for b in backends.split(",")
+        for e in ("GET /jobs/{id}", "POST /unlearn")
+        for c in (1, 32)
+        for g in ("httpx.AsyncClient", "asyncio streams")
     }
     for record in lines:
         assert record["bench"] == "api" and record["cpu_count"] >= 1
@@ -63,7 +67,7 @@ def test_bench_api_reports_both_sides_per_level() -> None:
             figures = record[side]
             assert figures["errors"] == 0 and figures["requests"] == 40, record
             assert figures["req_per_s"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"], record
-        assert record["throughput_ratio"] > 0
+        assert record["throughput_ratio"] > 0 and record["server_cpu_ratio"] > 0
         if record["endpoint"].startswith("GET") and record["clients"] == 32:
             assert isinstance(record["meets_target"], bool)
 
