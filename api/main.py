@@ -14,6 +14,7 @@ from api.limits import BodySizeLimit, rate_limit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
 from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
+from api.schemas import ERRORS
 from core.logs import use_json_logs
 from core.maintenance import Maintainer
 from core.settings import get_settings
@@ -49,7 +50,9 @@ def create_app() -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(metrics_router)
     for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
-        app.include_router(module.router, dependencies=[Depends(get_tenant), Depends(rate_limit)])
+        app.include_router(
+            module.router, dependencies=[Depends(get_tenant), Depends(rate_limit)], responses=ERRORS
+        )
     settings = get_settings()
     app.add_middleware(RequestTimer)
     app.add_middleware(

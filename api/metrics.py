@@ -96,6 +96,7 @@ router = APIRouter(tags=["system"])
     responses={200: {"content": {"text/plain": {}}}},
 )
 def metrics() -> Response:
+    """Prometheus text format: jobs by kind and status, job durations and queue waits, worker heartbeat ages, request latency. Needs no API key."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -8,6 +8,32 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(examples=[["body", "forget_ids"]])
+    msg: str = Field(examples=["forget_ids has duplicates: 3 (1 in all)"])
+    type: str = Field(examples=["value_error"])
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a message, or for bad input (422) one entry per bad field."""
+
+    detail: str | list[ErrorItem] = Field(examples=["model 'demo2' not found"])
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or invalid API key (X-API-Key)"},
+    404: {"model": ErrorBody, "description": "unknown id, or another tenant's"},
+    409: {
+        "model": ErrorBody,
+        "description": "conflict: name taken, job finished, key reused with another body",
+    },
+    413: {"model": ErrorBody, "description": "request body too large"},
+    422: {"model": ErrorBody, "description": "bad input, each bad field named"},
+    429: {"model": ErrorBody, "description": "rate limit exceeded; see Retry-After"},
+    503: {"model": ErrorBody, "description": "the database is unavailable; retry shortly"},
+}
+
+
 class In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,10 +143,12 @@ class DatasetPublic(BaseModel):
 
 
 class ReferenceCreate(In):
-    model_id: str | None = Field(None, description="model id or name: its data set, architecture and recipe")
+    model_id: str | None = Field(
+        None, description="model id or name: its data set, architecture and recipe", examples=["demo"]
+    )
     dataset: str | None = Field(None, description="a data set instead of a model (with arch and recipe)")
     forget_ids: list[SampleId] = Field(max_length=1_000_000)
-    n_models: int = Field(8, ge=1, le=512)
+    n_models: int = Field(8, ge=1, le=512, examples=[8])
     arch: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = Field(None, description="overrides of the model's (or data set's) recipe")
 
@@ -200,7 +228,7 @@ class EvaluationTable(BaseModel):
 
 
 class StudyCreate(In):
-    model_id: str
+    model_id: str = Field(examples=["demo"])
     forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000)
     forget_fraction: float | None = Field(
         None, gt=0, lt=1, description="draw this share of the training split"

@@ -44,6 +44,8 @@ router = APIRouter(tags=["evaluations"])
 def create_references(
     body: ReferenceCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
 ) -> ReferenceCreated:
+    """Retrains N models from scratch without the forget set, one Celery task each. A set is keyed by data set, forget-set sha256 and recipe: asking again with n_models at most what exists answers 200 and trains nothing; asking for more trains only the missing ones."""
+
     def create() -> Created:
         rs, job = ev.create_reference_request(
             session,
@@ -68,6 +70,7 @@ def create_references(
 
 @router.get("/references/{reference_set_id}", response_model=ReferenceSetPublic, summary="A reference set")
 def read_reference_set(reference_set_id: str, session: SessionDep, tenant: TenantDep) -> ReferenceSetPublic:
+    """The set's key (forget-set and recipe sha256) and its runs counted by job status."""
     rs = services.get_owned(session, ReferenceSet, reference_set_id, tenant, "reference set")
     counts = session.execute(
         select(Job.status, func.count())
@@ -97,6 +100,8 @@ def read_reference_set(reference_set_id: str, session: SessionDep, tenant: Tenan
 def create_evaluation(
     body: EvaluationCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
 ) -> EvaluationCreated:
+    """Runs the method with N seeds on the model and obtains N reference models (reusing a matching reference set), then scores them: epsilon-hat with mean, 95% half-width and counts, the NeurIPS score, MIA-efficacy, KL to the references, accuracies with their spread, and cost relative to one retrain."""
+
     def create() -> Created:
         evaluation, job = ev.create_evaluation(
             session,
@@ -176,6 +181,7 @@ def list_evaluations(
     study_id: Annotated[str | None, Query()] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> EvaluationTable | Response:
+    """One row per evaluation, filtered by reference set or study: the study's Table 1 as JSON, or as CSV with Accept: text/csv."""
     stmt = select(Evaluation).where(Evaluation.tenant_id == tenant).order_by(Evaluation.created_at)
     if reference_set_id:
         stmt = stmt.where(Evaluation.reference_set_id == reference_set_id)
@@ -196,6 +202,7 @@ def list_evaluations(
     "/evaluations/{evaluation_id}", response_model=EvaluationPublic, summary="An evaluation and its results"
 )
 def read_evaluation(evaluation_id: str, session: SessionDep, tenant: TenantDep) -> EvaluationPublic:
+    """An evaluation's parameters, status and, once scored, every figure with its counts and half-widths, the curve over delta and the per-sample epsilons."""
     return _public(session, services.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation"))
 
 
@@ -206,6 +213,7 @@ def read_evaluation(evaluation_id: str, session: SessionDep, tenant: TenantDep) 
     responses={200: {"content": {"image/png": {}}}},
 )
 def read_plot(evaluation_id: str, name: str, session: SessionDep, tenant: TenantDep) -> Response:
+    """PNG figures of a scored evaluation: epsilon-delta (epsilon-hat over delta) or histograms (per-sample statistics of both groups)."""
     e = services.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation")
     if name not in ("epsilon-delta", "histograms"):
         raise NotFound(f"no figure {name!r}; figures: epsilon-delta, histograms")
@@ -222,6 +230,8 @@ def read_plot(evaluation_id: str, name: str, session: SessionDep, tenant: Tenant
 def create_study(
     body: StudyCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
 ) -> StudyCreated:
+    """One reference set and one evaluation per method on the same forget set (given, or drawn as a fraction of the training split with a seed)."""
+
     def create() -> Created:
         study, job = ev.create_study(
             session,
@@ -241,6 +251,7 @@ def create_study(
 
 @router.get("/studies/{study_id}", response_model=StudyPublic, summary="A study and its evaluations")
 def read_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyPublic:
+    """A study's methods, status and evaluation ids."""
     study = services.get_owned(session, Study, study_id, tenant, "study")
     ids = session.execute(
         select(Evaluation.id).where(Evaluation.study_id == study.id).order_by(Evaluation.created_at)
@@ -265,6 +276,7 @@ def read_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyPu
     responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not finished yet"}},
 )
 def export_study(study_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    """A zip in the study's own seed layout (forget_set.txt, logits_retain.npy, metrics.csv, <method>/logits_unlearn.npy and metrics.csv) that the study's scripts and `lethe epsilon` read. 409 until every method is scored."""
     study = services.get_owned(session, Study, study_id, tenant, "study")
     data = study_zip(session, get_store(), study)
     return Response(

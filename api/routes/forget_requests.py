@@ -17,6 +17,7 @@ router = APIRouter(prefix="/forget-requests", tags=["unlearn"])
     "/{request_id}", response_model=ForgetRequestPublic, summary="A forget request and its audit trail"
 )
 def read_forget_request(request_id: str, session: SessionDep, tenant: TenantDep) -> ForgetRequestPublic:
+    """Who asked and when, how many ids and their sha256, the method, every state change with its time and reason, and the resulting model with its metrics."""
     req = get_owned(session, ForgetRequest, request_id, tenant, "forget request")
     job = session.get(Job, req.job_id) if req.job_id else None
     model = session.get(Model, req.result_model_id) if req.result_model_id else None

@@ -25,6 +25,7 @@ def list_jobs(
     kind: Annotated[str | None, Query(max_length=30)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobList:
+    """The caller's jobs, newest first, optionally filtered by status and kind; count covers every match."""
     stmt = select(Job).where(Job.tenant_id == tenant)
     if status is not None:
         stmt = stmt.where(Job.status == status)
@@ -37,11 +38,13 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress")
 def read_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
+    """Status (queued, running, succeeded, failed, cancelled), progress 0..1 with stage, epoch, loss and ETA, attempts, error, timestamps and result."""
     return JobPublic.model_validate(get_job(session, job_id, tenant), from_attributes=True)
 
 
 @router.get("/{job_id}/metrics", summary="A finished job's metrics (404 until there are some)")
 def read_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    """A finished job's figures: accuracies and wall time for training and unlearning, epsilon-hat and its spread for evaluations. 404 until there are some."""
     job = get_job(session, job_id, tenant)
     if not job.metrics:
         raise NotFound(f"job {job_id} has no metrics yet (status {job.status})")

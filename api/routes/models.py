@@ -56,7 +56,7 @@ UPLOAD_FORM = {
             "format": "binary",
             "description": ".safetensors, or a PyTorch state dict file",
         },
-        "dataset": {"type": "string"},
+        "dataset": {"type": "string", "examples": ["digits"]},
         "name": {"type": "string"},
         "arch": {"type": "string", "description": 'ArchSpec as JSON, e.g. {"width": 64}'},
     },
@@ -76,7 +76,7 @@ UPLOAD_FORM = {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/ModelCreate"}},
+                "application/json": {"schema": ModelCreate.model_json_schema()},
                 "multipart/form-data": {"schema": UPLOAD_FORM},
             },
         }
@@ -145,6 +145,7 @@ async def _upload(request: Request, session: SessionDep, tenant: str) -> JSONRes
 
 @router.get("", response_model=ModelList, summary="List models, newest first")
 def list_models(session: SessionDep, tenant: TenantDep) -> ModelList:
+    """Every model of the caller's tenant with its status, lineage and metrics, newest first."""
     rows = session.execute(
         select(Model).where(Model.tenant_id == tenant).order_by(Model.created_at.desc())
     ).scalars()
@@ -154,4 +155,5 @@ def list_models(session: SessionDep, tenant: TenantDep) -> ModelList:
 
 @router.get("/{model_ref}", response_model=ModelPublic, summary="A model by id or name")
 def get_model(model_ref: str, session: SessionDep, tenant: TenantDep) -> ModelPublic:
+    """A model by id or by name: status (training, ready, failed), how it was made, its parent and lineage, how many samples it has forgotten, and its metrics."""
     return to_public(session, services.resolve_model(session, model_ref, tenant))

@@ -20,6 +20,7 @@ router = APIRouter(tags=["system"])
     responses={503: {"model": Health, "description": "a part is down; it is named"}},
 )
 def health(session: SessionDep) -> JSONResponse:
+    """Database and broker reachability; 503 names the part that is down. Needs no API key."""
     try:
         session.execute(text("SELECT 1"))
         database = "ok"

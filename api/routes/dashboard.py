@@ -1,0 +1,282 @@
+"""The dashboard: server-rendered pages over the tenant's jobs, models, forget requests and evaluations.
+
+A browser signs in once with GET /?key=<API key>, which stores the key in an HttpOnly, SameSite=Strict
+cookie; every page then reads the tenant from that cookie (or from the X-API-Key header). The pages
+reuse the API's own lookups, so they show exactly what the JSON endpoints answer.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from api.deps import SessionDep
+from api.routes.evaluations import _row, list_evaluations, read_evaluation, read_plot
+from api.routes.forget_requests import read_forget_request
+from api.routes.models import to_public
+from core import services
+from core.auth import tenant_for
+from core.errors import NotFound
+from core.tables import FINISHED, Evaluation, ForgetRequest, Job, Model
+
+COOKIE = "lethe_key"
+RECENT = 30
+"""Rows per list on the overview; jobs that have not finished are shown beyond it."""
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """Results hold floats, "inf" strings and nulls; show each the way a reader expects."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return {"inf": "∞", "Infinity": "∞", "-inf": "-∞", "-Infinity": "-∞"}.get(value, value)
+    if isinstance(value, float):
+        return ("∞" if value > 0 else "-∞") if math.isinf(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def when(value: datetime | None) -> str:
+    """Timestamps to the second, in UTC, short enough for a table cell."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def seconds(value: float) -> str:
+    """An ETA a person reads at a glance: 42 s, 3 min 5 s, 1 h 2 min."""
+    value = max(0, round(value))
+    if value < 60:
+        return f"{value} s"
+    if value < 3600:
+        return f"{value // 60} min {value % 60} s"
+    return f"{value // 3600} h {value % 3600 // 60} min"
+
+
+def progress_text(info: dict[str, Any]) -> str:
+    """Stage, epoch, loss and ETA of a job's progress_info in one line, the same on the page and live."""
+    parts: list[str] = []
+    stage = info.get("stage")
+    if stage == "runs" and "total" in info:
+        parts.append(f"runs {info.get('finished', 0)}/{info['total']}")
+    elif stage:
+        parts.append(str(stage))
+    if info.get("epoch") is not None:
+        parts.append(f"epoch {info['epoch']}" + (f"/{info['epochs']}" if info.get("epochs") else ""))
+    if isinstance(info.get("loss"), int | float):
+        parts.append(f"loss {info['loss']:.4f}")
+    if isinstance(info.get("eta_seconds"), int | float):
+        parts.append(f"ETA {seconds(info['eta_seconds'])}")
+    return " · ".join(parts)
+
+
+templates.env.filters.update(number=number, when=when, short=lambda v: (v or "")[:8])
+templates.env.globals["progress_text"] = progress_text
+
+
+def _key(request: Request) -> str | None:
+    return request.headers.get("x-api-key") or request.cookies.get(COOKIE)
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    """A page with a fresh script nonce: the policy allows our inline script and nothing injected."""
+    nonce = secrets.token_urlsafe(16)
+    response = templates.TemplateResponse(request, name, {**context, "nonce": nonce}, status_code=status_code)
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+        "img-src 'self'; frame-ancestors 'none'; form-action 'self'"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _login(request: Request, message: str | None = None) -> HTMLResponse:
+    return _render(request, "login.html", {"message": message}, status_code=401)
+
+
+def _page(
+    request: Request, session: SessionDep, name: str, build: Callable[[str], dict[str, Any]]
+) -> HTMLResponse:
+    """The sign-in form without a valid key, a 404 page for what the tenant does not own, else the page."""
+    tenant = tenant_for(session, _key(request))
+    if tenant is None:
+        return _login(request, "That key is unknown or revoked." if _key(request) else None)
+    try:
+        context = build(tenant)
+    except NotFound as exc:
+        return _render(request, "not_found.html", {"tenant": tenant, "message": exc.message}, 404)
+    return _render(request, name, {"tenant": tenant, **context})
+
+
+def _jobs(session: SessionDep, tenant: str) -> list[Job]:
+    """Top-level jobs (an evaluation's runs count in its progress): every unfinished one, then the newest."""
+    top = select(Job).where(Job.tenant_id == tenant, Job.parent_id.is_(None))
+    recent = session.execute(top.order_by(Job.created_at.desc()).limit(RECENT)).scalars().all()
+    seen = {j.id for j in recent}
+    live = session.execute(top.where(Job.status.not_in(list(FINISHED)))).scalars().all()
+    return sorted([*recent, *(j for j in live if j.id not in seen)], key=lambda j: j.created_at, reverse=True)
+
+
+def _job_links(session: SessionDep, jobs: list[Job]) -> dict[str, str]:
+    """Where each job's outcome is shown: its evaluation, its forget request, or its model."""
+    evals = dict(
+        session.execute(
+            select(Evaluation.job_id, Evaluation.id).where(Evaluation.job_id.in_([j.id for j in jobs]))
+        ).all()
+    )
+    links = {}
+    for job in jobs:
+        if job.id in evals:
+            links[job.id] = f"/ui/evaluations/{evals[job.id]}"
+        elif job.forget_request_id:
+            links[job.id] = f"/ui/forget-requests/{job.forget_request_id}"
+        elif job.model_id and job.kind == "train":
+            links[job.id] = f"/ui/models/{job.model_id}"
+    return links
+
+
+def _job_json(job: Job, link: str | None) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "progress_info": job.progress_info or {},
+        "percent": round(100 * job.progress),
+        "detail": progress_text(job.progress_info or {}),
+        "created_at": when(job.created_at),
+        "href": link,
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, session: SessionDep, key: str | None = None) -> Response:
+    if key is not None:
+        if tenant_for(session, key) is None:
+            return _login(request, "That key is unknown or revoked.")
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            COOKIE, key, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
+        )
+        return response
+
+    def build(tenant: str) -> dict[str, Any]:
+        jobs = _jobs(session, tenant)
+        models = session.execute(
+            select(Model).where(Model.tenant_id == tenant).order_by(Model.created_at.desc()).limit(RECENT)
+        ).scalars()
+        requests = session.execute(
+            select(ForgetRequest, Job.status)
+            .outerjoin(Job, Job.id == ForgetRequest.job_id)
+            .where(ForgetRequest.tenant_id == tenant)
+            .order_by(ForgetRequest.created_at.desc())
+            .limit(RECENT)
+        ).all()
+        evaluations = session.execute(
+            select(Evaluation)
+            .where(Evaluation.tenant_id == tenant)
+            .order_by(Evaluation.created_at.desc())
+            .limit(RECENT)
+        ).scalars()
+        return {
+            "jobs": jobs,
+            "links": _job_links(session, jobs),
+            "models": [to_public(session, m) for m in models],
+            "names": _names(session, tenant),
+            "requests": requests,
+            "evaluations": [(e, _row(session, e)) for e in evaluations],
+        }
+
+    return _page(request, session, "index.html", build)
+
+
+def _names(session: SessionDep, tenant: str) -> dict[str, str]:
+    """Model names by id, so links read as names; unnamed models show their short id."""
+    rows = session.execute(select(Model.id, Model.name).where(Model.tenant_id == tenant)).all()
+    return {i: n or i[:8] for i, n in rows}
+
+
+@router.get("/ui/logout")
+def logout() -> RedirectResponse:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/ui/jobs.json")
+def jobs_json(request: Request, session: SessionDep) -> JSONResponse:
+    """What the pages poll every second to move their progress bars."""
+    tenant = tenant_for(session, _key(request))
+    if tenant is None:
+        return JSONResponse({"detail": "sign in at /?key=<API key>"}, status_code=401)
+    jobs = _jobs(session, tenant)
+    links = _job_links(session, jobs)
+    body = {"jobs": [_job_json(j, links.get(j.id)) for j in jobs]}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/ui/models/{model_ref}", response_class=HTMLResponse)
+def model_page(model_ref: str, request: Request, session: SessionDep) -> Response:
+    def build(tenant: str) -> dict[str, Any]:
+        model = to_public(session, services.resolve_model(session, model_ref, tenant))
+        chain = [session.get(Model, i) for i in reversed(model.lineage)]
+        made_by = dict(
+            session.execute(
+                select(ForgetRequest.result_model_id, ForgetRequest.id).where(
+                    ForgetRequest.tenant_id == tenant, ForgetRequest.result_model_id.in_(model.lineage)
+                )
+            ).all()
+        )
+        children = session.execute(
+            select(Model).where(Model.tenant_id == tenant, Model.parent_id == model.id)
+        ).scalars()
+        job = session.get(Job, model.job_id) if model.job_id else None
+        return {"model": model, "chain": chain, "made_by": made_by, "children": list(children), "job": job}
+
+    return _page(request, session, "model.html", build)
+
+
+@router.get("/ui/forget-requests/{request_id}", response_class=HTMLResponse)
+def forget_request_page(request_id: str, request: Request, session: SessionDep) -> Response:
+    def build(tenant: str) -> dict[str, Any]:
+        req = read_forget_request(request_id, session, tenant)
+        job = session.get(Job, req.job_id) if req.job_id else None
+        return {"req": req, "job": job, "names": _names(session, tenant)}
+
+    return _page(request, session, "forget_request.html", build)
+
+
+@router.get("/ui/evaluations/{evaluation_id}", response_class=HTMLResponse)
+def evaluation_page(evaluation_id: str, request: Request, session: SessionDep) -> Response:
+    def build(tenant: str) -> dict[str, Any]:
+        evaluation = read_evaluation(evaluation_id, session, tenant)
+        table = list_evaluations(session, tenant, reference_set_id=evaluation.reference_set_id)
+        return {
+            "evaluation": evaluation,
+            "job": session.get(Job, evaluation.job_id),
+            "table": table.data,
+            "names": _names(session, tenant),
+        }
+
+    return _page(request, session, "evaluation.html", build)
+
+
+@router.get("/ui/evaluations/{evaluation_id}/plots/{name}.png")
+def evaluation_plot(evaluation_id: str, name: str, request: Request, session: SessionDep) -> Response:
+    """The API's figure, for an <img> that can only carry the cookie."""
+    tenant = tenant_for(session, _key(request))
+    if tenant is None:
+        return Response("sign in at /?key=<API key>", status_code=401, media_type="text/plain")
+    response = read_plot(evaluation_id, name, session, tenant)
+    response.headers["Cache-Control"] = "private, max-age=300"
+    return response
