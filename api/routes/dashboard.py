@@ -62,6 +62,11 @@ def seconds(value: float) -> str:
     return f"{value // 3600} h {value % 3600 // 60} min"
 
 
+def percent(fraction: float) -> float:
+    """Tenths of a percent, so a long job's bar text moves as soon as its bar does."""
+    return round(100 * fraction, 1)
+
+
 def progress_text(info: dict[str, Any]) -> str:
     """Stage, epoch, loss and ETA of a job's progress_info in one line, the same on the page and live."""
     parts: list[str] = []
@@ -79,7 +84,7 @@ def progress_text(info: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-templates.env.filters.update(number=number, when=when, short=lambda v: (v or "")[:8])
+templates.env.filters.update(number=number, when=when, percent=lambda f: f"{percent(f):g}")
 templates.env.globals["progress_text"] = progress_text
 
 
@@ -152,7 +157,7 @@ def _job_json(job: Job, link: str | None) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "progress_info": job.progress_info or {},
-        "percent": round(100 * job.progress),
+        "percent": percent(job.progress),
         "detail": progress_text(job.progress_info or {}),
         "created_at": when(job.created_at),
         "href": link,
