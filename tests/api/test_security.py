@@ -75,6 +75,27 @@ def test_another_tenant_sees_none_of_it(client, owned):
         assert client.get(template.format(**owned)).status_code == 200
 
 
+def test_another_tenant_cannot_use_the_ids_of_ones_objects(client, owned):
+    """By id, not only by name: another tenant's model and data set ids are unknown in every endpoint."""
+    other = {"X-API-Key": new_key("other")}
+    model_id = client.get("/models/m1").json()["id"]
+    dataset_id = next(d["id"] for d in client.get("/datasets").json() if d["name"] == "digits")
+    assert client.get(f"/models/{model_id}", headers=other).status_code == 404
+    for path, body in (
+        ("/unlearn", {"model_id": model_id, "forget_ids": [1], "method": "none"}),
+        ("/evaluations", {"model_id": model_id, "forget_ids": [1], "method": "none", "n_models": 1}),
+        ("/references", {"model_id": model_id, "forget_ids": [1], "n_models": 1}),
+        ("/studies", {"model_id": model_id, "forget_ids": [1], "methods": ["none"], "n_models": 1}),
+        ("/studies", {"model_id": "m1", "forget_ids": [1], "methods": ["none"], "n_models": 1}),
+        ("/models", {"dataset": dataset_id, "arch": {"width": 4}, "recipe": {"epochs": 1}}),
+    ):
+        r = client.post(path, json=body, headers=other)
+        assert r.status_code == 404, (path, body, r.status_code, r.text)
+    for query in ({"reference_set_id": owned["reference_set"]}, {"study_id": owned["study"]}):
+        assert client.get("/evaluations", params=query, headers=other).json()["count"] == 0
+        assert client.get("/evaluations", params=query).json()["count"] >= 1
+
+
 def test_cancel_queued_job_and_fanout_children(client, owned):
     r = client.post(f"/jobs/{owned['job']}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
