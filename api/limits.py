@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from functools import lru_cache
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import get_tenant
 from core.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 
 @lru_cache
 def _limiter() -> tuple[MovingWindowRateLimiter, RateLimitItem]:
@@ -28,7 +31,11 @@ def _limiter() -> tuple[MovingWindowRateLimiter, RateLimitItem]:
 def rate_limit(tenant: Annotated[str, Depends(get_tenant)]) -> None:
     limiter, item = _limiter()
     scope = ("lethe", get_settings().queue, tenant)  # one deployment's tenants share nothing with another's
-    if limiter.hit(item, *scope):
+    try:
+        if limiter.hit(item, *scope):
+            return
+    except Exception as exc:  # the limit's store (Redis) is down: serve rather than fail every request
+        log.warning("rate limit not checked: %s", exc)
         return
     reset = limiter.get_window_stats(item, *scope).reset_time
     retry = max(1, math.ceil(reset - time.time()))

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 def _init_child(**_kw: Any) -> None:
     """A forked pool process must not share the parent's database connections."""
     reset_engine()
+    # Import PyTorch and the handlers now, not when the first job arrives: a message the pool holds
+    # while importing for many seconds would look lost to the sweeper and be published twice.
+    import worker.runner  # noqa: F401
+
     threads = get_settings().torch_threads
     if threads:
         import torch

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from core import jobs
 from core.db import session_scope
 from core.settings import get_settings
@@ -42,8 +44,11 @@ class JobContext:
         info["elapsed_seconds"] = round(elapsed, 2)
         if 0.0 < fraction < 1.0:
             info["eta_seconds"] = round(elapsed / fraction * (1.0 - fraction), 1)
-        with session_scope() as session:
-            self._cancel = jobs.report_progress(session, self.job_id, fraction, info) or self._cancel
+        try:
+            with session_scope() as session:
+                self._cancel = jobs.report_progress(session, self.job_id, fraction, info) or self._cancel
+        except OperationalError:  # the database is briefly away: the job goes on, the next report catches up
+            self._last_report = now - REPORT_EVERY_S
 
     def should_stop(self) -> bool:
         """Checked every training step; refreshed by progress reports and by the heartbeat."""

@@ -374,12 +374,6 @@ def test_redis_down_health_names_the_broker_and_the_api_recovers(pg_env, broker,
         stack.settle([job_id])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/limits.py rate_limit() calls the limits Redis storage on every authenticated request; with "
-    "the broker's Redis down it raises redis.exceptions.ConnectionError, which no handler maps, so every "
-    "endpoint but /health answers 500 (and uvicorn drops the connection) instead of 503",
-)
 def test_redis_down_no_endpoint_answers_500(pg_env, broker, tmp_path, monkeypatch):
     """While the broker is down every endpoint answers 503 or a clear 4xx, never a 500."""
     with running_stack(tmp_path, monkeypatch, pg_env["LETHE_DATABASE_URL"], broker, workers=0) as stack:
