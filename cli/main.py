@@ -123,6 +123,15 @@ def keys_create(tenant: str = typer.Option(..., help="tenant the key belongs to 
     typer.echo(key)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when `lethe up` dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class _Supervisor:
     """Keeps one worker process alive until asked to stop; a crashed worker is started again."""
 
@@ -132,7 +141,7 @@ class _Supervisor:
         self.stopping = threading.Event()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, start_new_session=True)
+        self.proc = self._spawn()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
@@ -140,8 +149,11 @@ class _Supervisor:
             if self.proc is not None and self.proc.poll() is not None and not self.stopping.is_set():
                 _echo(f"worker exited with code {self.proc.returncode}; starting a new one")
                 time.sleep(1.0)
-                self.proc = subprocess.Popen(self.cmd, start_new_session=True)
+                self.proc = self._spawn()
             self.stopping.wait(1.0)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.cmd, start_new_session=True, preexec_fn=_die_with_parent)
 
     def stop(self) -> None:
         self.stopping.set()
