@@ -1,0 +1,67 @@
+"""The leaderboard benchmark runs end to end with tiny settings, so a broken script is caught before a long run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+METHODS = ("none", "finetune", "retrain")
+
+
+def test_leaderboard_prints_one_scored_line_per_method() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_leaderboard.py"),
+            "--methods",
+            ",".join(METHODS),
+            "--n-models",
+            "3",
+            "--epochs",
+            "1",
+            "--width",
+            "4",
+            "--train-size",
+            "600",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--markdown",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = done.stdout.splitlines()
+    records = [json.loads(line) for line in out if line.startswith("{")]
+    setup = records[0]
+    assert setup["bench"] == "leaderboard" and setup["n_models"] == 3 and setup["threads"] == 1
+    assert setup["n_train"] == 600 and setup["forget"] == 60
+    by_method = {r["method"]: r for r in records if "method" in r}
+    assert list(by_method) == list(METHODS)
+    for name, record in by_method.items():
+        assert "epsilon_hat" in record, record
+        assert record["n_reference"] == record["n_unlearned"] == 3
+        for key in ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_efficacy"):
+            assert record[key]["n"] == 3 and math.isfinite(record[key]["mean"]), (name, key)
+            assert 0 <= record[key]["mean"] <= 1, (name, key)
+        assert record["neurips"] is not None and 0 <= record["neurips"]["score"] <= 1
+        assert math.isfinite(record["kl_to_reference"]) and record["time_vs_retrain"] > 0
+    assert by_method["none"]["budget_vs_retrain"] == 0 and by_method["retrain"]["budget_vs_retrain"] == 1
+    assert by_method["none"]["n_infinite"] == by_method["none"]["n_samples"]  # every run is the same model
+    table = [line for line in out if line.startswith("| `")]
+    assert len(table) == len(METHODS)
