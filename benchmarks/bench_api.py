@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -275,6 +276,7 @@ def compare(
         "endpoint": label,
         "clients": clients,
         "client": CLIENTS[client],
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
         "ours": ours,
         "bare": bare,
         "throughput_ratio": ratio(ours["req_per_s"], bare["req_per_s"]),

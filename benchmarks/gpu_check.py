@@ -12,7 +12,8 @@ Prints JSON lines as it goes (a cut-off run keeps what it measured):
     the one device (the trainer's default path), started together behind a barrier after a warm-up;
   - section "methods": each method's wall time (ml.methods.run_method, default params) on a CIFAR-sized
     random set (50,000 images, 10% forgotten) and its ratio to retrain's time, where retrain uses the
-    study's CIFAR-10 recipe cut to --retrain-epochs (ratio_at_study_recipe scales retrain to 100 epochs);
+    study's CIFAR-10 recipe cut to --retrain-epochs (ratio_at_study_recipe scales retrain to 100 epochs),
+    beside ml.methods.cost's predicted ratio; cheapest first, and one that would overrun is skipped;
   - summary: total seconds and the overall peak memory.
 Every measurement line has peak_memory_mib: torch.cuda.max_memory_allocated on CUDA (reset before each
 measurement), the process's peak RSS on CPU. Accuracies are meaningless on random data and not reported.
@@ -326,8 +327,14 @@ def study_recipe(epochs: int) -> Recipe:
 
 
 def methods_section(sizes: Sizes, device: torch.device, left: Callable[[], float]) -> None:
-    """Each method's seconds on a CIFAR-sized random set, retrain first (every ratio divides by it)."""
+    """Each method's seconds on a CIFAR-sized random set, beside the cost model's prediction.
+
+    Retrain runs first (every ratio divides by it), then the others from the cheapest by
+    ml.methods.cost; retrain's seconds per sample-pass estimate each next method's time, and a method
+    that would not end within the budget is skipped, so the check keeps its time limit.
+    """
     from ml.methods import METHOD_SPECS, UnlearnData, run_method
+    from ml.methods.cost import sample_passes
 
     data_set = synthetic(sizes.methods_n, seed=0)
     rng = np.random.default_rng(0)
@@ -339,7 +346,8 @@ def methods_section(sizes: Sizes, device: torch.device, left: Callable[[], float
     data = UnlearnData(data_set, forget, recipe=recipe, arch=arch)
     torch.manual_seed(0)
     model = build_model(arch, data_set.num_classes, data_set.in_channels).to(device)
-    names = sorted(METHOD_SPECS, key=lambda name: (name != "retrain", name))
+    passes = {name: sample_passes(name, None, data) for name in METHOD_SPECS}
+    names = sorted(METHOD_SPECS, key=lambda name: (name != "retrain", passes[name], name))
     retrain_s = None
     for name in names:
         base = {
@@ -349,9 +357,11 @@ def methods_section(sizes: Sizes, device: torch.device, left: Callable[[], float
             "forget": len(forget),
             "width": sizes.width,
             "retrain_epochs": sizes.retrain_epochs,
+            "predicted_ratio_to_retrain": round(passes[name] / passes["retrain"], 4),
         }
-        if left() <= 0:
-            emit({**base, "skipped": "time budget"})
+        estimate = retrain_s * passes[name] / passes["retrain"] if retrain_s else 0.0
+        if left() <= estimate:
+            emit({**base, "skipped": "time budget", "estimated_s": round(estimate, 1)})
             continue
         reset_peak(device)
         sync(device)
@@ -392,7 +402,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS)
     )
-    parser.add_argument("--budget-s", type=float, default=450.0, help="start no measurement after this")
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="seconds after which no measurement starts"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     parser.add_argument(
         "--retrain-epochs", type=int, default=None, help="retrain's epochs in the methods section"

@@ -73,3 +73,5 @@ def test_every_method_timed_against_retrain(lines: list[dict]) -> None:
     assert methods["retrain"]["ratio_to_retrain"] == 1.0
     for record in methods.values():
         _positive(record, "seconds", "ratio_to_retrain", "ratio_at_study_recipe", "peak_memory_mib")
+        assert record["predicted_ratio_to_retrain"] >= 0
+    assert methods["retrain"]["predicted_ratio_to_retrain"] == 1.0
