@@ -11,9 +11,9 @@ method's, the measured wall time over the mean retrain's, and the compute budget
 so a change in machine load while it runs touches every method alike. --markdown ends with a table sorted
 by epsilon-hat. Nothing is written to disk.
 
-    python benchmarks/bench_leaderboard.py --markdown                    # digits, N=6, ~10 min on 2 cores
-    python benchmarks/bench_leaderboard.py --dataset fashion_mnist --train-size 1000 --test-size 500 \\
-        --n-models 3 --epochs 4 --methods none,finetune,retrain,ssd --markdown
+    python benchmarks/bench_leaderboard.py --markdown      # digits, N=6: 14 min on 2 shared CPU cores
+    python benchmarks/bench_leaderboard.py --dataset fashion_mnist --train-size 3000 --test-size 1000 \\
+        --n-models 3 --epochs 6 --methods none,finetune,retrain,gradient_ascent,scrub,ssd --markdown  # 10 min
 """
 
 from __future__ import annotations
