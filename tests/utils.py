@@ -73,3 +73,43 @@ def new_key(tenant: str = "local") -> str:
 
     with session_scope() as session:
         return create_key(session, tenant)
+
+
+def next_queued_job() -> str | None:
+    """The oldest queued job, which a worker would take next."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.tables import Job
+
+    with session_scope() as session:
+        return session.execute(
+            select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
+        ).scalar()
+
+
+def drain() -> int:
+    """Run queued jobs oldest first in this process until none is left, as a worker would; returns how many."""
+    from worker.runner import run_job
+
+    ran = 0
+    while (job_id := next_queued_job()) is not None:
+        run_job(job_id)
+        ran += 1
+    return ran
+
+
+def train_model(name: str, arch: dict[str, Any], recipe: dict[str, Any]) -> str:
+    """Register digits and train a model on it in this process; returns the ready model's id."""
+    from core import services
+    from core.bootstrap import ensure_digits
+    from core.db import session_scope
+    from worker.runner import run_job
+
+    with session_scope() as session:
+        ensure_digits(session)
+        job, model = services.create_training(
+            session, tenant_id="local", name=name, dataset_ref="digits", arch=arch, recipe=recipe
+        )
+    assert run_job(job.id) == "succeeded"
+    return model.id

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from sqlalchemy import select
 
 from tests.e2e.stack import free_port
-from tests.utils import configure, new_key, reset_caches, truncate_all
+from tests.utils import configure, new_key, next_queued_job, reset_caches, train_model, truncate_all
 
 TINY_RECIPE = {"epochs": 1, "lr": 0.05, "batch_size": 64}
 FORGET = list(range(0, 600, 20))  # 30 digits training samples
@@ -78,8 +77,6 @@ def live_stack(pg_url: str, redis_url: str, home: Path) -> Iterator[Stack]:
 @contextmanager
 def worker() -> Iterator[None]:
     """Run queued jobs oldest first in a thread, as a Celery worker would, until the block ends."""
-    from core.db import session_scope
-    from core.tables import Job
     from worker.runner import run_job
 
     stop = threading.Event()
@@ -87,10 +84,7 @@ def worker() -> Iterator[None]:
 
     def loop() -> None:
         while not stop.is_set():
-            with session_scope() as session:
-                job_id = session.execute(
-                    select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
-                ).scalar()
+            job_id = next_queued_job()
             if job_id is None:
                 stop.wait(0.05)
                 continue
@@ -113,20 +107,4 @@ def worker() -> Iterator[None]:
 
 def train_tiny() -> str:
     """Register digits and train the width-4 model "tiny" on it for one epoch; returns its id."""
-    from core import services
-    from core.bootstrap import ensure_digits
-    from core.db import session_scope
-    from worker.runner import run_job
-
-    with session_scope() as session:
-        ensure_digits(session)
-        job, model = services.create_training(
-            session,
-            tenant_id="local",
-            name="tiny",
-            dataset_ref="digits",
-            arch={"width": 4},
-            recipe=TINY_RECIPE,
-        )
-    assert run_job(job.id) == "succeeded"
-    return model.id
+    return train_model("tiny", {"width": 4}, TINY_RECIPE)

@@ -26,8 +26,7 @@ from core import services
 from core.bootstrap import ensure_digits
 from core.db import session_scope
 from tests.client import serve
-from tests.utils import new_key
-from tests.worker.test_evaluations import drain
+from tests.utils import drain, new_key
 from worker.runner import run_job
 
 FORGET = list(range(0, 600, 20))  # 30 digits training samples

@@ -14,29 +14,13 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 
-from core import services
-from core.bootstrap import ensure_digits
 from core.db import session_scope
 from core.tables import Job, Model
 from ml.metrics.epsilon import epsilon_hat
 from ml.metrics.seed_layout import load_approach
-from worker.runner import run_job
+from tests.utils import drain, train_model
 
 FORGET = list(range(0, 600, 20))  # 30 digits training samples
-
-
-def drain() -> int:
-    """Run queued run jobs oldest first until none is left, as a worker would; returns how many ran."""
-    ran = 0
-    while True:
-        with session_scope() as session:
-            job_id = session.execute(
-                select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
-            ).scalar()
-        if job_id is None:
-            return ran
-        run_job(job_id)
-        ran += 1
 
 
 def count_jobs(kind: str) -> int:
@@ -47,18 +31,7 @@ def count_jobs(kind: str) -> int:
 @pytest.fixture
 def tiny(client) -> str:
     """A ready width-4 digits model trained for 3 epochs."""
-    with session_scope() as session:
-        ensure_digits(session)
-        job, model = services.create_training(
-            session,
-            tenant_id="local",
-            name="tiny",
-            dataset_ref="digits",
-            arch={"width": 4},
-            recipe={"epochs": 3, "lr": 0.05, "batch_size": 64},
-        )
-    assert run_job(job.id) == "succeeded"
-    return model.id
+    return train_model("tiny", {"width": 4}, {"epochs": 3, "lr": 0.05, "batch_size": 64})
 
 
 def _evaluate(client, method: str, n: int = 6, **extra) -> dict:
