@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from core.settings import get_settings
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array in NumPy's .npy format, without pickles."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
 
 
 class ArtifactStore:
@@ -36,6 +46,14 @@ class ArtifactStore:
 
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
+
+    def write_array(self, key: str, array: np.ndarray) -> str:
+        """Store an array as .npy (no pickles); returns the key."""
+        self.write_bytes(key, npy_bytes(array))
+        return key
+
+    def read_array(self, key: str) -> np.ndarray:
+        return np.load(io.BytesIO(self.read_bytes(key)), allow_pickle=False)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -20,21 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import idsets
-from core.artifacts import ArtifactStore
+from core.artifacts import ArtifactStore, npy_bytes
 from core.errors import Conflict
 from core.tables import Dataset, Evaluation, ReferenceSet, Run, Study
 
 METRIC_COLUMNS = ("retain_accuracy", "forget_accuracy", "test_accuracy")
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _load(store: ArtifactStore, key: str) -> np.ndarray:
-    return np.load(io.BytesIO(store.read_bytes(key)), allow_pickle=False)
 
 
 def seed_array(labels: np.ndarray, outputs: list[np.ndarray], num_classes: int) -> np.ndarray:
@@ -62,19 +52,19 @@ def study_zip(session: Session, store: ArtifactStore, study: Study) -> bytes:
         raise Conflict(f"study {study.id} is not finished yet: its export exists once every method is scored")
     rs = session.get(ReferenceSet, study.reference_set_id)
     num_classes = session.get(Dataset, rs.dataset_id).num_classes
-    labels = _load(store, f"reference_sets/{rs.id}/labels.npy")
+    labels = store.read_array(f"reference_sets/{rs.id}/labels.npy")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("forget_set.txt", ",".join(map(str, idsets.decode(rs.forget_ids).tolist())))
         ref_runs = [session.get(Run, rid) for rid in evaluations[0].results["reference_run_ids"]]
         zf.writestr(
             "logits_retain.npy",
-            _npy(seed_array(labels, [_load(store, r.outputs) for r in ref_runs], num_classes)),
+            npy_bytes(seed_array(labels, [store.read_array(r.outputs) for r in ref_runs], num_classes)),
         )
         zf.writestr("metrics.csv", _metrics_csv(ref_runs))
         for ev in evaluations:
             runs = [session.get(Run, rid) for rid in ev.results["unlearned_run_ids"]]
-            arr = seed_array(labels, [_load(store, r.outputs) for r in runs], num_classes)
-            zf.writestr(f"{ev.method}/logits_unlearn.npy", _npy(arr))
+            arr = seed_array(labels, [store.read_array(r.outputs) for r in runs], num_classes)
+            zf.writestr(f"{ev.method}/logits_unlearn.npy", npy_bytes(arr))
             zf.writestr(f"{ev.method}/metrics.csv", _metrics_csv(runs))
     return buf.getvalue()

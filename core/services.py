@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -94,7 +93,7 @@ def resolve_forget(ds: Dataset, forget_ids: list[int] | None, forget_class: int 
         raise InvalidInput(
             "forget_class", f"data set {ds.name!r} was registered without its labels; re-register it"
         )
-    labels = np.load(io.BytesIO(store.read_bytes(labels_key(ds.id))), allow_pickle=False)
+    labels = store.read_array(labels_key(ds.id))
     return validate_forget_ids(np.flatnonzero(labels == forget_class).tolist(), ds.n_train)
 
 
@@ -161,9 +160,7 @@ def register_dataset(
     session.add(ds)
     session.flush()
     if train_labels is not None:  # kept so a request can name a class instead of ids
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(train_labels), allow_pickle=False)
-        get_store().write_bytes(labels_key(ds.id), buf.getvalue())
+        get_store().write_array(labels_key(ds.id), train_labels)
     audit(session, "dataset", ds.id, "registered", tenant_id, name=name, kind=kind)
     return ds
 

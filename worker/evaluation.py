@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -45,14 +44,11 @@ def finalizer(kind: str):
 
 
 def save_array(key: str, array: np.ndarray) -> str:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    get_store().write_bytes(key, buf.getvalue())
-    return key
+    return get_store().write_array(key, array)
 
 
 def load_array(key: str) -> np.ndarray:
-    return np.load(io.BytesIO(get_store().read_bytes(key)), allow_pickle=False)
+    return get_store().read_array(key)
 
 
 def labels_key(rs_id: str) -> str:
