@@ -7,10 +7,13 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
+
+READ_ONLY = "lethe_read_only"
+"""Execution option marking a read-only engine view: SQLite begins its transactions deferred there."""
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -18,7 +21,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     SQLite cannot upgrade a read transaction to a write one while another process writes
     (it fails at once instead of waiting), so every transaction starts with BEGIN IMMEDIATE:
-    the API and the worker then queue for the lock instead of erroring.
+    the API and the worker then queue for the lock instead of erroring. Read-only sessions
+    (`read_session`, the API's GET requests) begin a plain deferred transaction instead: under WAL
+    they read a snapshot beside the writer, so polling clients never queue for the write lock.
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
@@ -34,7 +39,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(
+                "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+            )
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -48,6 +55,34 @@ def get_engine() -> Engine:
 @lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
+
+
+@lru_cache
+def get_read_engine() -> Engine:
+    """The engine for work that only reads; it shares the pool with the writing one."""
+    return get_engine().execution_options(**{READ_ONLY: True})
+
+
+@lru_cache
+def get_read_sessionmaker() -> sessionmaker[Session]:
+    return sessionmaker(bind=get_read_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def read_connection() -> Iterator[Connection]:
+    """A bare connection for reads only, without a Session: the cheapest way to run one Core query."""
+    with get_read_engine().connect() as conn:
+        yield conn
+
+
+@contextmanager
+def read_session() -> Iterator[Session]:
+    """A session for reads only (never commits); on SQLite it does not take the write lock."""
+    session = get_read_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.close()
 
 
 @contextmanager
@@ -70,3 +105,5 @@ def reset_engine() -> None:
         get_engine().dispose(close=False)
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+    get_read_engine.cache_clear()
+    get_read_sessionmaker.cache_clear()
