@@ -1,34 +1,93 @@
-"""Typed dependencies: a database session per request and the caller's tenant."""
+"""Typed dependencies: a database session per request and the caller's tenant.
+
+Both are cheap on the hot path: the tenant of a key checked in the last few seconds comes from memory
+(`auth_cache_seconds`), and the session is created on the event loop (no I/O until first use) and closed
+in one worker-thread hop; GET and HEAD requests get read-only sessions, which on SQLite do not queue for
+the write lock.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Security
+from cachetools import TTLCache
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
-from core.auth import tenant_for
-from core.db import get_sessionmaker
+from api.limits import check_rate
+from core.auth import digest, tenant_for_digest
+from core.db import get_read_sessionmaker, get_sessionmaker, read_session
+from core.settings import get_settings
+
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-def get_db() -> Iterator[Session]:
-    session = get_sessionmaker()()
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    maker = get_read_sessionmaker() if request.method in READ_METHODS else get_sessionmaker()
+    session = maker()
     try:
         yield session
     finally:
-        session.close()
+        await run_in_threadpool(session.close)
 
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="your API key (`lethe keys create`)")
 
 
-def get_tenant(
-    session: Annotated[Session, Depends(get_db)], key: Annotated[str | None, Security(API_KEY)]
-) -> str:
-    """The caller's tenant, from the X-API-Key header; 401 when it is missing or unknown."""
-    tenant = tenant_for(session, key)
+class TenantCache:
+    """Key digest -> tenant for keys found valid in the last `ttl` seconds (unknown keys are not kept)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: TTLCache[str, str] | None = None
+
+    def _store(self) -> TTLCache[str, str] | None:
+        if self._cache is None:
+            ttl = get_settings().auth_cache_seconds
+            if ttl <= 0:
+                return None
+            self._cache = TTLCache(maxsize=4096, ttl=ttl)
+        return self._cache
+
+    def get(self, key_digest: str) -> str | None:
+        with self._lock:
+            store = self._store()
+            return store.get(key_digest) if store is not None else None
+
+    def put(self, key_digest: str, tenant: str) -> None:
+        with self._lock:
+            store = self._store()
+            if store is not None:
+                store[key_digest] = tenant
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache = None
+
+
+TENANTS = TenantCache()
+
+
+def _lookup(key_digest: str) -> str | None:
+    with read_session() as session:
+        return tenant_for_digest(session, key_digest)
+
+
+async def get_tenant(key: Annotated[str | None, Security(API_KEY)]) -> str:
+    """The caller's tenant, from the X-API-Key header; 401 when it is missing or unknown, 429 when the
+    tenant is over its rate limit (one dependency for both: each one costs a request time to resolve)."""
+    tenant = None
+    if key:
+        key_digest = digest(key)
+        tenant = TENANTS.get(key_digest)
+        if tenant is None:
+            tenant = await run_in_threadpool(_lookup, key_digest)
+            if tenant is not None:
+                TENANTS.put(key_digest, tenant)
     if tenant is None:
         raise HTTPException(
             status_code=401,
@@ -37,6 +96,7 @@ def get_tenant(
             else "missing API key: send it in the X-API-Key header",
             headers={"WWW-Authenticate": "APIKey"},
         )
+    await check_rate(tenant)
     return tenant
 
 

@@ -2,48 +2,81 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
-from functools import lru_cache
-from typing import Annotated
+from weakref import WeakKeyDictionary
 
-from fastapi import Depends, HTTPException
+from fastapi import HTTPException
 from limits import RateLimitItem, parse
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import get_tenant
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache
-def _limiter() -> tuple[MovingWindowRateLimiter, RateLimitItem]:
-    """Shared across API processes through Redis when the broker is Redis; per process otherwise."""
-    settings = get_settings()
-    uri = settings.broker if settings.broker.startswith("redis") else "memory://"
-    return MovingWindowRateLimiter(storage_from_string(uri)), parse(settings.rate_limit)
+_LIMITERS: WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[SlidingWindowCounterRateLimiter, RateLimitItem]
+] = WeakKeyDictionary()
+STORE_TIMEOUT_S = 1.0
+"""How long a check waits on Redis before the request is served unchecked."""
 
 
-def rate_limit(tenant: Annotated[str, Depends(get_tenant)]) -> None:
+def _limiter() -> tuple[SlidingWindowCounterRateLimiter, RateLimitItem]:
+    """This event loop's limiter: shared across API processes through Redis when the broker is Redis, per
+    process otherwise. Checked on the event loop with the async client, so a request costs no thread hop;
+    async connections belong to the loop that opened them, hence one limiter per loop."""
+    loop = asyncio.get_running_loop()
+    found = _LIMITERS.get(loop)
+    if found is None:
+        settings = get_settings()
+        if settings.broker.startswith("redis"):
+            storage = storage_from_string(
+                "async+" + settings.broker,
+                implementation="redispy",
+                socket_timeout=STORE_TIMEOUT_S,
+                socket_connect_timeout=STORE_TIMEOUT_S,
+            )
+        else:
+            storage = storage_from_string("async+memory://")
+        found = _LIMITERS[loop] = (SlidingWindowCounterRateLimiter(storage), parse(settings.rate_limit))
+    return found
+
+
+def reset_limiters() -> None:
+    """Forget every limiter, so a changed broker or rate limit setting applies."""
+    _LIMITERS.clear()
+
+
+async def retry_after(tenant: str) -> int | None:
+    """Count one request of the tenant's; None when it is within the limit, else seconds until it may retry.
+
+    A refused request is not counted, so asking again after a refusal refuses again without using more."""
     limiter, item = _limiter()
     scope = ("lethe", get_settings().queue, tenant)  # one deployment's tenants share nothing with another's
     try:
-        if limiter.hit(item, *scope):
-            return
+        if await limiter.hit(item, *scope):
+            return None
+        reset = (await limiter.get_window_stats(item, *scope)).reset_time
     except Exception as exc:  # the limit's store (Redis) is down: serve rather than fail every request
         log.warning("rate limit not checked: %s", exc)
-        return
-    reset = limiter.get_window_stats(item, *scope).reset_time
-    retry = max(1, math.ceil(reset - time.time()))
-    raise HTTPException(
-        status_code=429,
-        detail=f"rate limit of {get_settings().rate_limit} exceeded for tenant {tenant!r}; retry in {retry}s",
-        headers={"Retry-After": str(retry)},
-    )
+        return None
+    return max(1, math.ceil(reset - time.time()))
+
+
+async def check_rate(tenant: str) -> None:
+    """429 with Retry-After once a tenant is over the limit; a sliding window counter, O(1) per check."""
+    retry = await retry_after(tenant)
+    if retry is not None:
+        raise HTTPException(
+            status_code=429,
+            detail=f"rate limit of {get_settings().rate_limit} exceeded for tenant {tenant!r}; retry in {retry}s",
+            headers={"Retry-After": str(retry)},
+        )
 
 
 class BodySizeLimit:

@@ -10,7 +10,8 @@ from fastapi import Depends, FastAPI
 
 from api.deps import get_tenant
 from api.errors import install_error_handlers
-from api.limits import BodySizeLimit, rate_limit
+from api.fastpath import JobPollFastPath
+from api.limits import BodySizeLimit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
 from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
@@ -50,10 +51,9 @@ def create_app() -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(metrics_router)
     for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
-        app.include_router(
-            module.router, dependencies=[Depends(get_tenant), Depends(rate_limit)], responses=ERRORS
-        )
+        app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
     settings = get_settings()
+    app.add_middleware(JobPollFastPath, route=jobs.poll_route())
     app.add_middleware(RequestTimer)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes

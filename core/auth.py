@@ -17,7 +17,8 @@ KEY_PREFIX = "lethe_"
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def _digest(key: str) -> str:
+def digest(key: str) -> str:
+    """What is stored of a key: its sha256, in hex."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -30,7 +31,7 @@ def create_key(session: Session, tenant_id: str) -> str:
         session.flush()
         audit(session, "tenant", tenant_id, "created", tenant_id)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(tenant_id=tenant_id, prefix=key[: len(KEY_PREFIX) + 4], key_sha256=_digest(key))
+    row = ApiKey(tenant_id=tenant_id, prefix=key[: len(KEY_PREFIX) + 4], key_sha256=digest(key))
     session.add(row)
     session.flush()
     audit(session, "api_key", row.id, "created", tenant_id, prefix=row.prefix)
@@ -39,8 +40,11 @@ def create_key(session: Session, tenant_id: str) -> str:
 
 def tenant_for(session: Session, key: str | None) -> str | None:
     """The tenant a key belongs to, or None for a missing, unknown or revoked key."""
-    if not key:
-        return None
+    return tenant_for_digest(session, digest(key)) if key else None
+
+
+def tenant_for_digest(session: Session, key_digest: str) -> str | None:
+    """The tenant of the unrevoked key with this sha256 digest, or None."""
     return session.execute(
-        select(ApiKey.tenant_id).where(ApiKey.key_sha256 == _digest(key), ApiKey.revoked_at.is_(None))
+        select(ApiKey.tenant_id).where(ApiKey.key_sha256 == key_digest, ApiKey.revoked_at.is_(None))
     ).scalar_one_or_none()

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="largest checkpoint upload")
     log_json: bool = Field(False, description="JSON log lines with the job id, for log collectors")
     rate_limit: str = Field("600/minute", description="requests per tenant, in the `limits` notation")
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="how long an API process trusts a checked key; a revoked key works this long"
+    )
+    worker_concurrency: int = Field(1, ge=1, description="jobs one worker runs at once (several share a GPU)")
+    torch_compile: bool = Field(
+        False, description="train under torch.compile on CUDA (pays off for long runs)"
+    )
 
     @property
     def resolved_home(self) -> Path:

@@ -26,7 +26,8 @@ TABLES = (
 
 def reset_caches() -> None:
     """Forget cached settings, engines and the Celery app so new environment variables apply."""
-    from api.limits import _limiter
+    from api.deps import TENANTS
+    from api.limits import reset_limiters
     from core.db import reset_engine
     from core.queue import get_celery
     from core.settings import get_settings
@@ -34,7 +35,8 @@ def reset_caches() -> None:
     reset_engine()
     get_settings.cache_clear()
     get_celery.cache_clear()
-    _limiter.cache_clear()
+    reset_limiters()
+    TENANTS.clear()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, *, home: Path, **values: Any) -> dict[str, str]:

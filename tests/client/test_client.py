@@ -165,12 +165,12 @@ def test_a_checkpoint_uploads_as_a_ready_model(api, stack, tmp_path):
 
 
 def test_too_many_requests_raise_rate_limited_with_retry_after(stack, monkeypatch):
-    from api.limits import _limiter
+    from api.limits import reset_limiters
     from core.settings import get_settings
 
     monkeypatch.setenv("LETHE_RATE_LIMIT", "2/minute")
     get_settings.cache_clear()
-    _limiter.cache_clear()
+    reset_limiters()
     try:
         with Client(stack.url, api_key=new_key("limited")) as limited:
             assert limited.list_models().count == 0 and limited.list_models().count == 0
@@ -179,7 +179,7 @@ def test_too_many_requests_raise_rate_limited_with_retry_after(stack, monkeypatc
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-        _limiter.cache_clear()
+        reset_limiters()
     assert refused.value.status == 429 and 0 < refused.value.retry_after <= 60
 
 

@@ -1,0 +1,98 @@
+"""The job-poll hot path: tenant cache, the fast path for GET /jobs/{id}, and its fall-backs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import update
+
+from api.fastpath import JobPollFastPath
+from core.db import session_scope
+from core.jobs import create_job
+from core.tables import ApiKey
+from tests.utils import add_ready_model, new_key, reset_caches
+
+
+@pytest.fixture
+def answers(monkeypatch):
+    """What the fast path answered for each request it saw: bytes, or None for 'left to the route'."""
+    seen: list[bytes | None] = []
+    original = JobPollFastPath._answer
+
+    async def spy(self, scope, job_id):
+        out = await original(self, scope, job_id)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(JobPollFastPath, "_answer", spy)
+    return seen
+
+
+def _job(tenant: str = "local") -> str:
+    with session_scope() as session:
+        model = add_ready_model(session, f"m-{tenant}")
+        return create_job(session, "unlearn", tenant_id=tenant, params={}, model_id=model.id).id
+
+
+def _poll_count(client) -> float:
+    """Requests counted under GET /jobs/{job_id} with status 200 in this process's request metrics."""
+    series = 'lethe_http_request_duration_seconds_count{method="GET",route="/jobs/{job_id}",status="200"}'
+    lines = [line for line in client.get("/metrics").text.splitlines() if line.startswith(series)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def test_fast_path_answers_exactly_what_the_route_does(client, answers):
+    job_id = _job()
+    counted = _poll_count(client)
+    cold = client.get(f"/jobs/{job_id}")  # key not cached yet: the route answers and caches the tenant
+    warm = client.get(f"/jobs/{job_id}")
+    assert answers[0] is None and answers[1] is not None
+    assert cold.status_code == warm.status_code == 200
+    assert cold.content == warm.content == answers[1]
+    assert warm.headers["content-type"] == cold.headers["content-type"] == "application/json"
+    assert warm.json()["id"] == job_id and warm.json()["status"] == "queued"
+    assert _poll_count(client) == counted + 2  # both are timed under the route's template
+
+
+def test_fast_path_leaves_errors_to_the_route(client, answers, monkeypatch):
+    mine, theirs = _job(), _job("other")
+    assert client.get(f"/jobs/{mine}").status_code == 200  # warms the cache
+    other_tenant = client.get(f"/jobs/{theirs}")
+    missing = client.get("/jobs/no-such-job")
+    assert other_tenant.status_code == missing.status_code == 404
+    assert other_tenant.json()["detail"] == f"job {theirs} not found"
+    assert client.get(f"/jobs/{mine}", headers={"X-API-Key": "lethe_wrong"}).status_code == 401
+    assert answers[1:] == [None, None, None]
+    monkeypatch.setenv("LETHE_RATE_LIMIT", "2/minute")
+    reset_caches()
+    statuses = [client.get(f"/jobs/{mine}").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    limited = client.get(f"/jobs/{mine}")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+def test_revoked_key_works_only_while_cached(client, monkeypatch):
+    monkeypatch.setenv("LETHE_AUTH_CACHE_SECONDS", "0.5")
+    reset_caches()
+    key = new_key("revoked")
+    assert client.get("/jobs", headers={"X-API-Key": key}).status_code == 200
+    with session_scope() as session:
+        session.execute(
+            update(ApiKey).where(ApiKey.tenant_id == "revoked").values(revoked_at=ApiKey.created_at)
+        )
+    assert client.get("/jobs", headers={"X-API-Key": key}).status_code == 200  # still cached
+    time.sleep(0.6)
+    assert client.get("/jobs", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_no_auth_cache_when_turned_off(client, monkeypatch):
+    monkeypatch.setenv("LETHE_AUTH_CACHE_SECONDS", "0")
+    reset_caches()
+    key = new_key("uncached")
+    assert client.get("/jobs", headers={"X-API-Key": key}).status_code == 200
+    with session_scope() as session:
+        session.execute(
+            update(ApiKey).where(ApiKey.tenant_id == "uncached").values(revoked_at=ApiKey.created_at)
+        )
+    assert client.get("/jobs", headers={"X-API-Key": key}).status_code == 401
