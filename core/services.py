@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from core import idsets
 from core.artifacts import get_store
-from core.db import session_scope
+from core.db import read_session
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit, create_job
 from core.queue import publish_job
 from core.settings import get_settings
-from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus
+from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
 from ml.methods.params import UnknownMethod, method_spec
 from ml.specs import ArchSpec, Recipe, default_recipe
 
@@ -235,6 +235,7 @@ def create_unlearn(
     clean_params = validate_method(method, params)
     check_name_free(session, name, tenant_id)
     request = ForgetRequest(
+        id=new_id(),  # known now, so the rows below need no flush (a round trip each) before the commit
         tenant_id=tenant_id,
         model_id=model.id,
         requested_by=requested_by,
@@ -245,7 +246,6 @@ def create_unlearn(
         params=clean_params,
     )
     session.add(request)
-    session.flush()
     audit(
         session,
         "forget_request",
@@ -294,7 +294,7 @@ def publish_jobs(job_ids: list[str] | tuple[str, ...]) -> None:
     """Publish committed jobs; one that fails to publish stays queued and is published again later."""
     if not job_ids:
         return
-    with session_scope() as session:
+    with read_session() as session:
         kinds = dict(session.execute(select(Job.id, Job.kind).where(Job.id.in_(list(job_ids)))).all())
     for job_id in job_ids:
         try:
