@@ -16,7 +16,7 @@ READ_ONLY = "lethe_read_only"
 """Execution option marking a read-only engine view: SQLite begins its transactions deferred there."""
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, busy_timeout_s: float = 30.0, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and write-locking transactions.
 
     SQLite cannot upgrade a read transaction to a write one while another process writes
@@ -24,16 +24,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     the API and the worker then queue for the lock instead of erroring. Read-only sessions
     (`read_session`, the API's GET requests) begin a plain deferred transaction instead: under WAL
     they read a snapshot beside the writer, so polling clients never queue for the write lock.
+    `busy_timeout_s` bounds how long a statement waits for a lock before it fails.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}, **kwargs
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -99,6 +102,24 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
+POLL_BUSY_TIMEOUT_S = 0.05
+"""The most a poll read on SQLite may wait for a lock (under WAL readers wait only in rare cases)."""
+
+
+def is_sqlite() -> bool:
+    return get_settings().db_url.startswith("sqlite")
+
+
+@lru_cache
+def get_poll_engine() -> Engine:
+    """SQLite: a read-only engine for one-row reads made on the event loop itself, which gives up after
+    POLL_BUSY_TIMEOUT_S rather than stall the loop on a lock. A local one-row read costs less than
+    handing it to a worker thread, whose hop (with its GIL hand-offs) costs more than the read."""
+    return make_engine(get_settings().db_url, busy_timeout_s=POLL_BUSY_TIMEOUT_S).execution_options(
+        **{READ_ONLY: True}
+    )
+
+
 def reset_engine() -> None:
     """Drop cached engines (after a fork, or when settings change in tests)."""
     if get_engine.cache_info().currsize:
@@ -106,4 +127,7 @@ def reset_engine() -> None:
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
     get_read_engine.cache_clear()
+    if get_poll_engine.cache_info().currsize:
+        get_poll_engine().dispose(close=False)
+    get_poll_engine.cache_clear()
     get_read_sessionmaker.cache_clear()

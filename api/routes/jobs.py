@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from starlette.routing import BaseRoute
 
 from api.deps import SessionDep, TenantDep
@@ -39,11 +39,16 @@ def list_jobs(
     return JobList(data=[JobPublic.model_validate(j, from_attributes=True) for j in rows], count=total)
 
 
-def job_json(job_id: str, tenant: str) -> str:
+def job_json(conn: Connection, job_id: str, tenant: str) -> str:
     """A tenant's job as JobPublic JSON (NotFound for a missing job or another tenant's)."""
+    return JobPublic.model_validate(
+        job_fields(conn, job_id, tenant, JobPublic.model_fields)
+    ).model_dump_json()
+
+
+def read_job_json(job_id: str, tenant: str) -> str:
     with read_connection() as conn:
-        row = job_fields(conn, job_id, tenant, JobPublic.model_fields)
-    return JobPublic.model_validate(row).model_dump_json()
+        return job_json(conn, job_id, tenant)
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress")
@@ -51,7 +56,7 @@ async def read_job(job_id: str, tenant: TenantDep) -> Response:
     """Status (queued, running, succeeded, failed, cancelled), progress 0..1 with stage, epoch, loss and ETA, attempts, error, timestamps and result."""
     # Clients poll this in a loop: read and serialise in one worker-thread hop, and send pydantic's JSON as
     # it is rather than have the framework validate and encode the model a second time.
-    return Response(await run_in_threadpool(job_json, job_id, tenant), media_type="application/json")
+    return Response(await run_in_threadpool(read_job_json, job_id, tenant), media_type="application/json")
 
 
 def poll_route() -> BaseRoute:

@@ -96,3 +96,27 @@ def test_no_auth_cache_when_turned_off(client, monkeypatch):
             update(ApiKey).where(ApiKey.tenant_id == "uncached").values(revoked_at=ApiKey.created_at)
         )
     assert client.get("/jobs", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_fast_path_on_the_embedded_default(tmp_path, monkeypatch, answers):
+    """On SQLite the fast path reads on the event loop; the answer is still the route's, byte for byte."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from core.migrate import upgrade
+    from core.settings import get_settings
+    from tests.utils import configure
+
+    configure(monkeypatch, home=tmp_path / "home", maintenance_seconds=0)
+    get_settings().ensure_dirs()
+    upgrade(get_settings().db_url)
+    job_id = _job()
+    try:
+        with TestClient(create_app(), headers={"X-API-Key": new_key("local")}) as client:
+            cold, warm = client.get(f"/jobs/{job_id}"), client.get(f"/jobs/{job_id}")
+            missing = client.get("/jobs/no-such-job")
+    finally:
+        reset_caches()
+    assert answers[:3] == [None, warm.content, None]
+    assert cold.status_code == warm.status_code == 200 and cold.content == warm.content
+    assert missing.status_code == 404
