@@ -25,9 +25,21 @@ def _transport_options(broker: str) -> dict[str, object]:
     return {"visibility_timeout": VISIBILITY_TIMEOUT}
 
 
+def _poll_embedded_broker_every(seconds: float) -> None:
+    """kombu's SQLAlchemy transport checks for messages once a second, its virtual transports' default,
+    which a job waits half of on average before it starts. Its polling_interval cannot come through
+    broker_transport_options (that transport hands every option to create_engine), so it is set on the
+    transport class: one process talks to one broker."""
+    from kombu.transport import sqlalchemy
+
+    sqlalchemy.Transport.polling_interval = seconds
+
+
 @lru_cache
 def get_celery() -> Celery:
     settings = get_settings()
+    if settings.broker.startswith("sqla+"):
+        _poll_embedded_broker_every(settings.broker_poll_seconds)
     if settings.broker.startswith("sqla+sqlite"):
         settings.ensure_dirs()
     app = Celery("lethe", broker=settings.broker)

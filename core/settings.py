@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="largest checkpoint upload")
     log_json: bool = Field(False, description="JSON log lines with the job id, for log collectors")
     rate_limit: str = Field("600/minute", description="requests per tenant, in the `limits` notation")
+    broker_poll_seconds: float = Field(
+        0.1, gt=0, le=10, description="how often workers check the embedded (SQLite) broker for new jobs"
+    )
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="how long an API process trusts a checked key; a revoked key works this long"
     )
