@@ -1,9 +1,15 @@
 """The one training loop behind retrain and every unlearning method: seeded, cancellable, fast on GPUs.
 
-Data is copied to the device once as uint8 and batches are gathered, augmented and normalised there, so a
-GPU never waits on host-side loading. On CUDA the forward pass runs under bf16 autocast with channels_last
-and cudnn.benchmark, and the loop never synchronises with the host between progress reports: loss and
-correct counts accumulate on the device and are read only when a report is due.
+Data is copied to the device once as uint8 (on CUDA through pinned memory, asynchronously) and batches are
+gathered, augmented and normalised there, so a GPU never waits on host-side loading. On CUDA the forward
+pass runs under bf16 autocast with channels_last and cudnn.benchmark, and the loop never synchronises with
+the host between progress reports: loss and correct counts accumulate on the device and are read only when
+a report is due.
+
+torch.compile is optional (`compile_model`, or compile_by_default for every fit call in a block, which is
+how the worker applies LETHE_TORCH_COMPILE): the compiled wrapper shares the model's parameters, so the
+caller's model receives the trained weights with its own state_dict keys. A compile that fails (no C++
+toolchain, unknown backend) is logged and the run trains eagerly instead.
 
 Regression data sets train with the mean squared error on targets divided by the data set's target_scale;
 their progress events carry accuracy None.
@@ -11,10 +17,12 @@ their progress events carry accuracy None.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +38,8 @@ from ml.specs import AugmentSpec, Recipe
 
 REPORT_EVERY = 25
 """Steps between progress reports; each report is one host-device synchronisation."""
+
+log = logging.getLogger(__name__)
 
 Schedule = Literal["none", "multistep", "cosine", "onecycle"]
 Optimizer = Literal["sgd", "adam"]
@@ -51,6 +61,39 @@ class ProgressEvent:
 
 Progress = Callable[[ProgressEvent], None]
 StopFlag = Callable[[], bool]
+Backend = str | Callable[..., object]
+"""A torch.compile backend: a registered name ("inductor", "eager", ...) or a backend function."""
+
+
+@dataclass(frozen=True)
+class CompileDefault:
+    """Whether fit calls that leave compile_model unset train under torch.compile, and with which backend."""
+
+    enabled: bool = False
+    backend: Backend = "inductor"
+
+
+_EAGER = CompileDefault()
+_compile_default: ContextVar[CompileDefault] = ContextVar("compile_default", default=_EAGER)
+
+
+def compile_default() -> CompileDefault:
+    """What fit does here when its caller leaves compile_model unset (see compile_by_default)."""
+    return _compile_default.get()
+
+
+@contextmanager
+def compile_by_default(enabled: bool = True, backend: Backend = "inductor") -> Iterator[None]:
+    """Within the block, fit (and so train and every method) compiles unless its caller says otherwise.
+
+    Compilation costs seconds to minutes once per model shape and process, then speeds every step; it pays
+    off for long runs and for many identical ones (reference sets), which reuse the compiled code.
+    """
+    token = _compile_default.set(CompileDefault(enabled, backend))
+    try:
+        yield
+    finally:
+        _compile_default.reset(token)
 
 
 @dataclass(frozen=True)
@@ -63,6 +106,8 @@ class TrainStats:
     seconds: float
     loss: float
     accuracy: float | None
+    compiled: bool = False
+    """Whether training ran under torch.compile (False when it was off or fell back to eager)."""
 
     @property
     def images_per_second(self) -> float:
@@ -88,6 +133,17 @@ def seeded(seed: int, device: str | torch.device) -> Iterator[None]:
             with torch.cuda.device(dev):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to CUDA through pinned memory, copied without blocking the host.
+
+    The copy is queued on the current stream, so kernels that read the result later wait for it, and the
+    pinned buffer is not reused before the copy is done (torch's pinned-memory allocator tracks that).
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -188,12 +244,16 @@ def fit(
     until: Callable[[], bool] | None = None,
     report_every: int = REPORT_EVERY,
     fast: bool | None = None,
+    compile_model: bool | None = None,
+    compile_backend: Backend | None = None,
 ) -> TrainStats:
     """Train `model` in place (moved to `device`) on training rows `ids`, optimiser settings given directly.
 
     `labels` overrides the targets (one per id; poisoning). `until` is asked after every epoch and ends
     training early when it returns True. should_stop is asked before every step; True raises Cancelled.
     `fast` (default: on CUDA only) trains under bf16 autocast with channels_last weights and inputs.
+    `compile_model` trains through torch.compile(model, backend=compile_backend); unset, both come from
+    compile_by_default (off outside such a block). A compile error falls back to eager with a warning.
     """
     rows = select_ids(dataset, ids)
     targets = _targets(dataset, rows, labels)
@@ -203,14 +263,18 @@ def fit(
         return TrainStats(0, 0, 0, 0.0, float("nan"), None)
     cuda = dev.type == "cuda"
     fast = cuda if fast is None else fast
+    default = compile_default()
+    compile_model = default.enabled if compile_model is None else compile_model
+    backend = default.backend if compile_backend is None else compile_backend
     regression = dataset.task == "regression"
-    x = torch.from_numpy(np.ascontiguousarray(dataset.train_x[rows])).to(dev)
-    y = targets.to(dev)
+    x = to_device(torch.from_numpy(np.ascontiguousarray(dataset.train_x[rows])), dev)
+    y = to_device(targets, dev)
     steps_per_epoch = math.ceil(n / batch_size)
     total = steps_per_epoch * epochs
     model.to(dev)
     if fast:
         model.to(memory_format=torch.channels_last)
+    net = _compiled(model, backend, stage) if compile_model else model
     opt = make_optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
     sched = make_scheduler(opt, schedule, lr, steps_per_epoch, total, milestones, gamma)
     generator = torch.Generator(device=dev)
@@ -245,14 +309,19 @@ def fit(
                     yb = y.index_select(0, idx)
                     if augmenter is not None:
                         xb = augmenter(xb)
-                    with autocast:
-                        out = model(normalise(xb))
-                        if regression:
-                            loss = F.mse_loss(out.float().reshape(len(yb), -1)[:, 0], yb)
-                        else:
-                            loss = F.cross_entropy(out, yb)
+                    inputs = normalise(xb)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    try:
+                        out, loss = _forward_backward(net, inputs, yb, autocast, regression)
+                    except Exception as exc:
+                        if net is model:
+                            raise
+                        # Compilation happens in the first forward and backward calls (and again for a
+                        # new batch shape): a failure there ends compilation for this run, not the run.
+                        log.warning("%s: torch.compile failed, training eagerly: %s", stage, _brief(exc))
+                        net = model
+                        opt.zero_grad(set_to_none=True)
+                        out, loss = _forward_backward(net, inputs, yb, autocast, regression)
                     opt.step()
                     sched.step()
                     loss_sum += loss.detach() * len(yb)
@@ -279,7 +348,46 @@ def fit(
         if fast:
             # channels_last weights are not contiguous, which breaks safetensors and torch.equal users.
             model.to(memory_format=torch.contiguous_format)
-    return TrainStats(epoch + 1, step, samples, time.perf_counter() - started, epoch_loss, epoch_acc)
+    return TrainStats(
+        epoch + 1, step, samples, time.perf_counter() - started, epoch_loss, epoch_acc, net is not model
+    )
+
+
+def _compiled(model: nn.Module, backend: Backend, stage: str) -> nn.Module:
+    """torch.compile(model): a wrapper sharing its parameters; the model itself when compile refuses."""
+    try:
+        return torch.compile(model, backend=backend)
+    except Exception as exc:  # an unknown backend or a platform torch.compile does not support
+        log.warning("%s: torch.compile unavailable, training eagerly: %s", stage, _brief(exc))
+        return model
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception's type and first line, and its cause's: compile errors carry pages of code and advice."""
+    cause = getattr(exc, "inner_exception", None) or exc.__cause__
+    parts = []
+    for e in (exc,) if cause is None else (exc, cause):
+        lines = str(e).strip().splitlines()
+        parts.append(f"{type(e).__name__}: {lines[0] if lines else ''}")
+    return " <- ".join(parts)[:500]
+
+
+def _forward_backward(
+    net: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    autocast: AbstractContextManager[object],
+    regression: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's outputs and loss, with the loss's gradients accumulated into the parameters."""
+    with autocast:
+        out = net(inputs)
+        if regression:
+            loss = F.mse_loss(out.float().reshape(len(targets), -1)[:, 0], targets)
+        else:
+            loss = F.cross_entropy(out, targets)
+    loss.backward()
+    return out, loss
 
 
 def train(
@@ -294,6 +402,8 @@ def train(
     should_stop: StopFlag | None = None,
     labels: np.ndarray | None = None,
     stage: str = "train",
+    compile_model: bool | None = None,
+    compile_backend: Backend | None = None,
 ) -> TrainStats:
     """Train `model` in place on training rows `ids` (None = all) with a full recipe, augmentation too."""
     return fit(
@@ -317,4 +427,6 @@ def train(
         should_stop=should_stop,
         labels=labels,
         stage=stage,
+        compile_model=compile_model,
+        compile_backend=compile_backend,
     )

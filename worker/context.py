@@ -1,9 +1,14 @@
-"""What a job handler gets: its job's id and params, throttled progress reporting, the stop flag, a heartbeat."""
+"""What a job handler gets: its job's id and params, throttled progress reporting, the stop flag, a heartbeat.
+
+While the context is entered, every training run of the job (train, retrain, reference sets, the methods'
+own training) compiles with torch.compile when the context says so (LETHE_TORCH_COMPILE on a CUDA device).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from core import jobs
 from core.db import session_scope
 from core.settings import get_settings
+from ml.trainer import compile_by_default
 
 REPORT_EVERY_S = 0.5
 
@@ -22,11 +28,14 @@ class JobContext:
     kind: str
     params: dict[str, Any]
     device: str
+    torch_compile: bool = False
+    """Train under torch.compile: the fit calls inside `with ctx:` that do not choose compile themselves."""
     started: float = field(default_factory=time.monotonic)
     _last_report: float = 0.0
     _cancel: bool = False
     _stop_beat: threading.Event = field(default_factory=threading.Event)
     _beat: threading.Thread | None = None
+    _compiling: AbstractContextManager[None] | None = None
 
     def progress(self, event: Any) -> None:
         """Record a trainer ProgressEvent (or anything with .fraction) at most every REPORT_EVERY_S."""
@@ -56,6 +65,8 @@ class JobContext:
 
     def __enter__(self) -> JobContext:
         """Beat while the job runs, so a job between progress reports is never taken for a dead one."""
+        self._compiling = compile_by_default(self.torch_compile)
+        self._compiling.__enter__()
         interval = get_settings().heartbeat_seconds
         self._beat = threading.Thread(
             target=self._beat_loop, args=(interval,), daemon=True, name=f"beat-{self.job_id}"
@@ -67,6 +78,9 @@ class JobContext:
         self._stop_beat.set()
         if self._beat is not None:
             self._beat.join(timeout=10)
+        if self._compiling is not None:
+            self._compiling.__exit__(None, None, None)
+            self._compiling = None
 
     def _beat_loop(self, interval: float) -> None:
         while not self._stop_beat.wait(interval):

@@ -19,12 +19,21 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(setting: str) -> str:
-    """ "auto" picks CUDA when this process can see a GPU."""
+    """ "auto" picks CUDA when this process can see a GPU.
+
+    Called in the pool process that runs the job, never in the Celery parent: a parent that initialised
+    CUDA before forking its pool would leave the children unable to use it.
+    """
     if setting != "auto":
         return setting
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def use_compile(setting: bool, device: str) -> bool:
+    """LETHE_TORCH_COMPILE applies on CUDA only: on a CPU the compile time is rarely won back."""
+    return setting and device.startswith("cuda")
 
 
 def run_job(job_id: str) -> str | None:
@@ -50,7 +59,9 @@ def _run(job_id: str) -> str | None:
     handler = HANDLERS.get(kind)
     if handler is None:
         return _fail(job_id, None, f"no handler for job kind {kind!r}")
-    ctx = JobContext(job_id, kind, params, resolve_device(get_settings().device))
+    settings = get_settings()
+    device = resolve_device(settings.device)
+    ctx = JobContext(job_id, kind, params, device, torch_compile=use_compile(settings.torch_compile, device))
     try:
         with ctx:
             outcome = handler.run(ctx)
