@@ -31,10 +31,18 @@ def _echo(msg: str) -> None:
     typer.echo(f"lethe: {msg}", err=True)
 
 
-def worker_command(concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
-    """The Celery worker command line that `lethe up` and docker compose both run."""
+def worker_command(concurrency: int | None = None, loglevel: str = "INFO") -> list[str]:
+    """The Celery worker command line that `lethe up` and docker compose both run.
+
+    `concurrency` (default LETHE_WORKER_CONCURRENCY) is the number of jobs run at once, each in its own
+    pool process; several share one GPU.
+    """
     from core.settings import get_settings
 
+    settings = get_settings()
+    jobs = settings.worker_concurrency if concurrency is None else concurrency
+    if jobs < 1:
+        raise ValueError(f"worker concurrency must be at least 1, got {jobs}")
     return [
         sys.executable,
         "-m",
@@ -43,9 +51,9 @@ def worker_command(concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
         "worker.app",
         "worker",
         "--queues",
-        get_settings().queue,
+        settings.queue,
         "--concurrency",
-        str(concurrency),
+        str(jobs),
         "--pool",
         "prefork",
         "--loglevel",
@@ -172,7 +180,11 @@ def up(
     host: str = typer.Option("127.0.0.1", help="address the API listens on"),
     port: int = typer.Option(8000, help="port the API listens on"),
     demo: bool = typer.Option(True, help="register digits and train the demo model on first start"),
-    concurrency: int = typer.Option(1, help="jobs the worker runs at once"),
+    concurrency: int | None = typer.Option(
+        None,
+        min=1,
+        help="jobs the worker runs at once (default: LETHE_WORKER_CONCURRENCY, itself 1 unless set)",
+    ),
 ) -> None:
     """Run everything on this machine: migrations, the API and one worker. Ctrl-C stops both."""
     import uvicorn

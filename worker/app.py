@@ -1,6 +1,10 @@
 """Celery worker entry point: `celery -A worker.app worker`.
 
 Tasks are thin: the message carries only the job id; the runner re-reads the job row.
+
+Jobs at once: LETHE_WORKER_CONCURRENCY prefork pool processes, unless --concurrency says otherwise. Several
+can share one GPU: each pool process imports PyTorch and creates its own CUDA context after the fork, and
+this parent process never imports PyTorch (CUDA initialised before a fork is unusable in the children).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from core.queue import RUN_JOB, get_celery
 from core.settings import get_settings
 
 app = get_celery()
+app.conf.worker_concurrency = get_settings().worker_concurrency
 log = logging.getLogger(__name__)
 
 
