@@ -202,10 +202,13 @@ def test_regression_trains_on_scaled_targets_without_accuracy(digits: ArrayDatas
     torch.manual_seed(0)
     model = build_model(ARCH, 1, 1)
     events: list[ProgressEvent] = []
-    fit(model, reg, None, epochs=4, lr=0.01, batch_size=32, seed=0, progress=events.append)
+    # Eight epochs: after four the test error still swung with the seed (26, 1317 and 91 for seeds 0-2,
+    # against 24 for the mean), so the test passed or failed on numerical noise.
+    fit(model, reg, None, epochs=8, lr=0.02, batch_size=32, seed=0, progress=events.append)
     assert all(e.accuracy is None and np.isfinite(e.loss) for e in events)
     assert events[-1].loss < events[0].loss
-    assert mae(model, reg, None, split="test") < np.abs(reg.test_y - reg.train_y.mean()).mean()
+    # Clearly better than always answering the training mean (seeds 0-2 give 0.63-0.74 of it here).
+    assert mae(model, reg, None, split="test") < 0.85 * np.abs(reg.test_y - reg.train_y.mean()).mean()
 
 
 def test_crop_flip_takes_windows_of_the_reflect_padded_image() -> None:
