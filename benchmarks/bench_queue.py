@@ -8,12 +8,12 @@ created and dropped). A tiny ResNet-18 (width 4, one epoch on digits) is trained
 which also loads torch in the worker's pool process; one untimed `none` job follows, then --repeats
 timed `none` jobs (an unchanged copy: the method itself takes milliseconds), one at a time.
 
-Timestamps come from the job row (created_at, started_at, finished_at) and the method's own wall time
-from the job's metrics (wall_seconds); the POST's send time is this process's clock (same machine).
-The worker does not record when the method ends, so `after_method_s` is running -> succeeded minus the
-method's time: everything else the worker does in `running` (reading rows and the checkpoint, loading
-the data set, evaluating, writing the new checkpoint, the final commit), an upper bound on the method's
-end -> succeeded. Prints one JSON line per backend with the median and p90 of each interval.
+Timestamps come from the job row (created_at, started_at, finished_at) and, for the method, from the job's
+metrics (wall_seconds, and method_finished_at, which the worker records when the method returns); the
+POST's send time is this process's clock (same machine). `method_end_to_succeeded_s` is finished_at minus
+method_finished_at, both the worker's clock: what the worker does after the method (evaluating, writing
+the new checkpoint, the final commit). Prints one JSON line per backend with the median and p90 of each
+interval.
 
     python benchmarks/bench_queue.py [--backends embedded,postgres] [--repeats 10]
 """
@@ -128,7 +128,11 @@ def bench_backend(backend: Backend, repeats: int, setup: dict[str, Any]) -> dict
                         raise RuntimeError(f"POST /unlearn answered {answer.status_code}: {answer.text}")
                     job_id = answer.json()["job_id"]
                     job = wait_finished(http, job_id, procs.logs)
-                    method_s = float(http.get(f"/jobs/{job_id}/metrics").json()["wall_seconds"])
+                    metrics = http.get(f"/jobs/{job_id}/metrics").json()
+                    method_s, method_end = (
+                        float(metrics["wall_seconds"]),
+                        as_utc(metrics["method_finished_at"]),
+                    )
                     created_at, started, finished = (
                         as_utc(job[k]) for k in ("created_at", "started_at", "finished_at")
                     )
@@ -139,7 +143,7 @@ def bench_backend(backend: Backend, repeats: int, setup: dict[str, Any]) -> dict
                             "created_to_running_s": (started - created_at).total_seconds(),
                             "running_to_succeeded_s": running_s,
                             "method_s": method_s,
-                            "after_method_s": running_s - method_s,
+                            "method_end_to_succeeded_s": (finished - method_end).total_seconds(),
                             "post_to_succeeded_s": finished.timestamp() - sent,
                         }
                     )

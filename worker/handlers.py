@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from core import idsets
 from core.artifacts import get_store
 from core.db import session_scope
 from core.jobs import audit, fail_training_model
-from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
+from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id, utcnow
 from ml import checkpoint
 from ml.data import ArrayDataset
 from ml.logits import evaluate
@@ -63,6 +64,8 @@ class Trained:
     data: ArrayDataset
     udata: UnlearnData
     wall_seconds: float
+    finished_at: datetime
+    """When training or the method ended (UTC), to tell its time from the job's bookkeeping after it."""
 
 
 def train_from_scratch(
@@ -90,7 +93,7 @@ def train_from_scratch(
         progress=ctx.progress,
         should_stop=ctx.should_stop,
     )
-    return Trained(net, data, udata, time.perf_counter() - start)
+    return Trained(net, data, udata, time.perf_counter() - start, utcnow())
 
 
 def unlearn_from(
@@ -115,7 +118,7 @@ def unlearn_from(
         progress=ctx.progress,
         should_stop=ctx.should_stop,
     )
-    return Trained(new, data, udata, time.perf_counter() - start)
+    return Trained(new, data, udata, time.perf_counter() - start, utcnow())
 
 
 @handler("train", on_failure=fail_training_model)
@@ -138,6 +141,7 @@ def train_model(ctx: JobContext) -> Outcome:
         "train_accuracy": scores.get("retain_accuracy"),
         "test_accuracy": scores.get("test_accuracy"),
         "wall_seconds": round(done.wall_seconds, 3),
+        "method_finished_at": done.finished_at.isoformat(),
         "n_train": int(done.udata.retain_ids.size),
     }
     get_store().write_bytes(_checkpoint_key(model_id), checkpoint.to_bytes(net))
@@ -175,6 +179,7 @@ def unlearn(ctx: JobContext) -> Outcome:
     metrics: dict[str, Any] = {
         **evaluate(done.net, done.udata, device=ctx.device),
         "wall_seconds": round(done.wall_seconds, 3),
+        "method_finished_at": done.finished_at.isoformat(),
         "method": method,
         "n_forget": int(forget.size),
         "n_retain": int(done.udata.retain_ids.size),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import select, update
 
 from core import idsets, services
@@ -69,6 +71,13 @@ def test_unlearn_job_writes_a_child_and_keeps_the_parent(pg_env):
         assert idsets.decode(child.forgotten_ids).tolist() == [4, 8, 15]
         assert session.get(ForgetRequest, request_id).result_model_id == child.id
         assert job.metrics["n_forget"] == 3 and job.metrics["n_retain"] == 1438 - 3
+        # When the method returned, so the bookkeeping after it can be told apart from the method.
+        method_end = datetime.fromisoformat(job.metrics["method_finished_at"])
+        started, finished = (
+            t.replace(tzinfo=UTC) if t.tzinfo is None else t for t in (job.started_at, job.finished_at)
+        )
+        assert started < method_end <= finished
+        assert (method_end - started).total_seconds() >= job.metrics["wall_seconds"]
     assert get_store().read_bytes(f"models/{parent_id}/model.safetensors") == parent_ckpt
 
     # Forgetting more from the child accumulates the forgotten set.
