@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +130,56 @@ def keys_create(tenant: str = typer.Option(..., help="tenant the key belongs to 
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: str | None = typer.Option(None, help="only this tenant's keys"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Keys by prefix, tenant and dates (secrets are never stored, so never shown)."""
+    from core.auth import list_keys
+    from core.db import session_scope
+
+    with session_scope() as session:
+        rows = [
+            {
+                "prefix": k.prefix,
+                "tenant": k.tenant_id,
+                "created_at": k.created_at.isoformat(timespec="seconds"),
+                "revoked_at": k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else None,
+            }
+            for k in list_keys(session, tenant)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        typer.echo(f"{row['prefix']}  {row['tenant']}  created {row['created_at']}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: str = typer.Argument(..., help="the whole key, or the prefix `lethe keys list` shows"),
+) -> None:
+    """Revoke a key: requests with it are refused (401) once API processes' key caches expire."""
+    from core.auth import revoke_key
+    from core.db import session_scope
+    from core.errors import LetheError
+    from core.settings import get_settings
+
+    try:
+        with session_scope() as session:
+            row = revoke_key(session, key)
+            prefix, tenant = row.prefix, row.tenant_id
+    except LetheError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"revoked {prefix} (tenant {tenant}); API processes refuse it within "
+        f"{get_settings().auth_cache_seconds:g} s (LETHE_AUTH_CACHE_SECONDS)"
+    )
 
 
 def _die_with_parent() -> None:

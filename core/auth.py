@@ -9,9 +9,9 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit
-from core.tables import ApiKey, Tenant
+from core.tables import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "lethe_"
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -48,3 +48,35 @@ def tenant_for_digest(session: Session, key_digest: str) -> str | None:
     return session.execute(
         select(ApiKey.tenant_id).where(ApiKey.key_sha256 == key_digest, ApiKey.revoked_at.is_(None))
     ).scalar_one_or_none()
+
+
+def list_keys(session: Session, tenant_id: str | None = None) -> list[ApiKey]:
+    """Keys (their prefixes and dates, never secrets), oldest first, of one tenant or all."""
+    stmt = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if tenant_id is not None:
+        stmt = stmt.where(ApiKey.tenant_id == tenant_id)
+    return list(session.execute(stmt).scalars())
+
+
+def revoke_key(session: Session, key_or_prefix: str) -> ApiKey:
+    """Revoke a key named by the whole key or its shown prefix (`lethe_` and 4 characters).
+
+    NotFound when nothing matches; Conflict when a prefix matches several keys (give the whole key) or the
+    key is already revoked. API processes that checked the key within auth_cache_seconds accept it that
+    much longer."""
+    if key_or_prefix.startswith(KEY_PREFIX) and len(key_or_prefix) > len(KEY_PREFIX) + 4:
+        matches = list(
+            session.execute(select(ApiKey).where(ApiKey.key_sha256 == digest(key_or_prefix))).scalars()
+        )
+    else:
+        matches = list(session.execute(select(ApiKey).where(ApiKey.prefix == key_or_prefix)).scalars())
+    if not matches:
+        raise NotFound(f"no API key {key_or_prefix!r}")
+    if len(matches) > 1:
+        raise Conflict(f"{len(matches)} keys start with {key_or_prefix!r}: give the whole key")
+    row = matches[0]
+    if row.revoked_at is not None:
+        raise Conflict(f"key {row.prefix} was already revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}")
+    row.revoked_at = utcnow()
+    audit(session, "api_key", row.id, "revoked", row.tenant_id, prefix=row.prefix)
+    return row

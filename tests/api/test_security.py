@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import func, select
 
 from core.db import session_scope
-from core.tables import ApiKey, Job
-from tests.utils import add_ready_model, new_key
+from core.tables import ApiKey, AuditEvent, Job
+from tests.utils import add_ready_model, new_key, reset_caches
 
 ID_ROUTES_GET = [
     "/models/{model}",
@@ -161,3 +163,46 @@ def test_lethe_keys_create_prints_a_working_key(client):
     assert stored and key not in stored and all(len(s) == 64 for s in stored)
     bad = CliRunner().invoke(app, ["keys", "create", "--tenant", "no spaces"])
     assert bad.exit_code == 2 and "tenant names" in bad.output
+
+
+def test_lethe_keys_list_and_revoke(client, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setenv("LETHE_AUTH_CACHE_SECONDS", "0")  # no cached check: the refusal is immediate
+    reset_caches()
+    runner = CliRunner()
+    first, second = (
+        runner.invoke(app, ["keys", "create", "--tenant", "acme"]).stdout.strip() for _ in range(2)
+    )
+    listed = runner.invoke(app, ["keys", "list", "--tenant", "acme", "--json"])
+    assert listed.exit_code == 0
+    rows = json.loads(listed.stdout)
+    assert [r["prefix"] for r in rows] == [first[:10], second[:10]] and all(
+        r["revoked_at"] is None for r in rows
+    )
+    assert first not in listed.stdout and second not in listed.stdout  # secrets are never shown
+    assert client.get("/models", headers={"X-API-Key": first}).status_code == 200
+
+    revoked = runner.invoke(app, ["keys", "revoke", first])
+    assert revoked.exit_code == 0 and first[:10] in revoked.stdout and "acme" in revoked.stdout
+    assert client.get("/models", headers={"X-API-Key": first}).status_code == 401
+    assert client.get("/models", headers={"X-API-Key": second}).status_code == 200
+    again = runner.invoke(app, ["keys", "revoke", first[:10]])
+    assert again.exit_code == 2 and "already revoked" in again.output
+    missing = runner.invoke(app, ["keys", "revoke", "lethe_zzzz"])
+    assert missing.exit_code == 2 and "no API key" in missing.output
+    plain = runner.invoke(app, ["keys", "list", "--tenant", "acme"])
+    assert "revoked" in plain.stdout.splitlines()[0] and "active" in plain.stdout.splitlines()[1]
+    with session_scope() as session:
+        events = (
+            session.execute(
+                select(AuditEvent.event).where(
+                    AuditEvent.object_type == "api_key", AuditEvent.tenant_id == "acme"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(events) == ["created", "created", "revoked"]
