@@ -74,5 +74,5 @@ def idempotent(
         if replay is None:
             raise
         return replay
-    publish_jobs(job_ids)
+    publish_jobs(job_ids, session)
     return JSONResponse(response.model_dump(mode="json"), status_code=status)

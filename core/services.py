@@ -234,8 +234,10 @@ def create_unlearn(
     ids = resolve_forget(ds, forget_ids, forget_class)
     clean_params = validate_method(method, params)
     check_name_free(session, name, tenant_id)
+    job_id = new_id()
     request = ForgetRequest(
-        id=new_id(),  # known now, so the rows below need no flush (a round trip each) before the commit
+        id=new_id(),  # ids known now: the rows go out in one flush, with no round trip of their own
+        job_id=job_id,
         tenant_id=tenant_id,
         model_id=model.id,
         requested_by=requested_by,
@@ -266,8 +268,8 @@ def create_unlearn(
         params={"method": method, "params": clean_params, "seed": seed, "name": name},
         model_id=model.id,
         forget_request_id=request.id,
+        id=job_id,
     )
-    request.job_id = job.id
     return job, request
 
 
@@ -287,15 +289,22 @@ def model_lineage(session: Session, model: Model) -> list[str]:
 def commit_and_publish(session: Session, *job_ids: str) -> None:
     """Commit first, then publish: a job is never announced before it exists in the database."""
     session.commit()
-    publish_jobs(job_ids)
+    publish_jobs(job_ids, session)
 
 
-def publish_jobs(job_ids: list[str] | tuple[str, ...]) -> None:
-    """Publish committed jobs; one that fails to publish stays queued and is published again later."""
+def publish_jobs(job_ids: list[str] | tuple[str, ...], session: Session | None = None) -> None:
+    """Publish committed jobs; one that fails to publish stays queued and is published again later.
+
+    Each message carries its kind's time limits: kinds come from `session` (the one that just committed the
+    jobs, so without a query) and, for any it does not hold, from the database."""
     if not job_ids:
         return
-    with read_session() as session:
-        kinds = dict(session.execute(select(Job.id, Job.kind).where(Job.id.in_(list(job_ids)))).all())
+    kinds = (
+        {} if session is None else {o.id: o.kind for o in session.identity_map.values() if isinstance(o, Job)}
+    )
+    if missing := [job_id for job_id in job_ids if job_id not in kinds]:
+        with read_session() as reader:
+            kinds.update(reader.execute(select(Job.id, Job.kind).where(Job.id.in_(missing))).all())
     for job_id in job_ids:
         try:
             publish_job(job_id, kinds.get(job_id))
