@@ -49,6 +49,7 @@ from ml.trainer import (
     fit,
     make_optimizer,
     seeded,
+    to_device,
 )
 
 
@@ -170,8 +171,8 @@ class _Rows:
         labels: np.ndarray | None = None,
     ) -> None:
         dataset = data.dataset
-        self.x = torch.from_numpy(np.ascontiguousarray(dataset.train_x[ids])).to(run.device)
-        self.y = _targets(dataset, ids, labels).to(run.device)
+        self.x = to_device(torch.from_numpy(np.ascontiguousarray(dataset.train_x[ids])), run.device)
+        self.y = to_device(_targets(dataset, ids, labels), run.device)
         self.generator = torch.Generator(device=run.device)
         self.generator.manual_seed(run.seed_for(index))
         self.augmenter = build_augmenter(augment, self.generator)
