@@ -71,7 +71,9 @@ class ResNet18(nn.Module):
             self.linear: nn.Module = nn.Linear(feat, num_classes)
         elif head == "mlp":
             # The study's AgeDB regression head: a small MLP on the pooled features.
-            self.linear = nn.Sequential(nn.Linear(feat, feat // 2), nn.ReLU(inplace=True), nn.Linear(feat // 2, num_classes))
+            self.linear = nn.Sequential(
+                nn.Linear(feat, feat // 2), nn.ReLU(inplace=True), nn.Linear(feat // 2, num_classes)
+            )
         else:
             raise ValueError(f"unknown head {head!r}; valid: linear, mlp")
         for m in self.modules():

@@ -80,7 +80,9 @@ def statistic_histograms_figure(
     """
     ref, unl = np.asarray(reference, dtype=np.float64), np.asarray(unlearned, dtype=np.float64)
     if ref.ndim != 2 or unl.ndim != 2 or ref.shape[1] != unl.shape[1]:
-        raise ValueError(f"statistics must be [models, samples] with the same samples, got {ref.shape}, {unl.shape}")
+        raise ValueError(
+            f"statistics must be [models, samples] with the same samples, got {ref.shape}, {unl.shape}"
+        )
     chosen = list(range(min(9, ref.shape[1]))) if samples is None else [int(s) for s in samples]
     if not chosen or min(chosen) < 0 or max(chosen) >= ref.shape[1]:
         raise ValueError(f"samples must be indices in [0, {ref.shape[1]})")

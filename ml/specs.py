@@ -18,16 +18,21 @@ class ArchSpec(Strict):
 
     name: Literal["resnet18"] = "resnet18"
     form: Literal["cifar", "imagenet"] = Field(
-        "cifar", description="cifar: 3x3 stride-1 stem, no max-pool (the study's CIFAR-10 model); imagenet: torchvision's"
+        "cifar",
+        description="cifar: 3x3 stride-1 stem, no max-pool (the study's CIFAR-10 model); imagenet: torchvision's",
     )
     width: int = Field(64, ge=1, le=256, description="channels of the first stage (64 = standard ResNet-18)")
     head: Literal["linear", "mlp"] = Field("linear", description="mlp: the study's AgeDB regression head")
 
 
 class AugmentSpec(Strict):
-    crop_padding: int = Field(0, ge=0, le=16, description="random crop after reflect padding by this many pixels")
+    crop_padding: int = Field(
+        0, ge=0, le=16, description="random crop after reflect padding by this many pixels"
+    )
     flip: bool = Field(False, description="random horizontal flip")
-    autoaugment: str | None = Field(None, description="torchvision AutoAugment policy: cifar10, imagenet, svhn")
+    autoaugment: str | None = Field(
+        None, description="torchvision AutoAugment policy: cifar10, imagenet, svhn"
+    )
 
 
 class Recipe(Strict):
@@ -41,7 +46,9 @@ class Recipe(Strict):
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0, le=1)
     schedule: Literal["none", "multistep", "cosine", "onecycle"] = "cosine"
-    milestones: list[int] = Field(default_factory=list, description="epochs at which multistep divides the lr")
+    milestones: list[int] = Field(
+        default_factory=list, description="epochs at which multistep divides the lr"
+    )
     gamma: float = Field(0.1, gt=0, le=1)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
 

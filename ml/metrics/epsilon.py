@@ -136,7 +136,9 @@ def regression_statistic(predictions: np.ndarray, targets: np.ndarray) -> np.nda
     if p.ndim == 3 and p.shape[2] == 1:
         p = p[..., 0]
     if p.ndim != 2:
-        raise ValueError(f"predictions must be [models, samples] or [models, samples, 1], got shape {p.shape}")
+        raise ValueError(
+            f"predictions must be [models, samples] or [models, samples, 1], got shape {p.shape}"
+        )
     t = np.asarray(targets, dtype=np.float64)
     if t.shape != (p.shape[1],):
         raise ValueError(f"targets must be [{p.shape[1]}] to match the predictions, got shape {t.shape}")
@@ -306,7 +308,9 @@ def _likelihood_ratios(ref: np.ndarray, unl: np.ndarray) -> tuple[np.ndarray, np
     scores = []
     for values in (ref, unl):
         with np.errstate(all="ignore"):
-            ratio = _gaussian_density(values, unl_mean, unl_std) / _gaussian_density(values, ref_mean, ref_std)
+            ratio = _gaussian_density(values, unl_mean, unl_std) / _gaussian_density(
+                values, ref_mean, ref_std
+            )
         ratio[np.isnan(ratio)] = 1.0
         scores.append(ratio)
     return scores[0], scores[1]

@@ -110,9 +110,7 @@ def list_approaches(seed_dir: Path) -> list[str]:
     """Approaches of a seed folder: `baseline` first (whenever logits_retain.npy exists), then the others sorted."""
     if not seed_dir.is_dir():
         raise SeedLayoutError(f"{seed_dir}: no such folder")
-    found = sorted(
-        p.name for p in seed_dir.iterdir() if p.name != BASELINE and (p / UNLEARN_FILE).is_file()
-    )
+    found = sorted(p.name for p in seed_dir.iterdir() if p.name != BASELINE and (p / UNLEARN_FILE).is_file())
     return ([BASELINE] if (seed_dir / RETAIN_FILE).is_file() else []) + found
 
 
@@ -126,7 +124,9 @@ def load_approach(seed_dir: Path, name: str) -> SeedApproach:
     reference_accuracy = _optional_metrics(seed_dir / METRICS_FILE)
     if name == BASELINE:
         if reference.shape[0] < 2:
-            raise SeedLayoutError(f"{seed_dir / RETAIN_FILE}: the baseline needs at least two reference models")
+            raise SeedLayoutError(
+                f"{seed_dir / RETAIN_FILE}: the baseline needs at least two reference models"
+            )
         half = reference.shape[0] // 2
         accuracy = _optional_metrics(seed_dir / BASELINE / METRICS_FILE) or reference_accuracy
         return SeedApproach(name, reference[:half], reference[half:], labels, accuracy, accuracy)
@@ -139,7 +139,12 @@ def load_approach(seed_dir: Path, name: str) -> SeedApproach:
     if not np.array_equal(unlearned_labels, labels):
         raise SeedLayoutError(f"{name}: the label slot differs from logits_retain.npy's")
     return SeedApproach(
-        name, reference, unlearned, labels, reference_accuracy, _optional_metrics(seed_dir / name / METRICS_FILE)
+        name,
+        reference,
+        unlearned,
+        labels,
+        reference_accuracy,
+        _optional_metrics(seed_dir / name / METRICS_FILE),
     )
 
 

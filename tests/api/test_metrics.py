@@ -38,4 +38,6 @@ def test_metrics_count_jobs_and_time_them(client):
         for s in fams["lethe_http_request_duration_seconds"].samples
         if s.name.endswith("_count") and s.labels["route"] == "/unlearn" and s.labels["status"] == "202"
     ]
-    assert latency and latency[0].value >= 3, [s for s in fams["lethe_http_request_duration_seconds"].samples if s.name.endswith("_count")]
+    assert latency and latency[0].value >= 3, [
+        s for s in fams["lethe_http_request_duration_seconds"].samples if s.name.endswith("_count")
+    ]

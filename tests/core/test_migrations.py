@@ -13,7 +13,17 @@ from sqlalchemy.engine import make_url
 from core.migrate import downgrade, upgrade
 from core.tables import Base
 
-EXPECTED = {"datasets", "models", "forget_requests", "jobs", "audit_events", "reference_sets", "runs", "evaluations", "studies"}
+EXPECTED = {
+    "datasets",
+    "models",
+    "forget_requests",
+    "jobs",
+    "audit_events",
+    "reference_sets",
+    "runs",
+    "evaluations",
+    "studies",
+}
 
 
 def _roundtrip(url: str) -> None:

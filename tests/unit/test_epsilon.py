@@ -80,7 +80,9 @@ def test_vectorised_equals_loop_reference(pair: tuple[np.ndarray, np.ndarray], d
 @needs_modern_det_curve
 @settings(max_examples=60, deadline=None)
 @given(pair=statistics(equal_sizes=True), delta=DELTAS)
-def test_equal_group_sizes_match_the_studys_labelling(pair: tuple[np.ndarray, np.ndarray], delta: float) -> None:
+def test_equal_group_sizes_match_the_studys_labelling(
+    pair: tuple[np.ndarray, np.ndarray], delta: float
+) -> None:
     ref, unl = pair
     ours = per_sample_epsilons(ref, unl, np.array([delta]))[0]
     np.testing.assert_array_equal(ours, study_labelled_epsilons(ref, unl, delta))
@@ -227,11 +229,24 @@ def test_to_json_is_json_safe() -> None:
     result = epsilon_from_statistics(np.zeros((4, 3)), np.ones((4, 3)))
     data = result.to_json()
     assert list(data) == [
-        "epsilon_hat", "mean", "ci95", "n_samples", "n_reference", "n_unlearned", "n_infinite", "n_nan"
+        "epsilon_hat",
+        "mean",
+        "ci95",
+        "n_samples",
+        "n_reference",
+        "n_unlearned",
+        "n_infinite",
+        "n_nan",
     ]
     assert data == {
-        "epsilon_hat": "inf", "mean": "inf", "ci95": None, "n_samples": 3, "n_reference": 4,
-        "n_unlearned": 4, "n_infinite": 3, "n_nan": 0,
+        "epsilon_hat": "inf",
+        "mean": "inf",
+        "ci95": None,
+        "n_samples": 3,
+        "n_reference": 4,
+        "n_unlearned": 4,
+        "n_infinite": 3,
+        "n_nan": 0,
     }
     assert json.loads(json.dumps(data, allow_nan=False)) == data
     assert [json_number(v) for v in (1.5, -math.inf, math.nan)] == [1.5, "-inf", None]

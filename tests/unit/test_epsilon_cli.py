@@ -107,13 +107,24 @@ def test_own_layout_and_plot(tmp_path: Path) -> None:
         np.save(tmp_path / name, array)
     png = tmp_path / "curve.png"
     code, out, err = invoke(
-        "--retain", tmp_path / "R.npy", "--unlearn", tmp_path / "U.npy", "--labels", tmp_path / "L.npy",
-        "--json", "--plot", png,
+        "--retain",
+        tmp_path / "R.npy",
+        "--unlearn",
+        tmp_path / "U.npy",
+        "--labels",
+        tmp_path / "L.npy",
+        "--json",
+        "--plot",
+        png,
     )
     assert code == 0
     expected = epsilon_hat(ref, unl, labels)
     assert json.loads(out) == json.loads(json.dumps(expected.to_json()))
-    assert (json.loads(out)["n_reference"], json.loads(out)["n_unlearned"], json.loads(out)["n_samples"]) == (5, 7, 8)
+    assert (json.loads(out)["n_reference"], json.loads(out)["n_unlearned"], json.loads(out)["n_samples"]) == (
+        5,
+        7,
+        8,
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plot written" in err
 
@@ -144,14 +155,36 @@ def test_bad_own_arguments(tmp_path: Path, seed_dir: Path) -> None:
     (tmp_path / "bad.npy").write_text("not an array")
     cases = [
         (["--retain", tmp_path / "R.npy"], "all three of --retain, --unlearn and --labels"),
-        (["--retain", tmp_path / "missing.npy", "--unlearn", tmp_path / "U.npy", "--labels", tmp_path / "L.npy"],
-         "--retain: "),
-        (["--retain", tmp_path / "R.npy", "--unlearn", tmp_path / "U.npy", "--labels", tmp_path / "L.npy"],
-         "same samples"),
-        (["--retain", tmp_path / "bad.npy", "--unlearn", tmp_path / "R.npy", "--labels", tmp_path / "L.npy"],
-         "not a readable .npy"),
-        (["--retain", tmp_path / "R.npy", "--unlearn", tmp_path / "R.npy", "--labels", tmp_path / "R.npy"],
-         "labels must be [5]"),
+        (
+            [
+                "--retain",
+                tmp_path / "missing.npy",
+                "--unlearn",
+                tmp_path / "U.npy",
+                "--labels",
+                tmp_path / "L.npy",
+            ],
+            "--retain: ",
+        ),
+        (
+            ["--retain", tmp_path / "R.npy", "--unlearn", tmp_path / "U.npy", "--labels", tmp_path / "L.npy"],
+            "same samples",
+        ),
+        (
+            [
+                "--retain",
+                tmp_path / "bad.npy",
+                "--unlearn",
+                tmp_path / "R.npy",
+                "--labels",
+                tmp_path / "L.npy",
+            ],
+            "not a readable .npy",
+        ),
+        (
+            ["--retain", tmp_path / "R.npy", "--unlearn", tmp_path / "R.npy", "--labels", tmp_path / "R.npy"],
+            "labels must be [5]",
+        ),
         (["--all"], "need --seed-dir"),
         (["--seed-dir", tmp_path / "nowhere", "--all"], "is not a folder"),
         (["--seed-dir", seed_dir / "alpha", "--all"], "no approaches"),

@@ -132,9 +132,13 @@ def test_score_multiplies_quality_by_utility() -> None:
     unl = rng.normal(size=(6, 20, 4))
     labels = rng.integers(0, 4, size=20)
     result = neurips_score(
-        ref, unl, labels,
-        reference_retain_accuracy=[0.99, 1.0], reference_test_accuracy=[0.9],
-        unlearned_retain_accuracy=[0.95], unlearned_test_accuracy=[0.99],
+        ref,
+        unl,
+        labels,
+        reference_retain_accuracy=[0.99, 1.0],
+        reference_test_accuracy=[0.9],
+        unlearned_retain_accuracy=[0.95],
+        unlearned_test_accuracy=[0.99],
     )
     eps = neurips_epsilons(logit_scaled_confidence(ref, labels), logit_scaled_confidence(unl, labels))
     np.testing.assert_array_equal(result.per_sample, eps)
@@ -144,8 +148,14 @@ def test_score_multiplies_quality_by_utility() -> None:
     assert result.test_ratio == 1.0
     assert result.score == pytest.approx(result.forgetting_quality * 0.95 / 0.995)
     assert list(result.to_json()) == [
-        "score", "forgetting_quality", "retain_ratio", "test_ratio",
-        "n_samples", "n_reference", "n_unlearned", "n_buckets",
+        "score",
+        "forgetting_quality",
+        "retain_ratio",
+        "test_ratio",
+        "n_samples",
+        "n_reference",
+        "n_unlearned",
+        "n_buckets",
     ]
 
 
@@ -155,7 +165,9 @@ def test_published_baseline() -> None:
     data = load_approach(GOLDEN, "baseline")
     assert data.reference_accuracy is not None and data.unlearned_accuracy is not None
     result = neurips_score(
-        data.reference_logits, data.unlearned_logits, data.labels,
+        data.reference_logits,
+        data.unlearned_logits,
+        data.labels,
         reference_retain_accuracy=data.reference_accuracy.retain,
         reference_test_accuracy=data.reference_accuracy.test,
         unlearned_retain_accuracy=data.unlearned_accuracy.retain,
