@@ -79,7 +79,7 @@ def _lookup(key_digest: str) -> str | None:
 
 async def get_tenant(key: Annotated[str | None, Security(API_KEY)]) -> str:
     """The caller's tenant, from the X-API-Key header; 401 when it is missing or unknown, 429 when the
-    tenant is over its rate limit (one dependency for both: each one costs a request time to resolve)."""
+    tenant is over its rate limit (one dependency for both, as every dependency adds to each request's cost)."""
     tenant = None
     if key:
         key_digest = digest(key)
