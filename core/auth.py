@@ -64,12 +64,9 @@ def revoke_key(session: Session, key_or_prefix: str) -> ApiKey:
     NotFound when nothing matches; Conflict when a prefix matches several keys (give the whole key) or the
     key is already revoked. API processes that checked the key within auth_cache_seconds accept it that
     much longer."""
-    if key_or_prefix.startswith(KEY_PREFIX) and len(key_or_prefix) > len(KEY_PREFIX) + 4:
-        matches = list(
-            session.execute(select(ApiKey).where(ApiKey.key_sha256 == digest(key_or_prefix))).scalars()
-        )
-    else:
-        matches = list(session.execute(select(ApiKey).where(ApiKey.prefix == key_or_prefix)).scalars())
+    whole = key_or_prefix.startswith(KEY_PREFIX) and len(key_or_prefix) > len(KEY_PREFIX) + 4
+    named = ApiKey.key_sha256 == digest(key_or_prefix) if whole else ApiKey.prefix == key_or_prefix
+    matches = list(session.execute(select(ApiKey).where(named)).scalars())
     if not matches:
         raise NotFound(f"no API key {key_or_prefix!r}")
     if len(matches) > 1:
