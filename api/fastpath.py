@@ -22,7 +22,6 @@ from api.limits import retry_after
 from api.routes.jobs import job_json, read_job_json
 from core.auth import digest
 from core.db import get_poll_engine, is_sqlite
-from core.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +77,7 @@ class JobPollFastPath:
             body = await _read(job_id, tenant)
             if await retry_after(tenant) is not None:
                 return None
-        except NotFound:
-            return None
-        except Exception as exc:  # the route meets the same error and answers it (503 for a database outage)
+        except Exception as exc:  # the route meets the same error and answers it (404, or 503 for an outage)
             log.debug("job poll fast path passed on: %s", exc)
             return None
         return body.encode()
