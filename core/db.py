@@ -107,7 +107,8 @@ POLL_BUSY_TIMEOUT_S = 0.05
 
 
 def is_sqlite() -> bool:
-    return get_settings().db_url.startswith("sqlite")
+    # From the cached engine: the settings' db_url resolves the home folder on the file system each time.
+    return get_engine().dialect.name == "sqlite"
 
 
 @lru_cache
