@@ -71,7 +71,7 @@ class Sizes:
     width: int = 64
     batches: tuple[int, ...] = (128, 512)
     warmup_steps: int = 3
-    timed_steps: int = 40
+    timed_steps: int = 100
     compile_backend: str = "inductor"
     jobs: tuple[int, ...] = (1, 2, 4)
     job_batch: int = 128
