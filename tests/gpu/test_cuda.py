@@ -131,6 +131,28 @@ def test_autoaugment_runs_on_the_device(digits) -> None:
     assert stats.steps == 4 and np.isfinite(stats.loss)
 
 
+def test_inductor_with_cuda_graphs_learns_digits_and_keeps_the_state_dict_keys(digits) -> None:
+    """The worker's LETHE_TORCH_COMPILE path: inductor in CUDA_COMPILE_MODE, a ragged last batch included."""
+    model = fresh(digits)
+    keys = list(model.state_dict())
+    stats = fit(
+        model,
+        digits,
+        None,
+        epochs=6,
+        lr=0.05,
+        batch_size=64,
+        seed=0,
+        device="cuda",
+        schedule="cosine",
+        compile_model=True,
+        compile_backend="inductor",
+    )
+    assert stats.compiled and digits.n_train % 64
+    assert list(model.state_dict()) == keys
+    assert accuracy(model, digits, None, split="test", device="cuda") > 0.93
+
+
 @pytest.mark.parametrize("name", sorted(METHOD_SPECS))
 def test_every_method_runs_on_cuda(digits, name) -> None:
     """Each method on CUDA returns a model on the device whose test accuracy is a number."""

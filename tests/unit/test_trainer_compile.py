@@ -17,7 +17,15 @@ from ml.data import ArrayDataset, load_dataset
 from ml.methods import UnlearnData, run_method
 from ml.models import build_model
 from ml.specs import ArchSpec, Recipe
-from ml.trainer import TrainStats, compile_by_default, compile_default, fit, train
+from ml.trainer import (
+    CUDA_COMPILE_MODE,
+    TrainStats,
+    compile_by_default,
+    compile_default,
+    compile_mode,
+    fit,
+    train,
+)
 from worker.context import JobContext
 from worker.runner import use_compile
 
@@ -126,3 +134,10 @@ def test_a_job_context_sets_the_default_for_its_job_only() -> None:
     assert not compile_default().enabled
     with JobContext("job-2", "train", {}, "cpu"):
         assert not compile_default().enabled
+
+
+def test_inductor_on_cuda_compiles_to_cuda_graphs_and_nothing_else_does() -> None:
+    assert CUDA_COMPILE_MODE == "reduce-overhead"
+    assert compile_mode("inductor", torch.device("cuda", 0)) == CUDA_COMPILE_MODE
+    assert compile_mode("inductor", torch.device("cpu")) is None
+    assert compile_mode("eager", torch.device("cuda", 0)) is None
