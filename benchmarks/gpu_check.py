@@ -5,10 +5,10 @@ Prints JSON lines as it goes (a cut-off run keeps what it measured):
   - section "trainer": images/s of ml.trainer.fit on a ResNet-18 (width 64 = standard) over random
     CIFAR-shaped uint8 data (32x32x3), per batch size (128, 512) and variant: fp32, bf16 (autocast only),
     bf16_channels_last (the trainer's `fast` path, its CUDA default) and bf16_channels_last_compile (the
-    same through fit's compile switch, as LETHE_TORCH_COMPILE trains), with the ratio to fp32 at the same
-    batch. fit's own clock is used (TrainStats: after the data upload, ended by a host sync); a warm-up
-    call first takes the one-time costs (cudnn autotuning, compilation: `warmup_s`), and the timed call
-    reuses the compiled code;
+    same through fit's compile switch, as LETHE_TORCH_COMPILE trains: inductor in CUDA graph mode on CUDA,
+    `compile_mode` in its line), with the ratio to fp32 at the same batch. fit's own clock is used
+    (TrainStats: after the data upload, ended by a host sync); a warm-up call first takes the one-time
+    costs (cudnn autotuning, compilation, CUDA graph capture: `warmup_s`), and the timed call reuses them;
   - section "concurrency": total images/s of 1, 2, 4 training jobs at once, each a separate process on
     the one device (the trainer's default path), started together behind a barrier after a warm-up;
   - section "methods": each method's wall time (ml.methods.run_method, default params) on a CIFAR-sized
@@ -29,6 +29,7 @@ check it; the smoke compiles with the "eager" backend (tracing only, no C++ tool
     python benchmarks/gpu_check.py                      # CUDA: full sizes, under 8 minutes on one GPU
     python benchmarks/gpu_check.py --cpu-smoke          # tiny sizes on the CPU
     python benchmarks/gpu_check.py --sections trainer,methods --budget-s 300
+    python benchmarks/gpu_check.py --sections methods --methods salun,l1_sparse   # retrain always runs too
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ from torch import nn
 from ml.data.base import ArrayDataset
 from ml.models import build_model
 from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, Recipe
-from ml.trainer import fit, resolve_device
+from ml.trainer import compile_mode, fit, resolve_device
 
 VARIANTS = ("fp32", "bf16", "bf16_channels_last", "bf16_channels_last_compile")
 SECTIONS = ("trainer", "concurrency", "methods")
@@ -213,18 +214,21 @@ def prepare(variant: str, width: int, backend: str) -> tuple[nn.Module, bool, st
     return model, True, backend
 
 
-def trainer_section(sizes: Sizes, device: torch.device, left: Callable[[], float]) -> None:
+def trainer_section(
+    sizes: Sizes, device: torch.device, left: Callable[[], float], variants: Sequence[str] = VARIANTS
+) -> None:
     """images/s per (batch, variant), each after its own warm-up call."""
     data = synthetic(max(sizes.batches) * max(sizes.timed_steps, sizes.warmup_steps), seed=0)
     for batch in sizes.batches:
         fp32_rate = None
-        for variant in VARIANTS:
+        for variant in variants:
             base = {"section": "trainer", "batch": batch, "variant": variant, "width": sizes.width}
             if left() <= 0:
                 emit({**base, "skipped": "time budget"})
                 continue
             if variant.endswith("compile"):
                 base["compile_backend"] = sizes.compile_backend
+                base["compile_mode"] = compile_mode(sizes.compile_backend, device)
             try:
                 model, fast, backend = prepare(variant, sizes.width, sizes.compile_backend)
                 reset_peak(device)
@@ -378,7 +382,9 @@ def study_recipe(epochs: int) -> Recipe:
     )
 
 
-def methods_section(sizes: Sizes, device: torch.device, left: Callable[[], float]) -> None:
+def methods_section(
+    sizes: Sizes, device: torch.device, left: Callable[[], float], methods: Sequence[str] | None = None
+) -> None:
     """Each method's seconds on a CIFAR-sized random set, beside the cost model's prediction.
 
     Retrain runs first (every ratio divides by it), then the others from the cheapest by
@@ -399,7 +405,8 @@ def methods_section(sizes: Sizes, device: torch.device, left: Callable[[], float
     torch.manual_seed(0)
     model = build_model(arch, data_set.num_classes, data_set.in_channels).to(device)
     passes = {name: sample_passes(name, None, data) for name in METHOD_SPECS}
-    names = sorted(METHOD_SPECS, key=lambda name: (name != "retrain", passes[name], name))
+    chosen = {"retrain", *(METHOD_SPECS if methods is None else methods)}
+    names = sorted(chosen, key=lambda name: (name != "retrain", passes[name], name))
     retrain_s = None
     for name in names:
         base = {
@@ -457,6 +464,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--budget-s", type=float, default=420.0, help="seconds after which no measurement starts"
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="trainer variants, comma-separated: " + ", ".join(VARIANTS),
+    )
+    parser.add_argument(
+        "--methods", default=None, help="methods to time, comma-separated (default: all; retrain always runs)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     parser.add_argument(
         "--retrain-epochs", type=int, default=None, help="retrain's epochs in the methods section"
@@ -471,9 +486,18 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads or (1 if device.type == "cpu" else torch.get_num_threads())
     torch.set_num_threads(threads)
     sections = args.sections.split(",")
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        raise SystemExit(f"unknown sections {sorted(unknown)}; valid: {', '.join(SECTIONS)}")
+    variants = args.variants.split(",")
+    methods = args.methods.split(",") if args.methods else None
+    from ml.methods import METHOD_SPECS
+
+    for kind, chosen, valid in (
+        ("sections", sections, SECTIONS),
+        ("variants", variants, VARIANTS),
+        ("methods", methods or [], sorted(METHOD_SPECS)),
+    ):
+        unknown = set(chosen) - set(valid)
+        if unknown:
+            raise SystemExit(f"unknown {kind} {sorted(unknown)}; valid: {', '.join(valid)}")
     setup: dict[str, Any] = {
         "section": "setup",
         "device": str(device),
@@ -483,6 +507,9 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "sizes": asdict(sizes),
         "budget_s": args.budget_s,
+        "sections": sections,
+        "variants": variants,
+        "methods": methods or "all",
     }
     if device.type == "cuda":
         setup["gpu"] = torch.cuda.get_device_name(device)
@@ -493,11 +520,11 @@ def main(argv: list[str] | None = None) -> None:
         return args.budget_s - (time.monotonic() - started)
 
     if "trainer" in sections:
-        trainer_section(sizes, device, left)
+        trainer_section(sizes, device, left, variants)
     if "concurrency" in sections:
         concurrency_section(sizes, device, threads, left)
     if "methods" in sections:
-        methods_section(sizes, device, left)
+        methods_section(sizes, device, left, methods)
     summary: dict[str, Any] = {"section": "summary", "total_s": round(time.monotonic() - started, 1)}
     if device.type == "cuda":
         summary["peak_memory_mib_process"] = round(torch.cuda.max_memory_reserved(device) / 2**20, 1)

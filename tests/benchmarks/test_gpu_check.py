@@ -24,18 +24,22 @@ def _positive(record: dict, *keys: str) -> None:
         assert isinstance(value, int | float) and value > 0, (key, record)
 
 
-@pytest.fixture(scope="module")
-def lines() -> list[dict]:
-    """Run the smoke once; every line it prints must be JSON."""
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--cpu-smoke"],
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu-smoke", *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO,
         env=env,
     )
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[dict]:
+    """Run the smoke once; every line it prints must be JSON."""
+    done = _run()
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
@@ -53,6 +57,8 @@ def test_trainer_variants_per_batch(lines: list[dict]) -> None:
     trainer = [r for r in lines if r["section"] == "trainer"]
     batches = lines[0]["sizes"]["batches"]
     assert {(r["batch"], r["variant"]) for r in trainer} == {(b, v) for b in batches for v in VARIANTS}
+    compiled = [r for r in trainer if r["variant"] == "bf16_channels_last_compile"]
+    assert compiled and all(r["compile_backend"] == "eager" and r["compile_mode"] is None for r in compiled)
     for record in trainer:
         _positive(
             record, "images_per_s", "step_ms", "wall_images_per_s", "warmup_s", "vs_fp32", "peak_memory_mib"
@@ -75,3 +81,21 @@ def test_every_method_timed_against_retrain(lines: list[dict]) -> None:
         _positive(record, "seconds", "ratio_to_retrain", "ratio_at_study_recipe", "peak_memory_mib")
         assert record["predicted_ratio_to_retrain"] >= 0
     assert methods["retrain"]["predicted_ratio_to_retrain"] == 1.0
+
+
+def test_a_chosen_subset_runs_alone_with_retrain_for_its_ratio() -> None:
+    done = _run("--sections", "trainer,methods", "--variants", "fp32", "--methods", "salun")
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert lines[0]["variants"] == ["fp32"] and lines[0]["methods"] == ["salun"]
+    assert [(r["section"], r.get("variant") or r.get("method")) for r in lines[1:-1]] == [
+        ("trainer", "fp32"),
+        ("methods", "retrain"),
+        ("methods", "salun"),
+    ]
+
+
+def test_an_unknown_method_is_refused_with_the_valid_names() -> None:
+    done = _run("--methods", "salun,nope")
+    assert done.returncode != 0 and not done.stdout
+    assert "unknown methods ['nope']" in done.stderr and "salun" in done.stderr
