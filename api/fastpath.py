@@ -2,38 +2,38 @@
 
 For a key checked in the last few seconds (the tenant cache of api.deps) and a job of that tenant, the
 answer is read and sent here, without the framework's routing, dependency resolution and response
-handling. On SQLite the one-row read also runs on the event loop itself (its lock wait bounded by a short
-timeout), since handing it to a worker thread costs more than the read; on a server database it goes to
-a worker thread, as a network wait must not block the loop. Everything else (a missing or unknown key,
+handling. The one-row read runs on the event loop too, as handing it to a worker thread costs more than
+the read: on SQLite synchronously, its lock wait bounded by a short timeout; on Postgres through the
+async psycopg pool the app's lifespan opens (core.db.poll_pool_open), with a prepared statement and a
+bounded wait, so a slow database never blocks the loop (after a failed read there, the route reads for a
+second: POOL_REST_S). Everything else (a missing or unknown key,
 another tenant's or a missing job, a tenant over its rate limit, any error) goes on to the FastAPI route,
 which answers as it always does; the fast path never produces an error of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
-from fastapi.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import TENANTS
 from api.limits import retry_after
-from api.routes.jobs import job_json, read_job_json
+from api.routes.jobs import job_json, job_json_async
 from core.auth import digest
-from core.db import get_poll_engine, is_sqlite
+from core.db import POLL_READ_TIMEOUT_S, get_poll_engine, is_sqlite, poll_pool
+from core.errors import NotFound
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/jobs/"
 KEY_HEADER = b"x-api-key"
-
-
-async def _read(job_id: str, tenant: str) -> str:
-    if is_sqlite():
-        with get_poll_engine().connect() as conn:
-            return job_json(conn, job_id, tenant)
-    return await run_in_threadpool(read_job_json, job_id, tenant)
+POOL_REST_S = 1.0
+"""After a failed read through the Postgres poll pool (an outage, a dropped connection), polls go to the
+route for this long, so that during an outage only one poll a second waits on the pool first."""
 
 
 class JobPollFastPath:
@@ -42,6 +42,7 @@ class JobPollFastPath:
     def __init__(self, app: ASGIApp, route: BaseRoute) -> None:
         self.app = app
         self.route = route
+        self.pool_rests_until = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -74,10 +75,30 @@ class JobPollFastPath:
         if tenant is None:
             return None
         try:
-            body = await _read(job_id, tenant)
-            if await retry_after(tenant) is not None:
+            body = await self._read(job_id, tenant)
+            if body is None or await retry_after(tenant) is not None:
                 return None
         except Exception as exc:  # the route meets the same error and answers it (404, or 503 for an outage)
             log.debug("job poll fast path passed on: %s", exc)
             return None
         return body.encode()
+
+    async def _read(self, job_id: str, tenant: str) -> str | None:
+        """The job's JSON read on the event loop; None where the route should read it instead."""
+        if is_sqlite():
+            with get_poll_engine().connect() as conn:
+                return job_json(conn, job_id, tenant)
+        pool = poll_pool()
+        if pool is None or time.monotonic() < self.pool_rests_until:  # outside the lifespan, or resting
+            return None
+        try:
+            async with asyncio.timeout(POLL_READ_TIMEOUT_S):
+                return await job_json_async(pool, job_id, tenant)
+        except NotFound:
+            raise
+        except Exception as exc:
+            self.pool_rests_until = time.monotonic() + POOL_REST_S
+            log.warning(
+                "poll read through the Postgres pool failed, the route reads for %ss: %r", POOL_REST_S, exc
+            )
+            raise

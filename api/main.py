@@ -16,6 +16,7 @@ from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
 from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
 from api.schemas import ERRORS
+from core.db import poll_pool_open
 from core.logs import use_json_logs
 from core.maintenance import Maintainer
 from core.settings import get_settings
@@ -23,7 +24,7 @@ from core.settings import get_settings
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    """Sweep for lost and stalled jobs in the background while the API runs."""
+    """Sweep for lost and stalled jobs in the background while the API runs; hold the poll-read pool."""
     if get_settings().log_json:
         use_json_logs()
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -33,7 +34,8 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     if maintainer:
         maintainer.start()
     try:
-        yield
+        async with poll_pool_open():
+            yield
     finally:
         if maintainer:
             maintainer.stop()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 READ_ONLY = "lethe_read_only"
 """Execution option marking a read-only engine view: SQLite begins its transactions deferred there."""
@@ -119,6 +124,62 @@ def get_poll_engine() -> Engine:
     return make_engine(get_settings().db_url, busy_timeout_s=POLL_BUSY_TIMEOUT_S).execution_options(
         **{READ_ONLY: True}
     )
+
+
+POLL_POOL_SIZE = 4
+"""Connections of an API process's async pool for poll reads; a one-row read holds one for well under 1 ms."""
+POLL_READ_TIMEOUT_S = 1.0
+"""The most a poll read on the event loop may wait for a connection and its answer before the request goes
+on to the route, which reads in a worker thread and answers an outage with 503."""
+POLL_RECONNECT_TIMEOUT_S = 10.0
+"""How long the pool retries a lost connection in the background before it gives up and opens one again
+when a poll asks; psycopg_pool's default (5 minutes, with growing pauses) could keep it away long after
+the database is back."""
+_POLL_POOLS: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
+
+
+@asynccontextmanager
+async def poll_pool_open() -> AsyncIterator[None]:
+    """On Postgres, keep an async connection pool for one-row poll reads open on this event loop.
+
+    The API's lifespan holds it: a poll then reads on the event loop, with a prepared statement, instead
+    of in a worker thread through SQLAlchemy, at a fraction of the CPU. On SQLite it does nothing.
+    """
+    if is_sqlite():
+        yield
+        return
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    url = make_url(get_settings().db_url).set(drivername="postgresql")
+    pool = AsyncConnectionPool(
+        url.render_as_string(hide_password=False),
+        min_size=1,
+        max_size=POLL_POOL_SIZE,
+        open=False,
+        name="lethe-poll",
+        timeout=POLL_READ_TIMEOUT_S,
+        reconnect_timeout=POLL_RECONNECT_TIMEOUT_S,
+        kwargs={
+            "autocommit": True,
+            "prepare_threshold": 0,
+            "row_factory": dict_row,
+            "application_name": "lethe-poll",
+        },
+    )
+    await pool.open(wait=False)
+    loop = asyncio.get_running_loop()
+    _POLL_POOLS[loop] = pool
+    try:
+        yield
+    finally:
+        _POLL_POOLS.pop(loop, None)
+        await pool.close()
+
+
+def poll_pool() -> AsyncConnectionPool | None:
+    """The poll-read pool open on the running event loop, if any (Postgres, inside the API's lifespan)."""
+    return _POLL_POOLS.get(asyncio.get_running_loop())
 
 
 def reset_engine() -> None:

@@ -7,13 +7,17 @@ import os
 import socket
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, bindparam, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
 from core.tables import FINISHED, AuditEvent, Job, JobStatus, utcnow
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,24 @@ def _fields_query(fields: tuple[str, ...]) -> Select[Any]:
     # columns to the cached compiled one's, which costs more than the query itself.
     columns = [getattr(Job, name) for name in fields]
     return select(*columns).where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+
+
+@lru_cache(maxsize=8)
+def _fields_sql(fields: tuple[str, ...]) -> str:
+    """_fields_query as Postgres SQL with named parameters, for psycopg without SQLAlchemy."""
+    return str(_fields_query(fields).compile(dialect=postgresql.psycopg.dialect()))
+
+
+async def job_fields_async(
+    pool: AsyncConnectionPool, job_id: str, tenant_id: str, fields: Iterable[str]
+) -> dict[str, Any]:
+    """job_fields on Postgres through an async psycopg pool (dict rows), on the event loop."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_fields_sql(tuple(fields)), {"job_id": job_id, "tenant_id": tenant_id})
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return row
 
 
 def job_fields(conn: Connection, job_id: str, tenant_id: str, fields: Iterable[str]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -14,8 +14,11 @@ from api.schemas import JobList, JobPublic
 from core import jobs as job_service
 from core.db import read_connection
 from core.errors import NotFound
-from core.jobs import get_job, job_fields
+from core.jobs import get_job, job_fields, job_fields_async
 from core.tables import Job, JobStatus
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -43,6 +46,13 @@ def job_json(conn: Connection, job_id: str, tenant: str) -> str:
     """A tenant's job as JobPublic JSON (NotFound for a missing job or another tenant's)."""
     return JobPublic.model_validate(
         job_fields(conn, job_id, tenant, JobPublic.model_fields)
+    ).model_dump_json()
+
+
+async def job_json_async(pool: AsyncConnectionPool, job_id: str, tenant: str) -> str:
+    """job_json read on the event loop through the Postgres poll pool."""
+    return JobPublic.model_validate(
+        await job_fields_async(pool, job_id, tenant, JobPublic.model_fields)
     ).model_dump_json()
 
 

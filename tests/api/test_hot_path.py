@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from api.fastpath import JobPollFastPath
+from api.fastpath import POOL_REST_S, JobPollFastPath
 from core.auth import revoke_key
 from core.db import session_scope
 from core.jobs import create_job
@@ -107,3 +107,49 @@ def test_fast_path_on_the_embedded_default(tmp_path, monkeypatch, answers):
     assert answers[:3] == [None, warm.content, None]
     assert cold.status_code == warm.status_code == 200 and cold.content == warm.content
     assert missing.status_code == 404
+
+
+def _poll_backends(pg_url: str) -> list[int]:
+    """Server pids of this database's connections from API poll pools."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'lethe-poll' AND datname = current_database()"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_on_postgres_a_poll_reads_through_the_async_pool_and_survives_a_dropped_connection(pg_env, answers):
+    """The warm poll runs no statement on SQLAlchemy's engine; a killed pool connection costs one fall-back."""
+    import psycopg
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    from api.main import create_app
+    from core.db import get_engine
+
+    statements: list[str] = []
+    event.listen(get_engine(), "before_cursor_execute", lambda *a: statements.append(a[2]))
+    job_id = _job()
+    with TestClient(create_app(), headers={"X-API-Key": new_key("local")}) as client:
+        route = client.get(f"/jobs/{job_id}")  # the route: checks the key, caches the tenant
+        statements.clear()
+        fast = client.get(f"/jobs/{job_id}")
+        assert statements == [] and answers[-1] == fast.content == route.content
+        pids = _poll_backends(pg_env["LETHE_DATABASE_URL"])
+        assert 1 <= len(pids) <= 4
+        dsn = pg_env["LETHE_DATABASE_URL"].replace("+psycopg", "")
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        after_kill = client.get(f"/jobs/{job_id}")
+        assert after_kill.status_code == 200 and after_kill.content == route.content
+        assert answers[-1] is None  # the read failed on the dead connection; the route answered
+        assert client.get(f"/jobs/{job_id}").content == route.content and answers[-1] is None  # resting
+        time.sleep(POOL_REST_S + 0.1)
+        again = [client.get(f"/jobs/{job_id}") for _ in range(3)]
+        assert answers[-1] == again[-1].content == route.content  # the pool reconnected by itself
+    assert _poll_backends(pg_env["LETHE_DATABASE_URL"]) == []  # closed with the app
