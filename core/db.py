@@ -145,10 +145,9 @@ async def poll_pool_open() -> AsyncIterator[None]:
     The API's lifespan holds it: a poll then reads on the event loop, with a prepared statement, instead
     of in a worker thread through SQLAlchemy, at a fraction of the CPU. On SQLite it does nothing.
     """
-    if is_sqlite():
+    if get_engine().dialect.name != "postgresql":
         yield
         return
-    from psycopg.rows import dict_row
     from psycopg_pool import AsyncConnectionPool
 
     url = make_url(get_settings().db_url).set(drivername="postgresql")
@@ -163,7 +162,6 @@ async def poll_pool_open() -> AsyncIterator[None]:
         kwargs={
             "autocommit": True,
             "prepare_threshold": 0,
-            "row_factory": dict_row,
             "application_name": "lethe-poll",
         },
     )

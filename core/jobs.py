@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from psycopg.rows import dict_row
 from sqlalchemy import Connection, Select, bindparam, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
@@ -61,9 +62,9 @@ def _fields_sql(fields: tuple[str, ...]) -> str:
 async def job_fields_async(
     pool: AsyncConnectionPool, job_id: str, tenant_id: str, fields: Iterable[str]
 ) -> dict[str, Any]:
-    """job_fields on Postgres through an async psycopg pool (dict rows), on the event loop."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(_fields_sql(tuple(fields)), {"job_id": job_id, "tenant_id": tenant_id})
+    """job_fields on Postgres through an async psycopg pool, on the event loop."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_fields_sql(tuple(fields)), {"job_id": job_id, "tenant_id": tenant_id})
         row = await cur.fetchone()
     if row is None:
         raise NotFound(f"job {job_id} not found")
