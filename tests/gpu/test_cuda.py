@@ -1,7 +1,7 @@
 """The CUDA path of ml/: it learns, agrees with the CPU, and never syncs with the host inside the step loop.
 
-These need a CUDA device and skip without one, so CI (no GPU) skips them. They import nothing beyond ml/,
-torch and pytest, so on a GPU machine they run without the service's stack:
+These need a CUDA device and skip without one, so CI (no GPU) skips them. They import ml/ and none of the
+service (no FastAPI, SQLAlchemy or Celery), so on a GPU machine they run with torch and pydantic alone:
 
     python -m pytest --noconftest tests/gpu
 """
