@@ -40,7 +40,7 @@ from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat
 from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
 from ml.models import build_model
-from ml.specs import ArchSpec, Recipe, default_recipe
+from ml.specs import ArchSpec, default_recipe
 from ml.trainer import resolve_device, train
 
 METHOD_SEED = 10000
@@ -264,17 +264,7 @@ def main() -> None:
         dataset = subset(dataset, args.train_size, args.test_size, args.seed)
     recipe = default_recipe(args.dataset)
     if args.epochs:
-        recipe = Recipe.model_validate(
-            {
-                **recipe.model_dump(),
-                "epochs": args.epochs,
-                "milestones": [
-                    m
-                    for m in (round(m * args.epochs / recipe.epochs) for m in recipe.milestones)
-                    if 0 < m < args.epochs
-                ],
-            }
-        )
+        recipe = recipe.cut_to(args.epochs)
     arch = ArchSpec(width=args.width)
     forget = random_forget_ids(dataset.n_train, fraction=args.forget_fraction, seed=args.seed)
     data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)

@@ -23,7 +23,7 @@ from ml.data import ArrayDataset, load_dataset
 from ml.logits import evaluate
 from ml.methods import METHOD_SPECS, UnlearnData, run_method
 from ml.models import build_model
-from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, Recipe, default_recipe
+from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, default_recipe
 from ml.trainer import resolve_device, train
 
 BUDGET = 0.05
@@ -68,13 +68,7 @@ def main() -> None:
     else:
         dataset, recipe = load_dataset(args.dataset, args.root), default_recipe(args.dataset)
     if args.epochs:
-        recipe = Recipe.model_validate(
-            {
-                **recipe.model_dump(),
-                "epochs": args.epochs,
-                "milestones": [round(m * args.epochs / recipe.epochs) for m in recipe.milestones],
-            }
-        )
+        recipe = recipe.cut_to(args.epochs)
     arch = ArchSpec(width=args.width)
     rng = np.random.default_rng(args.seed)
     forget = np.sort(

@@ -57,7 +57,7 @@ from torch import nn
 
 from ml.data.base import ArrayDataset
 from ml.models import build_model
-from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, Recipe
+from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec
 from ml.trainer import compile_mode, fit, resolve_device
 
 VARIANTS = ("fp32", "bf16", "bf16_channels_last", "bf16_channels_last_compile")
@@ -373,15 +373,6 @@ def concurrency_section(sizes: Sizes, device: torch.device, threads: int, left: 
                 proc.join()
 
 
-def study_recipe(epochs: int) -> Recipe:
-    """The study's CIFAR-10 recipe (augmentation included) cut to `epochs`, milestones scaled alike."""
-    recipe = STUDY_CIFAR10_RECIPE
-    scaled = {round(m * epochs / recipe.epochs) for m in recipe.milestones}
-    return Recipe.model_validate(
-        {**recipe.model_dump(), "epochs": epochs, "milestones": sorted(m for m in scaled if 0 < m < epochs)}
-    )
-
-
 def methods_section(
     sizes: Sizes, device: torch.device, left: Callable[[], float], methods: Sequence[str] | None = None
 ) -> None:
@@ -399,7 +390,7 @@ def methods_section(
     forget = np.sort(
         rng.choice(sizes.methods_n, max(1, round(sizes.forget_fraction * sizes.methods_n)), replace=False)
     )
-    recipe = study_recipe(sizes.retrain_epochs)
+    recipe = STUDY_CIFAR10_RECIPE.cut_to(sizes.retrain_epochs)
     arch = ArchSpec(width=sizes.width)
     data = UnlearnData(data_set, forget, recipe=recipe, arch=arch)
     torch.manual_seed(0)

@@ -59,6 +59,17 @@ class Recipe(Strict):
             raise ValueError(f"milestones {bad} must lie strictly between 0 and epochs={self.epochs}")
         return self
 
+    def cut_to(self, epochs: int) -> Recipe:
+        """The same recipe over `epochs` epochs, its milestones scaled alike.
+
+        A scaled milestone that lands on 0 or on `epochs` or beyond is dropped: the first would divide the
+        rate before any training, the others are never reached.
+        """
+        scaled = (round(m * epochs / self.epochs) for m in self.milestones)
+        return self.model_validate(
+            {**self.model_dump(), "epochs": epochs, "milestones": [m for m in scaled if 0 < m < epochs]}
+        )
+
 
 STUDY_CIFAR10_RECIPE = Recipe(
     epochs=100,

@@ -13,7 +13,7 @@ from ml.data import ArrayDataset, load_dataset
 from ml.errors import Cancelled, Diverged
 from ml.logits import accuracy, mae, predict
 from ml.models import build_model
-from ml.specs import ArchSpec, AugmentSpec, Recipe
+from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, AugmentSpec, Recipe
 from ml.trainer import ProgressEvent, fit, lr_factor, make_optimizer, make_scheduler, train
 
 ARCH = ArchSpec(width=4)
@@ -285,3 +285,14 @@ def test_the_gpu_settings_also_run_on_cpu_and_leave_contiguous_weights() -> None
         assert all(p.is_contiguous() for p in model.parameters())
         runs.append(weights(model))
     assert same(*runs)
+
+
+def test_a_recipe_cut_to_fewer_epochs_scales_its_milestones_and_drops_those_out_of_range() -> None:
+    study = STUDY_CIFAR10_RECIPE  # 100 epochs, milestones 35, 70, 90
+    assert study.cut_to(10).milestones == [4, 7, 9]
+    assert study.cut_to(5).milestones == [2, 4, 4]  # both late decays still happen, in the last epoch
+    assert study.cut_to(1).milestones == []  # 0 would divide the rate before any training
+    assert study.cut_to(10).model_dump(exclude={"epochs", "milestones"}) == study.model_dump(
+        exclude={"epochs", "milestones"}
+    )
+    assert study.cut_to(10).epochs == 10 and study.epochs == 100
