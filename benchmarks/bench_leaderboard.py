@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from mlbench import sync, train_original
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
@@ -50,12 +51,6 @@ ORIGINAL_SEED = 20000
 MIA_SAMPLES = 2000
 """Retain and test samples the membership attack trains on (each side, at most), as evaluations use."""
 ACCURACIES = ("retain_accuracy", "forget_accuracy", "test_accuracy")
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall times cover it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def subset(dataset: ArrayDataset, n_train: int, n_test: int, seed: int) -> ArrayDataset:
@@ -294,21 +289,7 @@ def main() -> None:
         flush=True,
     )
 
-    torch.manual_seed(ORIGINAL_SEED + args.seed)
-    original = build_model(arch, dataset.num_classes, dataset.in_channels)
-    start = time.perf_counter()
-    train(original, dataset, None, recipe, seed=ORIGINAL_SEED + args.seed, device=device)
-    sync(device)
-    print(
-        json.dumps(
-            {
-                "original": True,
-                "seconds": round(time.perf_counter() - start, 2),
-                **evaluate(original, data, device=device),
-            }
-        ),
-        flush=True,
-    )
+    original = train_original(data, ORIGINAL_SEED + args.seed, device)
 
     probe = Probe(data, device)
     refs = Group()

@@ -18,29 +18,15 @@ import time
 
 import numpy as np
 import torch
+from mlbench import sync, synthetic, train_original
 
-from ml.data import ArrayDataset, load_dataset
+from ml.data import load_dataset
 from ml.logits import evaluate
 from ml.methods import METHOD_SPECS, UnlearnData, run_method
-from ml.models import build_model
 from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, default_recipe
-from ml.trainer import resolve_device, train
+from ml.trainer import resolve_device
 
 BUDGET = 0.05
-
-
-def synthetic(n: int, seed: int) -> ArrayDataset:
-    """Random CIFAR-shaped data, for machines without the data set; accuracies are then meaningless."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
-    y = rng.integers(0, 10, n, dtype=np.int64)
-    n_test = max(1, n // 5)
-    return ArrayDataset("synthetic", x, y, x[:n_test], y[:n_test], 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -89,21 +75,7 @@ def main() -> None:
     }
     print(json.dumps(setup), flush=True)
 
-    torch.manual_seed(args.seed)
-    model = build_model(arch, dataset.num_classes, dataset.in_channels)
-    start = time.perf_counter()
-    train(model, dataset, None, recipe, seed=args.seed, device=device)
-    sync(device)
-    print(
-        json.dumps(
-            {
-                "original": True,
-                "seconds": round(time.perf_counter() - start, 2),
-                **evaluate(model, data, device=device),
-            }
-        ),
-        flush=True,
-    )
+    model = train_original(data, args.seed, device)
 
     names = args.methods.split(",")
     names.sort(key=lambda name: name != "retrain")  # retrain first: every ratio divides by it

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mlbench import sync, synthetic
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -32,19 +33,6 @@ from ml.trainer import fit, resolve_device
 LR = 0.01
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
-
-
-def synthetic(n: int, size: int, classes: int, seed: int) -> ArrayDataset:
-    """Random uint8 images: throughput does not depend on what the pixels show."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8)
-    y = rng.integers(0, classes, n, dtype=np.int64)
-    return ArrayDataset("synthetic", x, y, x[:0], y[:0], classes, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_trainer(
@@ -111,7 +99,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    data = synthetic(max(args.n, args.batch * args.warmup_batches), args.size, 10, seed=0)
+    data = synthetic(max(args.n, args.batch * args.warmup_batches), seed=0, size=args.size, n_test=0)
     torch.manual_seed(0)
     base = build_model(ArchSpec(width=args.width), 10, 3)
     setup = {

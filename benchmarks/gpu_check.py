@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
+from mlbench import sync, synthetic
 from torch import nn
 
 from ml.data.base import ArrayDataset
@@ -96,15 +97,6 @@ SMOKE = Sizes(
 )
 
 
-def synthetic(n: int, seed: int) -> ArrayDataset:
-    """Random CIFAR-shaped uint8 data, as bench_methods.py --synthetic builds it (speed ignores pixels)."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
-    y = rng.integers(0, 10, n, dtype=np.int64)
-    n_test = max(1, n // 5)
-    return ArrayDataset("synthetic", x, y, x[:n_test], y[:n_test], 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
-
-
 class Bf16(nn.Module):
     """Runs the wrapped model under bf16 autocast and returns float32 logits (the loss stays fp32)."""
 
@@ -119,11 +111,6 @@ class Bf16(nn.Module):
 
 def emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def reset_peak(device: torch.device) -> None:

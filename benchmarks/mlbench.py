@@ -1,0 +1,50 @@
+"""Helpers shared by the training benchmarks (torch imported): random data, device syncs, the original model."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml.data import ArrayDataset
+from ml.logits import evaluate
+from ml.methods import UnlearnData
+from ml.models import build_model
+from ml.trainer import train
+
+
+def synthetic(
+    n: int, seed: int, size: int = 32, classes: int = 10, n_test: int | None = None
+) -> ArrayDataset:
+    """Random RGB uint8 images (CIFAR-shaped by default) and labels: speed does not depend on the pixels,
+    and accuracies on them mean nothing. The test split is the first n_test rows (default n // 5, at least 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+    y = rng.integers(0, classes, n, dtype=np.int64)
+    n_test = max(1, n // 5) if n_test is None else n_test
+    return ArrayDataset(
+        "synthetic", x, y, x[:n_test], y[:n_test], classes, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    )
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall times cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_original(data: UnlearnData, seed: int, device: torch.device) -> nn.Module:
+    """The model a benchmark unlearns from: trained on all of data's training rows with its recipe and
+    architecture, seeded; prints one JSON line with its training seconds and accuracies."""
+    dataset = data.dataset
+    torch.manual_seed(seed)
+    model = build_model(data.arch, dataset.num_classes, dataset.in_channels)
+    start = time.perf_counter()
+    train(model, dataset, None, data.recipe, seed=seed, device=device)
+    sync(device)
+    record = {"original": True, "seconds": round(time.perf_counter() - start, 2)}
+    print(json.dumps({**record, **evaluate(model, data, device=device)}), flush=True)
+    return model
