@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.benchmarks import run_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -19,15 +17,7 @@ def _run(script: str, *args: str, backends: str) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
     env["LETHE_BENCH_DATABASE_URL"] = os.environ.get("LETHE_TEST_DATABASE_URL", "")
     env["LETHE_BENCH_BROKER_URL"] = os.environ.get("LETHE_TEST_BROKER_URL", "")
-    env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), "--backends", backends, *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=REPO,
-        env=env,
-    )
+    done = run_benchmark(script, "--backends", backends, *args, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from ml.methods import METHOD_SPECS
-from tests.conftest import REPO
+from tests.benchmarks import run_benchmark
 
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 pytestmark = pytest.mark.slow
 
 VARIANTS = {"fp32", "bf16", "bf16_channels_last", "bf16_channels_last_compile"}
@@ -25,15 +22,7 @@ def _positive(record: dict, *keys: str) -> None:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "--cpu-smoke", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=env,
-    )
+    return run_benchmark("gpu_check.py", "--cpu-smoke", *args, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.benchmarks import run_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -18,32 +15,23 @@ METHODS = ("none", "finetune", "retrain")
 
 
 def test_leaderboard_prints_one_scored_line_per_method() -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "bench_leaderboard.py"),
-            "--methods",
-            ",".join(METHODS),
-            "--n-models",
-            "3",
-            "--epochs",
-            "1",
-            "--width",
-            "4",
-            "--train-size",
-            "600",
-            "--threads",
-            "1",
-            "--device",
-            "cpu",
-            "--markdown",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=REPO,
-        env=env,
+    done = run_benchmark(
+        "bench_leaderboard.py",
+        "--methods",
+        ",".join(METHODS),
+        "--n-models",
+        "3",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--train-size",
+        "600",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--markdown",
     )
     assert done.returncode == 0, done.stderr[-4000:]
     out = done.stdout.splitlines()
