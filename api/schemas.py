@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -282,3 +282,36 @@ class ForgetRequestPublic(BaseModel):
     result_model_id: str | None
     result_metrics: dict[str, Any] | None
     events: list[AuditEntry]
+
+
+class ScorePublic(BaseModel):
+    """Epsilon-hat of uploaded logits: per approach (a seed-layout zip) or `logits` (an .npz), the figures of
+    `lethe epsilon --json`."""
+
+    id: str
+    input_format: str = Field(description="npz or seed_layout", examples=["seed_layout"])
+    input_sha256: str = Field(description="sha256 of the uploaded file")
+    input_bytes: int
+    filename: str | None
+    delta: float
+    results: dict[str, dict[str, Any]]
+    created_at: datetime
+
+
+class ScoreList(BaseModel):
+    data: list[ScorePublic]
+    count: int
+
+
+class LogitsCreate(In):
+    """Which samples: `ids` of a split, a whole `split`, or the ids a forget request named (training split)."""
+
+    ids: list[SampleId] | None = Field(None, min_length=1, max_length=1_000_000, examples=[[3, 17, 42]])
+    split: Literal["train", "test"] | None = Field(
+        None, description="the split `ids` index; alone, every sample of it", examples=["test"]
+    )
+    forget_request_id: str | None = Field(None, max_length=36, description="the ids a forget request named")
+
+
+class LogitsCreated(BaseModel):
+    job_id: str

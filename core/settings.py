@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )
+    max_score_unpacked_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="largest total a zip sent to POST /scores may unpack to (its upload is bounded by "
+        "max_upload_bytes)",
+    )
 
     @property
     def resolved_home(self) -> Path:

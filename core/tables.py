@@ -273,3 +273,18 @@ class IdempotencyKey(Base):
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (Index("uq_idempotency_keys_tenant_key", "tenant_id", "key", unique=True),)
+
+
+class Score(Base):
+    """Epsilon-hat of logits made elsewhere (POST /scores): the figures and the sha256 of what was sent."""
+
+    __tablename__ = "scores"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    input_format: Mapped[str] = mapped_column(String(20))
+    input_sha256: Mapped[str] = mapped_column(String(64))
+    input_bytes: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str | None] = mapped_column(String(200))
+    delta: Mapped[float] = mapped_column(Float)
+    results: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 TABLES = (
+    "scores",
     "idempotency_keys",
     "api_keys",
     "tenants",
