@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )
+    target_epsilon_ceiling: float = Field(
+        1.8,
+        gt=0,
+        description="resolution an evaluation without n_models aims for: the fewest models per group whose "
+        "epsilon-hat ceiling reaches it (1.8: 8 models at delta 0.05; 4.3: the study's 80)",
+    )
 
     @property
     def resolved_home(self) -> Path:
