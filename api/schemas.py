@@ -230,6 +230,13 @@ class EvaluationRow(BaseModel):
     test: float | None = None
     test_ci95: float | None = None
     cost_vs_retrain: float | None = None
+    epsilon_ceiling: float | None = Field(None, description="largest finite epsilon these group sizes allow")
+    n_at_ceiling: int | None = None
+    censored: bool | None = Field(None, description="epsilon-hat at the ceiling or infinite: may be higher")
+    epsilon_hat_ci95_models: list[float | str | None] | None = Field(
+        None, description="[low, high] of epsilon-hat over a bootstrap of the models"
+    )
+    epsilon_hat_smooth: float | str | None = None
 
 
 class EvaluationTable(BaseModel):

@@ -27,7 +27,7 @@ from ml.metrics.epsilon import (
 )
 from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
-from ml.metrics.resolution import resolution
+from ml.metrics.resolution import null_epsilon, resolution
 from ml.plots import epsilon_curve_png, statistic_histograms_png
 from ml.specs import ArchSpec, Recipe
 from worker.context import JobContext
@@ -187,6 +187,7 @@ def score_runs(
     results = {
         **eps.to_json(),
         **resolution(eps, ref_stat, unl_stat).to_json(),
+        "epsilon_hat_retrain": json_number(null_epsilon(len(refs), len(unls), delta).epsilon_hat),
         "delta": delta,
         "neurips": neurips,
         "kl_to_reference": kl,

@@ -165,6 +165,11 @@ def _row(session: SessionDep, e: Evaluation) -> EvaluationRow:
                     "n_unlearned",
                     "n_infinite",
                     "cost_vs_retrain",
+                    "epsilon_ceiling",
+                    "n_at_ceiling",
+                    "censored",
+                    "epsilon_hat_ci95_models",
+                    "epsilon_hat_smooth",
                 )
             },
             "measure": measure,

@@ -23,6 +23,7 @@ from ml.metrics.resolution import (
     bootstrap_replicates,
     epsilon_hat_smooth,
     models_for_ceiling,
+    null_epsilon,
     order_statistic_interval,
     resolution,
     smooth_per_sample,
@@ -295,3 +296,9 @@ def test_smooth_ranks_the_studys_approaches_on_published_logits(golden_dir: Path
         ("poison", "poison_full"),
     }
     assert min(smooth, key=smooth.get) == "baseline"
+
+
+def test_retrain_against_retrain_is_censored_below_five_models() -> None:
+    assert [null_epsilon(n, n).censored for n in (2, 3, 4, 5, 6, 8)] == [True] * 3 + [False] * 3
+    # Close to the study's two halves of its 80 retrained models (0.875): the Gaussian null is realistic.
+    assert null_epsilon(40, 40).epsilon_hat == pytest.approx(0.875, abs=0.06)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ml.metrics.epsilon import epsilon_ceiling, hinge_statistic
-from ml.metrics.resolution import bootstrap_models, epsilon_hat_smooth
+from ml.metrics.resolution import bootstrap_models, epsilon_hat_smooth, null_epsilon
 from tests.utils import configure
 from worker.evaluation import save_array, score_runs
 
@@ -42,6 +42,7 @@ def test_results_state_resolution_interval_and_smooth_estimate(store):
     assert results["bootstrap_replicates"] == 1000
     assert results["epsilon_hat_smooth"] == pytest.approx(epsilon_hat_smooth(ref_stat, unl_stat))
     assert results["ci95_samples"] == results["ci95"]
+    assert results["epsilon_hat_retrain"] == pytest.approx(null_epsilon(5, 5).epsilon_hat)
     assert results["resolution_note"].split(":")[0] in ("resolved", "censored")
     np.testing.assert_array_equal(ref_stat, hinge_statistic(np.stack(ref_out), labels))
     json.dumps(results, allow_nan=False)
