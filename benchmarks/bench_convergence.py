@@ -82,6 +82,7 @@ def plot(lines: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     def value(v: Any) -> float:
         return math.inf if v == "inf" else math.nan if v is None else float(v)
@@ -103,6 +104,9 @@ def plot(lines: list[dict[str, Any]], path: Path) -> None:
         ax.plot(m, [line["ceiling"] for line in mine], ":", color="grey", label="ceiling")
         ax.axhline(value(mine[-1]["study"]["median"]), color="C0", ls="--", lw=0.8)
         ax.set_xscale("log")
+        ax.set_xticks([t for t in (4, 8, 16, 32, 80) if t <= m.max()])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("models per group", fontsize=8)
         ax.tick_params(labelsize=7)
