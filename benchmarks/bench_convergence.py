@@ -114,7 +114,8 @@ def plot(lines: list[dict[str, Any]], path: Path) -> None:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(
-        "epsilon-hat (delta 0.05) as models are subsampled; dashed: the study's figure at all models",
+        "epsilon-hat (delta 0.05) as models are subsampled (median and range of draws); dashed: the study's "
+        "figure at all models; infinite values drawn at 19",
         fontsize=9,
     )
     fig.tight_layout()

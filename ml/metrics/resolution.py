@@ -294,8 +294,9 @@ def resolution(
     smooth = epsilon_hat_smooth(reference, unlearned, exact.delta)
     needed = None
     if exact.censored and not math.isnan(exact.epsilon_ceiling):
+        # fmax: an undefined smooth estimate (every sample NaN) falls back to today's ceiling.
         needed = models_for_ceiling(
-            float(np.nextafter(max(smooth, exact.epsilon_ceiling), np.inf)), exact.delta
+            float(np.nextafter(np.fmax(smooth, exact.epsilon_ceiling), np.inf)), exact.delta
         )
     return Resolution(
         epsilon_ceiling=exact.epsilon_ceiling,
