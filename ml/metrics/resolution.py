@@ -51,6 +51,8 @@ _GRID = 513
 _TAIL = 10.0
 """Grid edges lie this many stds beyond both means: a normal tail there is below 1e-23, far under 1e-8."""
 _GOLDEN_STEPS = 60
+_SMOOTH_BLOCK = 2048
+"""Samples per block of the smooth estimator, so its [samples, grid] arrays stay near 8 MB each."""
 MAX_MODELS = 1_000_000
 """models_for_ceiling gives up above this group size (a target beyond ln(~1e6))."""
 
@@ -157,11 +159,18 @@ def smooth_per_sample(
     point = (s_r == 0) | (s_u == 0)
     out[point & ~((s_r == 0) & (s_u == 0) & (mu_r == mu_u))] = np.inf
     live = ~point & ~((mu_r == mu_u) & (s_r == s_u))
-    if not live.any():
-        return out
     # Reference units: reference N(0, 1), unlearned N(m, s). log LR = (1 - 1/s^2) x^2 / 2 + m x / s^2 + c.
-    m = (mu_u[live] - mu_r[live]) / s_r[live]
-    s = s_u[live] / s_r[live]
+    rows = np.flatnonzero(live)
+    m_all = (mu_u[rows] - mu_r[rows]) / s_r[rows]
+    s_all = s_u[rows] / s_r[rows]
+    for start in range(0, rows.size, _SMOOTH_BLOCK):
+        block = slice(start, start + _SMOOTH_BLOCK)
+        out[rows[block]] = _smooth_block(m_all[block], s_all[block], d)
+    return out
+
+
+def _smooth_block(m: np.ndarray, s: np.ndarray, d: float) -> np.ndarray:
+    """Smooth per-sample epsilons [k] for unlearned fits N(m, s) against the reference N(0, 1)."""
     zero, one = np.zeros_like(m), np.ones_like(m)
     linear = s == 1
     # Accepted region: outside [l, h] when s > 1 (or x >= p when linear and m > 0), inside [l, h] when
@@ -210,8 +219,7 @@ def smooth_per_sample(
         b = np.where(left, c2, b)
         a = np.where(left, a, c1)
     refined = np.fmax(best_value, objective((a + b) / 2))
-    out[np.flatnonzero(live)] = np.where(defined, refined, np.nan)
-    return out
+    return np.where(defined, refined, np.nan)
 
 
 def epsilon_hat_smooth(reference: np.ndarray, unlearned: np.ndarray, delta: float = DEFAULT_DELTA) -> float:

@@ -329,3 +329,15 @@ def test_at_eight_models_the_smooth_estimator_ranks_like_the_study_at_eighty(gol
         pairs = list(itertools.combinations(STUDY_ORDER, 2))
         assert {(a, b) for a, b in pairs if smooth[a] >= smooth[b]} <= {("poison", "poison_full")}
         assert sum(study[a] >= study[b] for a, b in pairs) >= 4
+
+
+def test_smooth_blocks_of_samples_give_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ml.metrics.resolution as resolution_module
+
+    rng = np.random.default_rng(4)
+    ref, unl = rng.normal(size=(5, 11)), rng.normal(0.7, 1.4, size=(6, 11))
+    ref[:, 3] = 1.0  # a point mass in the middle of a block
+    whole = smooth_per_sample(ref, unl)
+    monkeypatch.setattr(resolution_module, "_SMOOTH_BLOCK", 3)
+    np.testing.assert_array_equal(smooth_per_sample(ref, unl), whole)
+    assert whole[3] == math.inf and np.isfinite(np.delete(whole, 3)).all()
