@@ -176,13 +176,23 @@ class EvaluationCreate(In):
     forget_class: int | None = Field(None, ge=0, description="evaluate forgetting every sample of this class")
     method: str = Field(examples=["finetune"])
     params: dict[str, Any] = Field(default_factory=dict)
-    n_models: int = Field(8, ge=1, le=512, description="seeds of the method, and reference models needed")
+    n_models: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="seeds of the method, and reference models needed; default: the fewest whose epsilon-hat "
+        "ceiling reaches LETHE_TARGET_EPSILON_CEILING",
+    )
     delta: float = Field(0.05, ge=0, lt=1)
 
 
 class EvaluationCreated(BaseModel):
     job_id: str
     evaluation_id: str
+    n_models: int | None = Field(None, description="models per group, as requested or chosen")
+    warnings: list[str] = Field(
+        default_factory=list, description="why this group size may not tell the method from retrain"
+    )
 
 
 class EvaluationPublic(BaseModel):
@@ -220,6 +230,13 @@ class EvaluationRow(BaseModel):
     test: float | None = None
     test_ci95: float | None = None
     cost_vs_retrain: float | None = None
+    epsilon_ceiling: float | None = Field(None, description="largest finite epsilon these group sizes allow")
+    n_at_ceiling: int | None = None
+    censored: bool | None = Field(None, description="epsilon-hat at the ceiling or infinite: may be higher")
+    epsilon_hat_ci95_models: list[float | str | None] | None = Field(
+        None, description="[low, high] of epsilon-hat over a bootstrap of the models"
+    )
+    epsilon_hat_smooth: float | str | None = None
 
 
 class EvaluationTable(BaseModel):

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="largest total a zip sent to POST /scores may unpack to (its upload is bounded by "
         "max_upload_bytes)",
     )
+    target_epsilon_ceiling: float = Field(
+        1.8,
+        gt=0,
+        description="resolution an evaluation without n_models aims for: the fewest models per group whose "
+        "epsilon-hat ceiling reaches it (1.8: 8 models at delta 0.05; 4.3: the study's 80)",
+    )
 
     @property
     def resolved_home(self) -> Path:
