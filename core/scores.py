@@ -22,7 +22,14 @@ from core.errors import InvalidInput, NotFound, TooLarge
 from core.jobs import audit
 from core.settings import get_settings
 from core.tables import Score
-from ml.metrics.epsilon import EpsilonResult, epsilon_hat, epsilon_hat_regression
+from ml.metrics.epsilon import (
+    EpsilonResult,
+    epsilon_hat,
+    epsilon_hat_regression,
+    hinge_statistic,
+    regression_statistic,
+)
+from ml.metrics.resolution import resolution
 from ml.metrics.seed_layout import RETAIN_FILE, SeedLayoutError, list_approaches, load_approach
 
 NPZ_ARRAYS = ("reference", "unlearned")
@@ -30,7 +37,9 @@ NPZ_ARRAYS = ("reference", "unlearned")
 [models, samples] predictions with `targets` [samples] for a regression task."""
 
 
-def score_upload(data: bytes, *, delta: float, approach: str | None = None) -> tuple[str, dict[str, Any]]:
+def score_upload(
+    data: bytes, *, delta: float, approach: str | None = None, bootstrap: int | None = None
+) -> tuple[str, dict[str, Any]]:
     """(input format, {name: figures}) for an uploaded .npz or seed-layout zip; 422 for anything else."""
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise InvalidInput("file", "file: neither an .npz nor a zip in the study's seed layout")
@@ -40,8 +49,8 @@ def score_upload(data: bytes, *, delta: float, approach: str | None = None) -> t
         if {f"{key}.npy" for key in NPZ_ARRAYS} <= names:
             if approach is not None:
                 raise InvalidInput("approach", "approach: only a seed-layout zip has approaches")
-            return "npz", {"logits": _score_npz(archive, delta)}
-        return "seed_layout", _score_seed_zip(archive, delta, approach)
+            return "npz", {"logits": _score_npz(archive, delta, bootstrap)}
+        return "seed_layout", _score_seed_zip(archive, delta, approach, bootstrap)
 
 
 def _check_unpacked_size(archive: zipfile.ZipFile) -> None:
@@ -60,22 +69,31 @@ def _array(archive: zipfile.ZipFile, name: str) -> np.ndarray:
             raise InvalidInput("file", f"file: {name} is not a plain .npy array ({exc})") from None
 
 
-def _score_npz(archive: zipfile.ZipFile, delta: float) -> dict[str, Any]:
+def _score_npz(archive: zipfile.ZipFile, delta: float, bootstrap: int | None) -> dict[str, Any]:
     names = set(archive.namelist())
     reference, unlearned = (_array(archive, f"{key}.npy") for key in NPZ_ARRAYS)
     try:
         if "targets.npy" in names:
-            result = epsilon_hat_regression(reference, unlearned, _array(archive, "targets.npy"), delta=delta)
+            targets = _array(archive, "targets.npy")
+            result = epsilon_hat_regression(reference, unlearned, targets, delta=delta)
+            ref_stat, unl_stat = (
+                regression_statistic(reference, targets),
+                regression_statistic(unlearned, targets),
+            )
         elif "labels.npy" in names:
-            result = epsilon_hat(reference, unlearned, _array(archive, "labels.npy"), delta=delta)
+            labels = _array(archive, "labels.npy")
+            result = epsilon_hat(reference, unlearned, labels, delta=delta)
+            ref_stat, unl_stat = hinge_statistic(reference, labels), hinge_statistic(unlearned, labels)
         else:
             raise InvalidInput("file", "file: the .npz needs `labels` (classes) or `targets` (regression)")
+        return figures(result, ref_stat, unl_stat, bootstrap)
     except ValueError as exc:
         raise InvalidInput("file", f"file: {exc}") from None
-    return figures(result)
 
 
-def _score_seed_zip(archive: zipfile.ZipFile, delta: float, approach: str | None) -> dict[str, Any]:
+def _score_seed_zip(
+    archive: zipfile.ZipFile, delta: float, approach: str | None, bootstrap: int | None
+) -> dict[str, Any]:
     """Extract the seed folder's .npy and .csv files to a private folder and score its approaches."""
     roots = [PurePosixPath(n).parent for n in archive.namelist() if PurePosixPath(n).name == RETAIN_FILE]
     if len(roots) != 1:
@@ -103,24 +121,35 @@ def _score_seed_zip(archive: zipfile.ZipFile, delta: float, approach: str | None
             out = {}
             for name in names:
                 data = load_approach(folder, name)
-                result = epsilon_hat(data.reference_logits, data.unlearned_logits, data.labels, delta=delta)
+                ref, unl = data.reference_logits, data.unlearned_logits
+                result = epsilon_hat(ref, unl, data.labels, delta=delta)
+                stats = hinge_statistic(ref, data.labels), hinge_statistic(unl, data.labels)
                 means = data.unlearned_accuracy.means() if data.unlearned_accuracy else {}
-                out[name] = figures(result) | means
+                out[name] = figures(result, *stats, bootstrap) | means
             return out
         except (SeedLayoutError, ValueError) as exc:
             raise InvalidInput("file", f"file: {' '.join(str(exc).replace(tmp, '').split())}") from None
 
 
-def figures(result: EpsilonResult) -> dict[str, Any]:
-    """What `lethe epsilon --json` prints for one result."""
-    return result.to_json()
+def figures(
+    result: EpsilonResult, reference: np.ndarray, unlearned: np.ndarray, bootstrap: int | None
+) -> dict[str, Any]:
+    """What `lethe epsilon --json` prints for one result: the study's figures, then how far to trust them."""
+    return result.to_json() | resolution(result, reference, unlearned, n_boot=bootstrap).to_json()
 
 
 def create_score(
-    session: Session, *, tenant_id: str, data: bytes, filename: str | None, delta: float, approach: str | None
+    session: Session,
+    *,
+    tenant_id: str,
+    data: bytes,
+    filename: str | None,
+    delta: float,
+    approach: str | None,
+    bootstrap: int | None = None,
 ) -> Score:
     """Score an upload and record it under the tenant (the caller commits)."""
-    fmt, results = score_upload(data, delta=delta, approach=approach)
+    fmt, results = score_upload(data, delta=delta, approach=approach, bootstrap=bootstrap)
     row = Score(
         tenant_id=tenant_id,
         input_format=fmt,

@@ -31,6 +31,12 @@ UPLOAD_FORM = {
         },
         "delta": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": DEFAULT_DELTA},
         "approach": {"type": "string", "description": "score only this approach of a seed-layout zip"},
+        "bootstrap": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10000,
+            "description": "replicates of the bootstrap over models (as `lethe epsilon --bootstrap`)",
+        },
     },
 }
 
@@ -46,6 +52,15 @@ def to_public(row: Score) -> ScorePublic:
         results=row.results,
         created_at=row.created_at,
     )
+
+
+def _bootstrap(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise InvalidInput("bootstrap", "bootstrap: a whole number of replicates from 1 to 10000")
+    return int(text)
 
 
 def _delta(value: object) -> float:
@@ -84,6 +99,7 @@ async def create_score(request: Request, session: SessionDep, tenant: TenantDep)
     delta = _delta(form.get("delta"))
     approach = form.get("approach")
     approach = str(approach) if approach else None
+    bootstrap = _bootstrap(form.get("bootstrap"))
     data = await upload.read()
 
     def score() -> ScorePublic:
@@ -95,6 +111,7 @@ async def create_score(request: Request, session: SessionDep, tenant: TenantDep)
             filename=upload.filename,
             delta=delta,
             approach=approach,
+            bootstrap=bootstrap,
         )
         session.commit()
         return to_public(row)
