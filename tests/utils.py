@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 TABLES = (
+    "dashboard_sessions",
+    "tenant_settings",
     "idempotency_keys",
     "api_keys",
     "tenants",
