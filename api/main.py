@@ -14,6 +14,7 @@ from api.fastpath import JobPollFastPath
 from api.limits import BodySizeLimit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
+from api.redact import redact_keys_in_logs
 from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
 from api.schemas import ERRORS
 from core.db import poll_pool_open
@@ -25,6 +26,7 @@ from core.settings import get_settings
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Sweep for lost and stalled jobs in the background while the API runs; hold the poll-read pool."""
+    redact_keys_in_logs()
     if get_settings().log_json:
         use_json_logs()
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )
+    dashboard_session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="how long a dashboard sign-in lasts before the form is shown again",
+    )
 
     @property
     def resolved_home(self) -> Path:
