@@ -330,7 +330,8 @@ def jobs_json(request: Request, session: SessionDep) -> JSONResponse:
 @router.get("/ui/models/{model_ref}", response_class=HTMLResponse)
 def model_page(model_ref: str, request: Request, session: SessionDep) -> Response:
     def build(tenant: str) -> dict[str, Any]:
-        model = to_public(session, services.resolve_model(session, model_ref, tenant))
+        row = services.resolve_model(session, model_ref, tenant)
+        model = to_public(session, row)
         chain = [session.get(Model, i) for i in reversed(model.lineage)]
         made_by = dict(
             session.execute(
@@ -343,7 +344,14 @@ def model_page(model_ref: str, request: Request, session: SessionDep) -> Respons
             select(Model).where(Model.tenant_id == tenant, Model.parent_id == model.id)
         ).scalars()
         job = session.get(Job, model.job_id) if model.job_id else None
-        return {"model": model, "chain": chain, "made_by": made_by, "children": list(children), "job": job}
+        return {
+            "model": model,
+            "row": row,
+            "chain": chain,
+            "made_by": made_by,
+            "children": list(children),
+            "job": job,
+        }
 
     return _page(request, session, "model.html", build)
 
