@@ -16,6 +16,7 @@ from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
 from api.redact import redact_keys_in_logs
 from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
+from api.routes import certificates as certificate_routes
 from api.routes import purge as purge_routes
 from api.schemas import ERRORS
 from core.db import poll_pool_open
@@ -57,8 +58,9 @@ def create_app() -> FastAPI:
     app.include_router(metrics_router)
     for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
-    for module in (purge_routes,):
+    for module in (purge_routes, certificate_routes):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
+    app.include_router(certificate_routes.public_router)
     settings = get_settings()
     app.add_middleware(JobPollFastPath, route=jobs.poll_route())
     app.add_middleware(RequestTimer)

@@ -12,6 +12,7 @@ import time
 
 import typer
 
+from cli.certificate import certificate_app
 from cli.commands import register
 from cli.datasets import datasets_app
 from cli.epsilon import epsilon_command
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(certificate_app, name="certificate")
 app.command(
     "epsilon", help="Epsilon-hat of unlearned vs reference logits (the study's forget-quality metric)."
 )(epsilon_command)

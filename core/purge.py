@@ -43,7 +43,7 @@ def checkpoint_sha256(model: Model) -> str | None:
     if model.checkpoint_sha256 is None and model.checkpoint and model.status != ModelStatus.purged:
         store = get_store()
         if store.exists(model.checkpoint):
-            model.checkpoint_sha256 = hashlib.sha256(store.read_bytes(model.checkpoint)).hexdigest()
+            return hashlib.sha256(store.read_bytes(model.checkpoint)).hexdigest()
     return model.checkpoint_sha256
 
 
@@ -77,7 +77,7 @@ def purge_model(session: Session, model_ref: str, tenant_id: str) -> Model:
 
 
 def _purge(session: Session, model: Model, *, reason: str, **detail: Any) -> None:
-    checkpoint_sha256(model)
+    model.checkpoint_sha256 = checkpoint_sha256(model)
     model.status = ModelStatus.purged
     model.purged_at = utcnow()
     audit(

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )
+    signing_key_file: Path | None = Field(
+        None,
+        description="Ed25519 private key (PEM) that signs certificates; default: one generated once "
+        "into the artifact store",
+    )
     dashboard_session_hours: float = Field(
         12.0,
         gt=0,
