@@ -27,9 +27,9 @@ from api.deps import SessionDep
 from api.routes.evaluations import _row, list_evaluations, read_evaluation, read_plot
 from api.routes.forget_requests import read_forget_request
 from api.routes.models import to_public
-from core import services
+from core import certificates, services
 from core.auth import end_session, start_session, tenant_for, tenant_for_session
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.settings import get_settings
 from core.tables import FINISHED, Evaluation, ForgetRequest, Job, Model
 
@@ -159,7 +159,8 @@ def _secure(request: Request) -> bool:
 def _page(
     request: Request, session: SessionDep, name: str, build: Callable[[str], dict[str, Any]]
 ) -> HTMLResponse:
-    """The sign-in form without a valid key or session, a 404 page for what the tenant does not own, else the page."""
+    """The sign-in form without a valid key or session, 404 for what the tenant does not own, 409 for what is not
+    ready yet, else the page."""
     tenant = _tenant(request, session)
     if tenant is None:
         return _login(request, _signed_out_message(request))
@@ -169,6 +170,10 @@ def _page(
         context = build(tenant)
     except NotFound as exc:
         return _render(request, "not_found.html", {**signed, "message": exc.message}, 404)
+    except Conflict as exc:
+        return _render(
+            request, "not_found.html", {**signed, "message": exc.message, "heading": "Not yet"}, 409
+        )
     return _render(request, name, {**signed, **context})
 
 
@@ -364,6 +369,31 @@ def forget_request_page(request_id: str, request: Request, session: SessionDep) 
         return {"req": req, "job": job, "names": _names(session, tenant)}
 
     return _page(request, session, "forget_request.html", build)
+
+
+@router.get("/ui/forget-requests/{request_id}/certificate", response_class=HTMLResponse)
+def certificate_page(request_id: str, request: Request, session: SessionDep) -> Response:
+    """The signed certificate as a page to print; 409 (as the API) until the request is fulfilled."""
+
+    def build(tenant: str) -> dict[str, Any]:
+        return {"cert": certificates.certificate(session, request_id, tenant)}
+
+    return _page(request, session, "certificate.html", build)
+
+
+@router.get("/ui/forget-requests/{request_id}/certificate.json")
+def certificate_json(request_id: str, request: Request, session: SessionDep) -> Response:
+    """The same certificate as the API gives, for the page's download link (which carries only the cookie)."""
+    tenant = _tenant(request, session)
+    if tenant is None:
+        return JSONResponse({"detail": "sign in at /"}, status_code=401)
+    try:
+        document = certificates.certificate(session, request_id, tenant)
+    except NotFound as exc:
+        return JSONResponse({"detail": exc.message}, status_code=404)
+    except Conflict as exc:
+        return JSONResponse({"detail": exc.message}, status_code=409)
+    return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/ui/evaluations/{evaluation_id}", response_class=HTMLResponse)

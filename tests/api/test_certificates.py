@@ -266,3 +266,43 @@ def test_the_audit_trail_exports_as_json_lines_or_csv_by_time_and_page(client):
     assert {r["tenant"] for r in theirs} == {"other"} and not {r["id"] for r in theirs} & {
         r["id"] for r in rows
     }
+
+
+def test_the_dashboard_prints_the_same_certificate(client):
+    from tests.dashboard.test_dashboard import anonymous, sign_in
+
+    ids = _fulfilled(client, evaluate=False)
+    request_page = client.get(f"/ui/forget-requests/{ids['request']}")
+    assert f'href="/ui/forget-requests/{ids["request"]}/certificate"' in request_page.text
+    api = client.get(f"/forget-requests/{ids['request']}/certificate").json()
+    browser = anonymous(client)
+    assert browser.get(f"/ui/forget-requests/{ids['request']}/certificate").status_code == 401
+    sign_in(browser, client.headers["X-API-Key"])
+    page = browser.get(f"/ui/forget-requests/{ids['request']}/certificate")
+    assert page.status_code == 200 and "@media print" in page.text
+    for shown in (
+        api["forget_request"]["ids_sha256"],
+        api["parent_model"]["checkpoint_sha256"],
+        api["result_model"]["checkpoint_sha256"],
+        api["signature"]["key_id"],
+        "privacy@example.com",
+        "have <strong>not been purged</strong>",
+    ):
+        assert shown in page.text, shown
+    timeline = page.text.split('id="certificate-timeline">')[1].split("</tbody>")[0]
+    assert timeline.count("<tr>") == len(api["timeline"])
+    download = browser.get(f"/ui/forget-requests/{ids['request']}/certificate.json")
+    assert download.status_code == 200
+    document = download.json()
+    assert certificates.verify(document) == api["signature"]["key_id"]
+    assert {k: v for k, v in document.items() if k not in ("issued_at", "signature")} == {
+        k: v for k, v in api.items() if k not in ("issued_at", "signature")
+    }
+    assert client.post(f"/models/{ids['parent']}/purge").status_code == 200
+    assert (
+        "were <strong>purged</strong>"
+        in browser.get(f"/ui/forget-requests/{ids['request']}/certificate").text
+    )
+    pending = client.post("/unlearn", json={"model_id": "tiny-forgot", "forget_ids": [5], "method": "none"})
+    not_yet = browser.get(f"/ui/forget-requests/{pending.json()['forget_request_id']}/certificate")
+    assert not_yet.status_code == 409 and "once it is fulfilled" in not_yet.text
