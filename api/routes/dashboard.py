@@ -132,7 +132,9 @@ def _render(request: Request, name: str, context: dict[str, Any], status_code: i
         "img-src 'self'; frame-ancestors 'none'; form-action 'self'"
     )
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: under no-referrer a browser sends its form POSTs with "Origin: null",
+    # which the sign-in and sign-out forms refuse; other sites still get no referrer.
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 

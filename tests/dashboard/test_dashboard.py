@@ -363,3 +363,10 @@ def test_the_browser_shows_a_figure_and_a_running_jobs_progress_live(client, tmp
             10,
             "the cancelled status to reach the page",
         )
+        driver.find_element("css selector", 'form.sign-out button[type="submit"]').click()
+        until(
+            lambda: driver.find_elements("css selector", "form.login"),
+            15,
+            "the sign-in form after signing out",
+        )
+        assert driver.get_cookie("lethe_session") is None
