@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes: mark them, so every reply carries its zone (RFC 3339)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class ModelPurged(BaseModel):
@@ -14,7 +22,7 @@ class ModelPurged(BaseModel):
     model_id: str
     name: str | None
     status: str = Field(examples=["purged"])
-    purged_at: datetime | None
+    purged_at: UtcTime | None
     checkpoint_sha256: str | None = Field(description="sha256 of the deleted checkpoint file")
 
 
@@ -22,7 +30,7 @@ class TenantSettingsPublic(BaseModel):
     auto_purge_parents: bool = Field(
         description="purge a model's weights as soon as a model unlearned from it is ready"
     )
-    updated_at: datetime | None = Field(description="null while every setting has its default")
+    updated_at: UtcTime | None = Field(description="null while every setting has its default")
 
 
 class TenantSettingsUpdate(BaseModel):

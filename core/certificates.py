@@ -232,11 +232,10 @@ def _evaluation(session: Session, req: ForgetRequest) -> dict[str, Any] | None:
             Evaluation.model_id == req.model_id,
             Evaluation.method == req.method,
             ReferenceSet.forget_sha256 == req.ids_sha256,
-            Evaluation.results.is_not(None),
         )
         .order_by(Evaluation.created_at.desc())
     ).scalars()
-    evaluation = next(iter(rows), None)
+    evaluation = next((e for e in rows if e.results), None)  # scored: unscored rows hold SQL or JSON null
     if evaluation is None:
         return None
     results = evaluation.results or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -9,11 +10,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 
 from api.deps import SessionDep, TenantDep
 from api.schemas_proof import Certificate, PublicKey
 from core import audit_log, certificates
-from core.errors import InvalidInput
 
 router = APIRouter(tags=["certificates"])
 public_router = APIRouter(tags=["certificates"])
@@ -39,19 +40,22 @@ async def public_key() -> PublicKey:
     return PublicKey(**await run_in_threadpool(certificates.public_key_info))
 
 
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only RFC 3339 times with a zone (pydantic alone would also take "0.5" as seconds since 1970)."""
+    if not isinstance(value, str) or not RFC3339.match(value):
+        raise ValueError("give an RFC 3339 date-time with its time zone, such as 2026-11-29T17:00:00Z")
+    return value.upper()
+
+
+Time = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
 def _utc(value: datetime | None) -> datetime | None:
-    """Times without a zone are taken as UTC, the zone the trail is written in."""
-    if value is None:
-        return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _cursor(value: str | None) -> int:
-    if value is None:
-        return 0
-    if not value.isdigit() or len(value) > 18:
-        raise InvalidInput("cursor", "cursor: pass back the X-Next-Cursor of the previous page unchanged")
-    return int(value)
+    """In UTC, the zone the trail is written in (SQLite compares the text)."""
+    return value.astimezone(UTC) if value is not None else None
 
 
 EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -75,10 +79,8 @@ def export_audit(
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
-    since: Annotated[
-        datetime | None, Query(description="first time included (RFC 3339; UTC if no zone)")
-    ] = None,
-    until: Annotated[datetime | None, Query(description="first time excluded")] = None,
+    since: Annotated[Time | None, Query(description="first time included (RFC 3339, with its zone)")] = None,
+    until: Annotated[Time | None, Query(description="first time excluded")] = None,
     object_type: Annotated[str | None, Query(max_length=30, examples=["forget_request"])] = None,
     format: Annotated[
         Literal["jsonl", "csv"] | None,
@@ -86,7 +88,7 @@ def export_audit(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: Annotated[
-        str | None, Query(max_length=18, description="X-Next-Cursor of the previous page")
+        str | None, Query(pattern=r"^[0-9]{1,18}$", description="X-Next-Cursor of the previous page")
     ] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
@@ -98,7 +100,7 @@ def export_audit(
         tenant,
         since=_utc(since),
         until=_utc(until),
-        after_id=_cursor(cursor),
+        after_id=int(cursor or 0),
         limit=limit,
         object_type=object_type,
     )

@@ -9,7 +9,7 @@ import hashlib
 import io
 import json
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -246,21 +246,32 @@ def test_the_audit_trail_exports_as_json_lines_or_csv_by_time_and_page(client):
         assert [int(t["id"]) for t in table] == [r["id"] for r in rows]
         assert json.loads(table[0]["detail"]) == rows[0]["detail"]
 
-    # By time range (a time without a zone is UTC), and by object type.
+    # By time range (RFC 3339 with its zone), and by object type.
     middle = datetime.fromisoformat(rows[len(rows) // 2]["at"])
     later = _jsonl(client.get("/audit", params={"since": middle.isoformat()}).text)
     earlier = _jsonl(client.get("/audit", params={"until": middle.isoformat()}).text)
     assert later and all(datetime.fromisoformat(r["at"]) >= middle for r in later)
     assert all(datetime.fromisoformat(r["at"]) < middle for r in earlier)
     assert len(later) + len(earlier) == len(rows)
-    naive = middle.astimezone(UTC).replace(tzinfo=None).isoformat()
-    assert _jsonl(client.get("/audit", params={"since": naive}).text) == later
+    zulu = middle.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    assert _jsonl(client.get("/audit", params={"since": zulu}).text) == later
+    shifted = middle.astimezone(timezone(timedelta(hours=-5))).isoformat()
+    assert _jsonl(client.get("/audit", params={"since": shifted}).text) == later
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     assert client.get("/audit", params={"since": future}).text == ""
     requests = _jsonl(client.get("/audit", params={"object_type": "forget_request"}).text)
     assert requests and {r["object_type"] for r in requests} == {"forget_request"}
 
-    for bad in ({"format": "xml"}, {"cursor": "abc"}, {"limit": 0}, {"since": "yesterday"}):
+    naive = middle.astimezone(UTC).replace(tzinfo=None).isoformat()
+    for bad in (
+        {"format": "xml"},
+        {"cursor": "abc"},
+        {"cursor": ""},
+        {"limit": 0},
+        {"since": "yesterday"},
+        {"until": "0.5"},
+        {"since": naive},
+    ):
         assert client.get("/audit", params=bad).status_code == 422, bad
     theirs = _jsonl(client.get("/audit", headers={"X-API-Key": new_key("other")}).text)
     assert {r["tenant"] for r in theirs} == {"other"} and not {r["id"] for r in theirs} & {
