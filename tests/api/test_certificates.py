@@ -66,7 +66,8 @@ def _independent_check(document: dict, public: dict) -> None:
     key.verify(base64.b64decode(document["signature"]["value"]), signed)  # raises if it does not hold
 
 
-def test_a_certificate_is_signed_complete_and_any_change_breaks_it(client, tmp_path):
+def test_a_certificate_is_signed_complete_and_any_change_breaks_it(any_client, tmp_path):
+    client = any_client
     ids = _fulfilled(client, evaluate=True)
     r = client.get(f"/forget-requests/{ids['request']}/certificate")
     assert r.status_code == 200, r.text
@@ -212,7 +213,8 @@ def _jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_the_audit_trail_exports_as_json_lines_or_csv_by_time_and_page(client):
+def test_the_audit_trail_exports_as_json_lines_or_csv_by_time_and_page(any_client):
+    client = any_client
     with session_scope() as session:
         ensure_digits(session)
     client.post("/models", json=TINY)

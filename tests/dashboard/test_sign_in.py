@@ -22,6 +22,7 @@ from core.db import session_scope
 from core.tables import AuditEvent, DashboardSession, utcnow
 from tests.dashboard.test_dashboard import anonymous, sign_in
 from tests.e2e.stack import free_port
+from tests.utils import new_key
 
 
 def _sessions() -> list[DashboardSession]:
@@ -35,7 +36,8 @@ def _token(response: httpx.Response) -> str:
     return re.match(r"lethe_session=([^;]+);", response.headers["set-cookie"]).group(1)
 
 
-def test_the_session_is_stored_hashed_and_ends_on_sign_out_expiry_and_revocation(client):
+def test_the_session_is_stored_hashed_and_ends_on_sign_out_expiry_and_revocation(any_client):
+    client = any_client
     key = client.headers["X-API-Key"]
     browser = anonymous(client)
     token = _token(sign_in(browser, key))
@@ -163,8 +165,6 @@ def served_with_access_log() -> Iterator[tuple[str, Collect]]:
 
 
 def test_no_key_reaches_a_url_or_a_log_line(pg_env, capfd):
-    from tests.utils import new_key
-
     key = new_key("local")
     urls: list[str] = []
     with served_with_access_log() as (base, collect):
