@@ -17,7 +17,7 @@ from core import idsets
 from core.artifacts import get_store
 from core.db import session_scope
 from core.jobs import audit, fail_training_model
-from core.purge import auto_purge_parent
+from core.purge import auto_purge_parent, require_weights
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id, utcnow
 from ml import checkpoint
 from ml.data import ArrayDataset
@@ -101,7 +101,8 @@ def train_from_scratch(
 def unlearn_from(
     ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
 ) -> Trained:
-    """Apply a method to a stored model; the parent's checkpoint is only read."""
+    """Apply a method to a stored model; the parent's checkpoint is only read (a purged one fails saying so)."""
+    require_weights(parent, "unlearned")
     arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
     data = load_for(ds_row)
     net = checkpoint.from_bytes(

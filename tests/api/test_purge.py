@@ -59,7 +59,9 @@ def trained(client) -> str:
     return _train(client)
 
 
-def test_purge_deletes_the_weights_and_keeps_row_lineage_checksum_and_audit(client, trained):
+def test_purge_deletes_the_weights_and_keeps_row_lineage_checksum_and_audit(any_client):
+    client = any_client
+    trained = _train(client)
     parent = _model(trained)
     store = get_store()
     sha = hashlib.sha256(store.read_bytes(parent.checkpoint)).hexdigest()
@@ -190,3 +192,15 @@ def test_the_dashboard_shows_the_purge(client, trained):
     page = client.get(f"/ui/models/{trained}")
     assert page.status_code == 200 and "status-purged" in page.text
     assert 'id="purged"' in page.text and "Weights purged" in page.text and sha in page.text
+
+
+def test_a_job_that_finds_its_model_purged_fails_saying_so(client, trained):
+    """A purge that raced a request past its check: the job fails with the reason, not a missing file."""
+    queued = _unlearn(client, "tiny", [6])
+    with session_scope() as session:
+        purge._purge(session, session.get(Model, trained), reason="requested")
+    from worker.runner import run_job
+
+    assert run_job(queued["job_id"]) == "failed"
+    job = client.get(f"/jobs/{queued['job_id']}").json()
+    assert "was purged" in job["error"] and "weights were deleted" in job["error"]
