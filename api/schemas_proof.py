@@ -36,7 +36,9 @@ class TenantSettingsPublic(BaseModel):
 class TenantSettingsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    auto_purge_parents: StrictBool | None = Field(None, description="leave out to keep the current value")
+    auto_purge_parents: StrictBool | None = Field(
+        None, description="leave out to keep the current value", examples=[True]
+    )
 
 
 class PublicKey(BaseModel):
