@@ -27,7 +27,7 @@ from api.deps import SessionDep
 from api.routes.evaluations import _row, list_evaluations, read_evaluation, read_plot
 from api.routes.forget_requests import read_forget_request
 from api.routes.models import to_public
-from core import certificates, services
+from core import certificates, purge, services
 from core.auth import end_session, start_session, tenant_for, tenant_for_session
 from core.errors import Conflict, NotFound
 from core.settings import get_settings
@@ -112,9 +112,14 @@ def _signed_out_message(request: Request) -> str | None:
     return None
 
 
-def sign_out_token(token: str) -> str:
-    """The sign-out form's CSRF value: derived from the session token, which no other site can read."""
-    return hashlib.sha256(f"sign-out:{token}".encode()).hexdigest()[:32]
+def form_token(token: str) -> str:
+    """The CSRF value of a signed-in page's forms (sign out, purge): derived from the session token, which no
+    other site can read."""
+    return hashlib.sha256(f"form:{token}".encode()).hexdigest()[:32]
+
+
+def _form_allowed(request: Request, form: Any, token: str) -> bool:
+    return secrets.compare_digest(str(form.get("csrf") or ""), form_token(token)) and _same_origin(request)
 
 
 def _same_origin(request: Request) -> bool:
@@ -167,7 +172,7 @@ def _page(
     if tenant is None:
         return _login(request, _signed_out_message(request))
     token = request.cookies.get(COOKIE)
-    signed = {"tenant": tenant, "sign_out": sign_out_token(token) if token else None}
+    signed = {"tenant": tenant, "form_csrf": form_token(token) if token else None}
     try:
         context = build(tenant)
     except NotFound as exc:
@@ -306,10 +311,7 @@ async def logout(request: Request, session: SessionDep) -> Response:
     token = request.cookies.get(COOKIE)
     form = await request.form(max_files=0, max_fields=5, max_part_size=1024)
     if token:
-        if not (
-            secrets.compare_digest(str(form.get("csrf") or ""), sign_out_token(token))
-            and _same_origin(request)
-        ):
+        if not _form_allowed(request, form, token):
             return Response("sign-out refused: the form came from another site", 403, media_type="text/plain")
 
         def sign_out() -> None:
@@ -361,6 +363,34 @@ def model_page(model_ref: str, request: Request, session: SessionDep) -> Respons
         }
 
     return _page(request, session, "model.html", build)
+
+
+@router.post("/ui/models/{model_ref}/purge")
+async def purge_from_page(model_ref: str, request: Request, session: SessionDep) -> Response:
+    """The model page's purge button (a signed-in browser's session only): POST /models/{id}/purge."""
+    token = request.cookies.get(COOKIE)
+    form = await request.form(max_files=0, max_fields=5, max_part_size=1024)
+    if not token or not _form_allowed(request, form, token):
+        return Response("purge refused: the form came from another site", 403, media_type="text/plain")
+
+    def run() -> tuple[str, str] | None:
+        tenant = tenant_for_session(session, token)
+        if tenant is None:
+            return None
+        model = purge.purge_model(session, model_ref, tenant)
+        session.commit()
+        return tenant, model.id
+
+    try:
+        done = await run_in_threadpool(run)
+    except (NotFound, Conflict) as exc:
+        tenant = await run_in_threadpool(tenant_for_session, session, token)
+        code = 404 if isinstance(exc, NotFound) else 409
+        context = {"tenant": tenant, "form_csrf": form_token(token), "message": exc.message}
+        return _render(request, "not_found.html", {**context, "heading": "Not purged"}, code)
+    if done is None:
+        return _login(request, _signed_out_message(request), after=f"/ui/models/{model_ref}")
+    return RedirectResponse(f"/ui/models/{done[1]}", status_code=303)
 
 
 @router.get("/ui/forget-requests/{request_id}", response_class=HTMLResponse)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 from sqlalchemy import select
@@ -186,12 +187,35 @@ def test_the_cli_reads_and_sets_the_tenant_setting(client):
     assert json.loads(off.stdout)["auto_purge_parents"] is False
 
 
-def test_the_dashboard_shows_the_purge(client, trained):
+def test_the_dashboard_shows_the_purge_and_purges_from_the_model_page(client, trained):
+    from tests.dashboard.test_dashboard import anonymous, sign_in
+
     sha = _model(trained).checkpoint_sha256
-    assert client.post("/models/tiny/purge").status_code == 200
-    page = client.get(f"/ui/models/{trained}")
-    assert page.status_code == 200 and "status-purged" in page.text
-    assert 'id="purged"' in page.text and "Weights purged" in page.text and sha in page.text
+    browser = anonymous(client)
+    sign_in(browser, client.headers["X-API-Key"])
+    page = browser.get(f"/ui/models/{trained}").text
+    csrf = re.search(
+        r'<form class="purge[^>]*>\s*<input type="hidden" name="csrf" value="([^"]+)"', page
+    ).group(1)
+    assert "Purge weights" in page
+    forged = browser.post(f"/ui/models/{trained}/purge", data={"csrf": "x"}, follow_redirects=False)
+    other_site = browser.post(
+        f"/ui/models/{trained}/purge",
+        data={"csrf": csrf},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert forged.status_code == other_site.status_code == 403 and _model(trained).status == "ready"
+    assert client.post(f"/ui/models/{trained}/purge", data={"csrf": csrf}).status_code == 403  # header only
+
+    done = browser.post(f"/ui/models/{trained}/purge", data={"csrf": csrf}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/ui/models/{trained}"
+    assert _model(trained).status == "purged" and not get_store().exists(_model(trained).checkpoint)
+    shown = browser.get(f"/ui/models/{trained}")
+    assert shown.status_code == 200 and "status-purged" in shown.text and "Purge weights" not in shown.text
+    assert 'id="purged"' in shown.text and "Weights purged" in shown.text and sha in shown.text
+    again = browser.post(f"/ui/models/{trained}/purge", data={"csrf": csrf}, follow_redirects=False)
+    assert again.status_code == 409 and "already" not in again.text and "was purged" in again.text
 
 
 def test_a_job_that_finds_its_model_purged_fails_saying_so(client, trained):
