@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from core.artifacts import get_store
 from core.errors import Conflict
+from core.purge import checkpoint_sha256
 from core.services import get_owned
 from core.settings import get_settings
 from core.tables import (
@@ -254,8 +255,6 @@ def _evaluation(session: Session, req: ForgetRequest) -> dict[str, Any] | None:
 
 
 def _model(model: Model) -> dict[str, Any]:
-    from core.purge import checkpoint_sha256
-
     return {
         "id": model.id,
         "name": model.name,
