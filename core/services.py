@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from core import idsets
+from core import idsets, purge
 from core.artifacts import get_store
 from core.db import read_session
 from core.errors import Conflict, InvalidInput, NotFound
@@ -225,6 +225,7 @@ def create_unlearn(
 ) -> tuple[Job, ForgetRequest]:
     """Record a forget request and its unlearn job; nothing is stored unless all input is valid."""
     model = resolve_model(session, model_ref, tenant_id)
+    purge.require_weights(model, "unlearned")
     if model.status != ModelStatus.ready:
         raise Conflict(f"model {model_ref!r} is {model.status}, not ready: it cannot be unlearned yet")
     ds = session.get(Dataset, model.dataset_id)

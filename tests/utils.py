@@ -10,6 +10,8 @@ from sqlalchemy import create_engine, text
 
 TABLES = (
     "scores",
+    "dashboard_sessions",
+    "tenant_settings",
     "idempotency_keys",
     "api_keys",
     "tenants",
