@@ -54,6 +54,7 @@ def create_logits(
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the artifact's bytes"}},
 )
 def get_artifact(job_id: str, name: str, session: SessionDep, tenant: TenantDep) -> Response:
+    """The bytes of an artifact a succeeded job lists in its result (`ETag` its sha256); 409 while the job is queued or running."""
     job = get_job(session, job_id, tenant)
     if job.status != JobStatus.succeeded:
         if job.status in (JobStatus.queued, JobStatus.running):

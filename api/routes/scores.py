@@ -30,7 +30,11 @@ UPLOAD_FORM = {
             "classes] and `labels` [samples] (or predictions [models, samples] and `targets`, for regression)",
         },
         "delta": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": DEFAULT_DELTA},
-        "approach": {"type": "string", "description": "score only this approach of a seed-layout zip"},
+        "approach": {
+            "type": "string",
+            "description": "score only this approach of a seed-layout zip",
+            "examples": ["finetune"],
+        },
         "bootstrap": {
             "type": "integer",
             "minimum": 1,
@@ -121,10 +125,12 @@ async def create_score(request: Request, session: SessionDep, tenant: TenantDep)
 
 @router.get("", response_model=ScoreList, summary="Scores of the caller's tenant, newest first")
 def list_scores(session: SessionDep, tenant: TenantDep, limit: int = Query(100, ge=1, le=1000)) -> ScoreList:
+    """Every score the tenant asked for, newest first, with its figures and the sha256 of its input."""
     data = [to_public(row) for row in scores.list_scores(session, tenant, limit)]
     return ScoreList(data=data, count=len(data))
 
 
 @router.get("/{score_id}", response_model=ScorePublic, summary="One score")
 def get_score(score_id: str, session: SessionDep, tenant: TenantDep) -> ScorePublic:
+    """One score by id: the figures per approach and the sha256 of the file they came from."""
     return to_public(scores.get_score(session, score_id, tenant))
