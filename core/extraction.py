@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from core import idsets
 from core.errors import Conflict, InvalidInput
 from core.jobs import create_job
+from core.purge import require_weights
 from core.services import get_owned, resolve_model, validate_forget_ids
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus
 
@@ -51,6 +52,7 @@ def create_logits_job(
         chosen = validate_forget_ids(ids, ds.n_train if split == "train" else ds.n_test, "ids")
     else:
         chosen = None
+    require_weights(model, "run")
     if model.status != ModelStatus.ready:
         raise Conflict(f"model {model_ref!r} is {model.status}, not ready: it has no weights to run yet")
     params: dict[str, object] = {"split": split}

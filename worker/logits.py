@@ -11,6 +11,7 @@ import numpy as np
 from core.artifacts import get_store
 from core.db import session_scope
 from core.extraction import ARTIFACT, artifact_key
+from core.purge import require_weights
 from core.tables import Dataset, Job, Model
 from ml import checkpoint
 from ml.logits import logits
@@ -27,6 +28,7 @@ def extract_logits(ctx: JobContext) -> Outcome:
         job = session.get(Job, ctx.job_id)
         model = session.get(Model, job.model_id)
         ds_row = session.get(Dataset, model.dataset_id)
+        require_weights(model, "run")  # purged after the job was queued: fail saying so
         arch, weights_key = ArchSpec.model_validate(model.arch), model.checkpoint
     split = str(ctx.params["split"])
     data = load_for(ds_row)

@@ -119,3 +119,9 @@ def test_a_model_that_is_not_ready_is_409(client):
         model.status = "training"
     r = client.post("/models/m1/logits", json={"split": "test"})
     assert r.status_code == 409 and "not ready" in r.json()["detail"]
+
+
+def test_a_purged_model_is_409_saying_so(client, tiny):
+    assert client.post("/models/tiny/purge").status_code == 200
+    r = client.post("/models/tiny/logits", json={"split": "test"})
+    assert r.status_code == 409 and "purged" in r.json()["detail"]
