@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -83,6 +86,22 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read in chunks (checkpoints are tens to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _attachment_name(response: httpx.Response, fallback: str) -> str:
+    """The file name of a Content-Disposition attachment, as a bare name (no folders)."""
+    found = re.search(r'filename="?([^";]+)"?', response.headers.get("content-disposition", ""))
+    name = Path(found.group(1)).name if found else ""
+    return name if name not in ("", ".", "..") else fallback
+
+
 def _error(response: httpx.Response) -> LetheError:
     """The exception for a failed answer, carrying the server's `detail` message."""
     status = response.status_code
@@ -145,6 +164,22 @@ class Client:
         if not response.is_success and response.status_code not in ok:
             raise _error(response)
         return response
+
+    @contextmanager
+    def _stream(
+        self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        """A streamed request, with the same errors as _send; the body is read by the caller."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if not response.is_success and response.status_code not in ok:
+                    response.read()
+                    raise _error(response)
+                yield response
+        except httpx.TimeoutException as exc:
+            raise ConnectionFailed(f"{self.url} did not answer {method} {path} in time ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
 
     def _get(self, path: str, kind: Any, **kwargs: Any) -> Any:
         return self._parse(self._send("GET", path, **kwargs), kind)
@@ -219,6 +254,36 @@ class Client:
     def get_model(self, model: str) -> Model:
         """A model by id or name, with its lineage."""
         return self._get(f"/models/{_seg(model)}", Model)
+
+    def download_model(self, model: str, dest: str | Path = ".") -> Path:
+        """Stream a ready model's safetensors checkpoint to `dest` and return its path.
+
+        `dest` is a file, or a folder to save into under the server's file name. The bytes are checked
+        against the sha256 the server sends as ETag before they replace anything; a file already at
+        `dest` with that sha256 is kept as it is (the server answers 304 and sends nothing).
+        """
+        dest = Path(dest)
+        headers = {"If-None-Match": f'"{file_sha256(dest)}"'} if dest.is_file() else {}
+        with self._stream("GET", f"/models/{_seg(model)}/weights", ok=(304,), headers=headers) as response:
+            if response.status_code == 304:
+                return dest
+            target = dest / _attachment_name(response, f"{model}.safetensors") if dest.is_dir() else dest
+            expected = response.headers.get("etag", "").removeprefix("W/").strip('"')
+            partial = target.with_name(f".{target.name}.part")
+            digest = hashlib.sha256()
+            try:
+                with partial.open("wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        fh.write(chunk)
+                if expected and digest.hexdigest() != expected:
+                    raise LetheError(
+                        f"the weights of {model} arrived damaged: sha256 {digest.hexdigest()}, expected {expected}"
+                    )
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return target
 
     # Unlearning and jobs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -308,3 +309,34 @@ def test_requests_carry_the_documented_paths_and_bodies():
         ("GET", "/evaluations?study_id=s1", {}),
         ("GET", "/jobs/a%2Fb%20c/metrics", {}),  # an id is always one path segment
     ]
+
+
+def test_download_model_checks_the_sha256_and_keeps_a_file_that_is_current(tmp_path):
+    """Saved under the server's file name, a damaged transfer replaces nothing, a current file is kept (304)."""
+    payload = b"safetensors bytes" * 1000
+    good = hashlib.sha256(payload).hexdigest()
+    sent: list[httpx.Request] = []
+    etag = {"value": good}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if request.headers.get("if-none-match") == f'"{etag["value"]}"':
+            return httpx.Response(304, headers={"ETag": f'"{etag["value"]}"'})
+        headers = {
+            "ETag": f'"{etag["value"]}"',
+            "Content-Disposition": 'attachment; filename="../forgot.safetensors"',
+        }
+        return httpx.Response(200, content=payload, headers=headers)
+
+    with _stand_in(handler) as api:
+        path = api.download_model("forgot", tmp_path)
+        assert path == tmp_path / "forgot.safetensors" and path.read_bytes() == payload
+        assert api.download_model("forgot", path) == path
+        assert sent[-1].headers["if-none-match"] == f'"{good}"'
+        etag["value"] = "0" * 64  # the server now announces other bytes than it sends
+        with pytest.raises(LetheError, match="arrived damaged"):
+            api.download_model("forgot", path)
+        assert path.read_bytes() == payload and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+        with pytest.raises(LetheError, match="arrived damaged"):
+            api.download_model("forgot", tmp_path / "new.safetensors")
+        assert not (tmp_path / "new.safetensors").exists()
