@@ -14,7 +14,17 @@ from api.fastpath import JobPollFastPath
 from api.limits import BodySizeLimit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
-from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
+from api.routes import (
+    catalog,
+    dashboard,
+    evaluations,
+    forget_requests,
+    jobs,
+    models,
+    system,
+    unlearn,
+    webhooks,
+)
 from api.schemas import ERRORS
 from core.db import poll_pool_open
 from core.logs import use_json_logs
@@ -52,7 +62,7 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_router)
-    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
+    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog, webhooks):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
     settings = get_settings()
     app.add_middleware(JobPollFastPath, route=jobs.poll_route())

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )
+    webhook_allow_private: bool = Field(
+        False, description="let webhooks target loopback, link-local and private addresses (tests, one host)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="how long one webhook POST may take"
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=20, description="tries of one delivery before it is failed")
+    webhook_retry_seconds: float = Field(
+        10.0, gt=0, description="wait before a delivery's first retry; each later wait is three times longer"
+    )
 
     @property
     def resolved_home(self) -> Path:

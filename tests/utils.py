@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 TABLES = (
+    "webhook_deliveries",
+    "webhooks",
     "idempotency_keys",
     "api_keys",
     "tenants",
