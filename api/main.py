@@ -18,6 +18,7 @@ from api.routes import (
     catalog,
     dashboard,
     evaluations,
+    events,
     forget_requests,
     jobs,
     models,
@@ -62,7 +63,7 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_router)
-    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog, webhooks):
+    for module in (models, unlearn, forget_requests, jobs, events, evaluations, catalog, webhooks):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
     settings = get_settings()
     app.add_middleware(JobPollFastPath, route=jobs.poll_route())

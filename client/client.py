@@ -192,11 +192,15 @@ class Client:
     @staticmethod
     def _parse(response: httpx.Response, kind: Any) -> Any:
         """The answer's JSON as `kind`; an answer of another shape is a LetheError, not a ValidationError."""
+        where = f"{response.request.method} {response.request.url.path}"
+        return Client._parse_json(response.content, kind, where, response.status_code)
+
+    @staticmethod
+    def _parse_json(data: str | bytes, kind: Any, where: str, status: int | None = None) -> Any:
         try:
-            return _adapter(kind).validate_json(response.content)
+            return _adapter(kind).validate_json(data)
         except ValidationError as exc:
-            where = f"{response.request.method} {response.request.url.path}"
-            raise LetheError(f"unexpected answer to {where}: {exc}", status=response.status_code) from exc
+            raise LetheError(f"unexpected answer to {where}: {exc}", status=status) from exc
 
     # System and catalog
 
@@ -333,18 +337,71 @@ class Client:
         """Cancel a job: a queued one ends at once, a running one at its next step; Conflict once finished."""
         return self._parse(self._send("POST", f"/jobs/{_seg(job_id)}/cancel"), Job)
 
+    def events(self, job_id: str, poll: float = 0.5, read_timeout: float = 60.0) -> Iterator[Job]:
+        """The job from GET /jobs/{id}/events: at once, then on every change, until it has finished.
+
+        The server sends a comment every 15 s while nothing changes, so `read_timeout` ends only a dead
+        stream (httpx.ReadTimeout); NotFound from servers without the stream.
+        """
+        interval = min(10.0, max(0.1, poll))
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
+        path = f"/jobs/{_seg(job_id)}/events"
+        with self._stream("GET", path, params={"interval": interval}, timeout=timeout) as response:
+            event, data = "message", []
+            for line in response.iter_lines():
+                if line.startswith(":"):
+                    continue
+                if line:
+                    field, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        event = value
+                    elif field == "data":
+                        data.append(value)
+                    continue
+                if event == "end":
+                    return
+                if event == "job" and data:
+                    yield self._parse_json("\n".join(data), Job, path)
+                event, data = "message", []
+
     def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None) -> Iterator[Job]:
         """Yield the job each time its status or progress changes; returns once it has finished.
 
-        Raises WaitTimeout when `timeout` seconds pass first (the job keeps running on the server).
+        Follows the server-sent events of GET /jobs/{id}/events, and polls GET /jobs/{id} every `poll`
+        seconds on servers without them or when the stream breaks. Raises WaitTimeout when `timeout`
+        seconds pass first (the job keeps running on the server).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[Any, ...] | None = None
+
+        def changed(job: Job) -> bool:
+            nonlocal seen
+            state = (job.status, job.progress, job.progress_info, job.error)
+            if state == seen:
+                return False
+            seen = state
+            return True
+
+        job = self.get_job(job_id)
+        yield job
+        changed(job)
+        if job.finished:
+            return
+        try:
+            left = None if deadline is None else max(0.1, deadline - time.monotonic())
+            for job in self.events(job_id, poll=poll, read_timeout=60.0 if left is None else min(60.0, left)):
+                if changed(job):
+                    yield job
+                if job.finished:
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        except (NotFound, ConnectionFailed, httpx.HTTPError):
+            pass  # no stream on this server, or it broke: poll instead
         while True:
             job = self.get_job(job_id)
-            state = (job.status, job.progress, job.progress_info, job.error)
-            if state != seen:
-                seen = state
+            if changed(job):
                 yield job
             if job.finished:
                 return
