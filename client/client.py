@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from client.errors import (
 )
 from client.models import (
     Dataset,
+    DeliveryList,
     Evaluation,
     EvaluationCreated,
     EvaluationTable,
@@ -40,6 +42,7 @@ from client.models import (
     Health,
     Job,
     JobList,
+    JobMetrics,
     Method,
     Model,
     ModelCreated,
@@ -49,11 +52,19 @@ from client.models import (
     Study,
     StudyCreated,
     UnlearnCreated,
+    Webhook,
+    WebhookCreated,
+    WebhookList,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRIES = 3
+"""Retries of a request answered 429 or 503 (see retry_wait)."""
+MAX_RETRY_WAIT = 30.0
+"""The longest wait before a retry; a Retry-After beyond it is raised at once, for the caller to decide."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _seg(value: str) -> str:
@@ -84,6 +95,25 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+def retry_wait(
+    request: httpx.Request, response: httpx.Response, attempt: int, max_wait: float
+) -> float | None:
+    """Seconds to wait before retrying this answer, or None when it must not be retried.
+
+    429 was refused before any work, so it is always retried; 503 only for requests that are safe to
+    repeat (GET and the like, or a POST with an Idempotency-Key). Retry-After is honoured; without it the
+    waits grow 0.5, 1, 2 ... seconds with jitter.
+    """
+    status = response.status_code
+    safe = request.method in SAFE_METHODS or IDEMPOTENCY_HEADER in request.headers
+    if status != 429 and not (status == 503 and safe):
+        return None
+    after = _retry_after(response.headers.get("Retry-After"))
+    if after is not None:
+        return after if after <= max_wait else None
+    return min(max_wait, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 def file_sha256(path: Path) -> str:
@@ -137,10 +167,13 @@ class Client:
         api_key: str | None = None,
         timeout: float = 30.0,
         *,
+        retries: int = RETRIES,
+        max_retry_wait: float = MAX_RETRY_WAIT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {API_KEY_HEADER: api_key} if api_key else {}
         self.url = url.rstrip("/")
+        self.retries, self.max_retry_wait = retries, max_retry_wait
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -154,16 +187,22 @@ class Client:
         self._http.close()
 
     def _send(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
-        """One request; any status outside 2xx (and `ok`) becomes the matching LetheError."""
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{self.url} did not answer {method} {path} in time ({exc})") from exc
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
-        if not response.is_success and response.status_code not in ok:
-            raise _error(response)
-        return response
+        """One request, retried on 429 and 503 (retry_wait); any other status outside 2xx (and `ok`)
+        becomes the matching LetheError."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TimeoutException as exc:
+                raise ConnectionFailed(f"{self.url} did not answer {method} {path} in time ({exc})") from exc
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
+            if response.is_success or response.status_code in ok:
+                return response
+            wait = retry_wait(response.request, response, attempt, self.max_retry_wait)
+            if wait is None or attempt == self.retries:
+                break
+            time.sleep(wait)
+        raise _error(response)
 
     @contextmanager
     def _stream(
@@ -325,9 +364,9 @@ class Client:
         """A job's state, progress and result."""
         return self._get(f"/jobs/{_seg(job_id)}", Job)
 
-    def get_job_metrics(self, job_id: str) -> dict[str, Any]:
-        """A finished job's metrics; NotFound until it has some."""
-        return self._get(f"/jobs/{_seg(job_id)}/metrics", dict[str, Any])
+    def get_job_metrics(self, job_id: str) -> JobMetrics:
+        """A finished job's metrics (accuracies, wall time, epsilon-hat ... by kind); NotFound until it has some."""
+        return self._get(f"/jobs/{_seg(job_id)}/metrics", JobMetrics)
 
     def list_jobs(self) -> JobList:
         """Every job (GET /jobs); NotFound, or a LetheError with status 405, from servers without that list."""
@@ -516,3 +555,40 @@ class Client:
     def export_study(self, study_id: str) -> bytes:
         """A finished study's seed layout as zip bytes; Conflict while any method is unscored."""
         return self._send("GET", f"/studies/{_seg(study_id)}/export").content
+
+    # Paging
+
+    def pages(self, path: str, kind: Any, **query: Any) -> Iterator[Any]:
+        """Every item of a list endpoint, page after page: each page's `next_cursor` is sent back as
+        `cursor` until a page has none."""
+        cursor = None
+        while True:
+            page = self._get(path, kind, params=_without_none(**query, cursor=cursor))
+            yield from page.data
+            cursor = getattr(page, "next_cursor", None)
+            if not cursor:
+                return
+
+    # Webhooks
+
+    def create_webhook(self, url: str, events: list[str] | None = None) -> WebhookCreated:
+        """Subscribe `url` to job events (default: succeeded, failed, cancelled); keep the secret it returns."""
+        return self._post("/webhooks", _without_none(url=url, events=events), WebhookCreated)
+
+    def list_webhooks(self) -> WebhookList:
+        """The tenant's webhooks, without their secrets."""
+        return self._get("/webhooks", WebhookList)
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        return self._get(f"/webhooks/{_seg(webhook_id)}", Webhook)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Unsubscribe; its delivery records go with it."""
+        self._send("DELETE", f"/webhooks/{_seg(webhook_id)}")
+
+    def list_deliveries(
+        self, webhook_id: str, *, status: str | None = None, limit: int | None = None
+    ) -> DeliveryList:
+        """Every delivery to a webhook, newest first: status, attempts, last answer, the signed body."""
+        query = _without_none(status=status, limit=limit)
+        return self._get(f"/webhooks/{_seg(webhook_id)}/deliveries", DeliveryList, params=query)

@@ -72,7 +72,7 @@ def jobs_show(
         metrics = None
         if job.status == "succeeded":
             try:
-                metrics = api.get_job_metrics(job_id)
+                metrics = api.get_job_metrics(job_id).model_dump(mode="json", exclude_unset=True)
             except NotFound:
                 metrics = None
     if as_json:

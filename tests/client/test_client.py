@@ -23,6 +23,7 @@ from client import (
     Health,
     InvalidRequest,
     Job,
+    JobMetrics,
     LetheError,
     Model,
     ModelCreated,
@@ -137,8 +138,10 @@ def test_wait_yields_the_progress_of_an_unlearning_job(api, stack, monkeypatch):
     assert child.name == "tiny-forgot" and child.parent_id == stack.model_id and child.made_by == "finetune"
     assert child.lineage == [child.id, stack.model_id] and child.n_forgotten == len(FORGET)
     metrics = api.get_job_metrics(done.id)
-    assert metrics["method"] == "finetune" and metrics["n_forget"] == len(FORGET)
-    assert 0 <= metrics["forget_accuracy"] <= 1
+    assert (
+        isinstance(metrics, JobMetrics) and metrics.method == "finetune" and metrics.n_forget == len(FORGET)
+    )
+    assert 0 <= metrics.forget_accuracy <= 1 and metrics.epsilon_hat is None
     assert api.list_models().data[0].id == child.id  # newest first
 
     audit = api.get_forget_request(request.forget_request_id)
@@ -286,7 +289,7 @@ def test_requests_carry_the_documented_paths_and_bodies():
         assert api.unlearn("m", [1, 2], "finetune", params={"epochs": 1}).forget_request_id == "f1"
         assert api.create_study("m", ["none"], forget_fraction=0.1).study_id == "s1"
         assert api.list_evaluations(study_id="s1").data == []
-        assert api.get_job_metrics("a/b c") == {"epsilon_hat": 1.5}
+        assert api.get_job_metrics("a/b c").epsilon_hat == 1.5
     assert calls == [
         ("GET", "/jobs", {}),
         (
