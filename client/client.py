@@ -428,14 +428,21 @@ class Client:
         if job.finished:
             return
         try:
-            left = None if deadline is None else max(0.1, deadline - time.monotonic())
-            for job in self.events(job_id, poll=poll, read_timeout=60.0 if left is None else min(60.0, left)):
-                if changed(job):
-                    yield job
-                if job.finished:
-                    return
-                if deadline is not None and time.monotonic() > deadline:
-                    break
+            # A stream ends at the job's end, or after the server's longest stream: then follow on.
+            while deadline is None or time.monotonic() < deadline:
+                left = None if deadline is None else max(0.1, deadline - time.monotonic())
+                read_timeout = 60.0 if left is None else min(60.0, left)
+                streamed = False
+                for job in self.events(job_id, poll=poll, read_timeout=read_timeout):
+                    streamed = True
+                    if changed(job):
+                        yield job
+                    if job.finished:
+                        return
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+                if not streamed:
+                    break  # a stream that sends nothing at all is not one to reconnect to
         except (NotFound, ConnectionFailed, httpx.HTTPError):
             pass  # no stream on this server, or it broke: poll instead
         while True:

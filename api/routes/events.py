@@ -21,6 +21,9 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 KEEPALIVE_SECONDS = 15.0
 """A comment line this often keeps proxies and clients from closing a quiet stream."""
+MAX_STREAM_SECONDS = 600.0
+"""A stream ends after this even if its job has not: clients reconnect (EventSource does by itself) and get
+the job's state at once, so no connection is held for the whole of a day-long training."""
 
 
 def sse(event: str, data: str, event_id: int | None = None) -> str:
@@ -34,7 +37,8 @@ async def job_stream(
 ) -> AsyncIterator[str]:
     """`job` events with the job as GET /jobs/{id} shows it, each time it changes; `end` once it has finished."""
     body, last, sent_at, event_id = first, None, time.monotonic(), 0
-    while True:
+    ends_at = time.monotonic() + MAX_STREAM_SECONDS
+    while time.monotonic() < ends_at:
         if body != last:
             event_id += 1
             yield sse("job", body, event_id)
@@ -71,7 +75,7 @@ async def job_events(
     tenant: TenantDep,
     interval: Annotated[float, Query(ge=0.1, le=10, description="seconds between looks at the job")] = 0.5,
 ) -> StreamingResponse:
-    """A text/event-stream: an `event: job` whose data is the job as GET /jobs/{id} shows it, first at once and then each time its status or progress changes, a comment every 15 s while nothing does, and `event: end` once it has succeeded, failed or been cancelled, after which the stream closes (EventSource clients should close on `end` rather than reconnect)."""
+    """A text/event-stream: an `event: job` whose data is the job as GET /jobs/{id} shows it, first at once and then each time its status or progress changes, a comment every 15 s while nothing does, and `event: end` once it has succeeded, failed or been cancelled, after which the stream closes (EventSource clients should close on `end` rather than reconnect). A stream also closes after 10 minutes without `end`: reconnect to follow on."""
     first = await run_in_threadpool(read_job_json, job_id, tenant)  # an unknown job is a 404, not a stream
     return StreamingResponse(
         job_stream(request, job_id, tenant, first, interval),

@@ -160,3 +160,33 @@ def test_wait_uses_the_stream_instead_of_polling_and_polls_servers_without_it():
         calls.clear()
         assert [j.status for j in api.wait("j2", poll=0.01)] == ["queued", "running", "succeeded"]
         assert calls == ["/jobs/j2", "/jobs/j2/events", "/jobs/j2", "/jobs/j2"]
+
+
+def test_a_stream_ends_after_its_longest_time_and_the_client_follows_on(live, monkeypatch):
+    url, headers = live
+    monkeypatch.setattr("api.routes.events.MAX_STREAM_SECONDS", 0.5)
+    job_id = _queued_job()
+    with (
+        httpx.Client(base_url=url, headers=headers, timeout=30) as http,
+        http.stream("GET", f"/jobs/{job_id}/events", params={"interval": 0.1}) as response,
+    ):
+        events = list(_events(response))
+    assert [(e, j["status"]) for e, j in events] == [("job", "queued")]  # closed without `end`
+
+    calls: list[str] = []
+    streams = iter(
+        [
+            f"event: job\ndata: {json.dumps(_job_json('j3', 'running', 0.5))}\n\n",
+            f"event: job\ndata: {json.dumps(_job_json('j3', 'succeeded', 1.0))}\n\nevent: end\ndata: {{}}\n\n",
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, text=next(streams))
+        return httpx.Response(200, json=_job_json("j3", "queued", 0.0))
+
+    with Client("http://lethe.test", transport=httpx.MockTransport(handler)) as api:
+        assert [j.status for j in api.wait("j3")] == ["queued", "running", "succeeded"]
+    assert calls == ["/jobs/j3", "/jobs/j3/events", "/jobs/j3/events"]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -20,42 +18,9 @@ from core.db import session_scope
 from core.settings import get_settings
 from core.tables import JobStatus, WebhookDelivery, utcnow
 from core.webhooks import JOB_FIELDS, deliver_due, retry_delay
+from tests.e2e.stack import Receiver
 from tests.utils import add_ready_model, new_key
 from worker.webhooks import DeliveryLoop
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every POST and answers with the next scripted status."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.statuses = list(statuses or [])
-        self.got = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                self.send_response(status)
-                if status == 302:
-                    self.send_header("Location", "http://169.254.169.254/latest/meta-data")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                outer.got.set()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ environment instead of PyPI, through a path file that adds them after the instal
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shlex
 import shutil
@@ -25,8 +26,9 @@ import httpx
 import pytest
 import yaml
 
+from core.webhooks import sign
 from tests.conftest import REPO
-from tests.e2e.stack import Processes, free_port, wait_for, wait_job
+from tests.e2e.stack import Processes, Receiver, free_port, wait_for, wait_job
 
 JOB_TIMEOUT = 300
 
@@ -207,6 +209,7 @@ def test_compose_services_run_from_the_image_layout(pg_env, tmp_path):
         "LETHE_ARTIFACT_DIR": str(home / "artifacts"),
         "LETHE_DEVICE": "cpu",
         "LETHE_WORKER_CONCURRENCY": "1",
+        "LETHE_WEBHOOK_ALLOW_PRIVATE": "true",
     }
 
     def service_env(name: str) -> dict[str, str]:
@@ -220,6 +223,7 @@ def test_compose_services_run_from_the_image_layout(pg_env, tmp_path):
     def start(name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         return procs.start(name, _command(venv, cmd), service_env(name), cwd=workdir)
 
+    receiver = Receiver()
     try:
         migrate = start("migrate", services["migrate"]["command"])
         assert migrate.wait(timeout=300) == 0, procs.logs()
@@ -236,6 +240,7 @@ def test_compose_services_run_from_the_image_layout(pg_env, tmp_path):
             demo = http.get("/models/demo").json()
             train = wait_job(http, demo["job_id"], JOB_TIMEOUT, procs.logs)
             assert train["status"] == "succeeded", (train, procs.logs())
+            hook = http.post("/webhooks", json={"url": receiver.url, "events": ["job.succeeded"]}).json()
             r = http.post(
                 "/unlearn", json={"model_id": "demo", "forget_ids": [3, 14, 15], "method": "finetune"}
             )
@@ -244,8 +249,14 @@ def test_compose_services_run_from_the_image_layout(pg_env, tmp_path):
             assert job["status"] == "succeeded", (job, procs.logs())
             child = http.get(f"/models/{job['result']['model_id']}").json()
             assert child["status"] == "ready" and child["n_forgotten"] == 3
+            # The worker service sends the job's webhook, signed.
+            assert receiver.got.wait(60), f"no webhook delivered\n{procs.logs()}"
+            headers, body = receiver.requests[0]
+            assert headers["x-lethe-signature"] == sign(hook["secret"], body)
+            assert json.loads(body)["job"]["id"] == job["id"]
     finally:
         procs.stop()
+        receiver.close()
     # The services ran the installed copy, not this checkout.
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import cli, client, api; print(cli.__file__, client.__file__)"],
