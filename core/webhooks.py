@@ -217,6 +217,8 @@ def _record(delivery_id: str, status_code: int | None, error: str | None, starte
     now = utcnow()
     with session_scope() as session:
         row = session.get(WebhookDelivery, delivery_id)
+        if row is None:
+            return  # the webhook was deleted while this attempt was under way
         row.attempts += 1
         row.response_status, row.error = status_code, error
         entry = {"at": now.isoformat(), "status": status_code, "error": error}

@@ -251,6 +251,16 @@ def test_a_target_that_turned_private_is_refused_when_sending(client, receiver, 
     assert receiver.requests == []
 
 
+def test_a_webhook_deleted_while_its_delivery_is_under_way_ends_it_quietly(client, receiver, http):
+    hook = _subscribe(client, receiver.url, ["job.succeeded"])
+    _succeed(_job())
+    receiver.on_post = lambda: client.delete(f"/webhooks/{hook['id']}")
+    assert deliver_due(http) == 1  # the answer is recorded nowhere, and nothing raises
+    assert len(receiver.requests) == 1 and client.get("/webhooks").json()["count"] == 0
+    with session_scope() as session:
+        assert session.execute(select(WebhookDelivery.id)).first() is None
+
+
 def test_the_worker_loop_sends_deliveries(client, receiver):
     _subscribe(client, receiver.url, ["job.cancelled"])
     job_id = _job()

@@ -95,6 +95,7 @@ class Receiver:
     def __init__(self, statuses: list[int] | None = None) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.statuses = list(statuses or [])
+        self.on_post: Callable[[], None] | None = None  # runs before each answer
         self.got = threading.Event()
         outer = self
 
@@ -102,6 +103,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if outer.on_post is not None:
+                    outer.on_post()
                 status = outer.statuses.pop(0) if outer.statuses else 200
                 self.send_response(status)
                 if status == 302:
