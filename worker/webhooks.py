@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 1.0
 """How often an idle sender looks for due deliveries (a busy one goes on at once)."""
+MAX_ERROR_WAIT = 60.0
+"""While the database is unreachable, the waits between passes double up to this."""
 
 
 class DeliveryLoop:
@@ -37,12 +39,14 @@ class DeliveryLoop:
 
     def _run(self) -> None:
         # Redirects are not followed: one could lead to an address the target check refused.
+        failures = 0
         with httpx.Client(follow_redirects=False) as http:
             while not self._stop.is_set():
                 try:
-                    sent = deliver_due(http)
-                except Exception:
-                    log.exception("webhook delivery pass failed")
+                    sent, failures = deliver_due(http), 0
+                except Exception as exc:  # a database outage: the deliveries wait in it, nothing is lost
+                    failures += 1
+                    log.warning("webhook delivery pass failed (%s: %s)", type(exc).__name__, exc)
                     sent = 0
                 if not sent:
-                    self._stop.wait(self.idle_seconds)
+                    self._stop.wait(min(MAX_ERROR_WAIT, self.idle_seconds * 2**failures))

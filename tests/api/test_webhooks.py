@@ -291,3 +291,27 @@ def test_every_202_says_where_the_job_is_and_when_to_look(client):
     evaluation = client.post("/evaluations", json={**body, "n_models": 2})
     assert evaluation.status_code == 202
     assert evaluation.headers["location"] == f"/jobs/{evaluation.json()['job_id']}"
+
+
+def test_the_worker_loop_waits_longer_while_the_database_is_down(monkeypatch):
+    """Each failed pass doubles the wait (up to a minute); a good pass goes back to the idle wait."""
+    results = iter([RuntimeError("no database"), RuntimeError("no database"), 0, RuntimeError("again")])
+    waits: list[float] = []
+    loop = DeliveryLoop(idle_seconds=1.0)
+
+    def fake_deliver(_http):
+        outcome = next(results)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def fake_wait(seconds: float) -> bool:
+        waits.append(seconds)
+        if len(waits) == 4:
+            loop._stop.set()
+        return loop._stop.is_set()
+
+    monkeypatch.setattr("worker.webhooks.deliver_due", fake_deliver)
+    monkeypatch.setattr(loop._stop, "wait", fake_wait)
+    loop._run()
+    assert waits == [2.0, 4.0, 1.0, 2.0]
