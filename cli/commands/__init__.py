@@ -12,6 +12,7 @@ from cli.commands.common import Command
 from cli.commands.jobs import jobs_app
 from cli.commands.models import models_app
 from cli.commands.unlearning import evaluate_command, methods_command, study_command, unlearn_command
+from cli.commands.webhooks import webhooks_app
 
 
 def register(app: typer.Typer) -> None:
@@ -22,3 +23,4 @@ def register(app: typer.Typer) -> None:
     app.command("methods", cls=Command)(methods_command)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(models_app, name="models")
+    app.add_typer(webhooks_app, name="webhooks")

@@ -49,6 +49,10 @@ COMMANDS = {
     ("models", "show"): ["--json", "--url", "--api-key"],
     ("models", "download"): ["--output", "--json", "--url", "--api-key"],
     ("models", "upload"): ["--dataset", "--name", "--arch", "--json", "--url", "--api-key"],
+    ("webhooks", "create"): ["--event", "--json", "--url", "--api-key"],
+    ("webhooks", "list"): ["--json", "--url", "--api-key"],
+    ("webhooks", "deliveries"): ["--status", "--json", "--url", "--api-key"],
+    ("webhooks", "delete"): ["--url", "--api-key"],
 }
 
 
@@ -76,7 +80,7 @@ def assert_one_error_line(result, code: int, needle: str) -> None:
 def test_help_lists_the_commands_and_each_subcommand_its_options():
     result = lethe("--help")
     assert result.exit_code == 0
-    for name in ("unlearn", "evaluate", "study", "methods", "jobs", "models"):
+    for name in ("unlearn", "evaluate", "study", "methods", "jobs", "models", "webhooks"):
         assert name in result.stdout
     for path, options in COMMANDS.items():
         result = lethe(*path, "--help")
@@ -287,3 +291,42 @@ def test_models_download_then_upload_round_trips_the_weights(stack, tmp_path):
     assert hashlib.sha256(copy.read_bytes()).hexdigest() == digest
     result = lethe("models", "upload", path, "--dataset", "digits", "--arch", '{"width": 8}', stack=stack)
     assert_one_error_line(result, 1, "invalid request: file:")
+
+
+def test_webhooks_create_list_deliveries_and_delete(stack, monkeypatch):
+    """The secret is printed once; a job's events show up as deliveries; delete unsubscribes."""
+    from core.settings import get_settings
+    from core.webhooks import deliver_due
+    from tests.e2e.stack import Receiver
+
+    monkeypatch.setenv("LETHE_WEBHOOK_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()
+    receiver = Receiver()
+    try:
+        result = lethe("webhooks", "create", receiver.url, "-e", "job.queued", "--json", stack=stack)
+        assert result.exit_code == 0, result.output
+        hook = json.loads(result.stdout)
+        assert hook["events"] == ["job.queued"] and len(hook["secret"]) == 64
+        shown = lethe("webhooks", "create", receiver.url, stack=stack).stdout
+        assert "secret (shown once" in shown
+        listed = json.loads(lethe("webhooks", "list", "--json", stack=stack).stdout)
+        assert hook["id"] in [h["id"] for h in listed] and all("secret" not in h for h in listed)
+
+        created = lethe("unlearn", "tiny", "--ids", "1", "--method", "none", "--json", stack=stack)
+        job_id = json.loads(created.stdout)["job_id"]
+        with httpx.Client() as http:
+            deliver_due(http)
+        rows = json.loads(lethe("webhooks", "deliveries", hook["id"], "--json", stack=stack).stdout)
+        assert [(d["event"], d["job_id"], d["status"]) for d in rows] == [("job.queued", job_id, "delivered")]
+        table = lethe("webhooks", "deliveries", hook["id"], "--status", "delivered", stack=stack).stdout
+        assert job_id in table and "delivered" in table
+        assert_one_error_line(
+            lethe("webhooks", "create", "ftp://x/", stack=stack), 1, "url: only http and https"
+        )
+        assert lethe("webhooks", "delete", hook["id"], stack=stack).exit_code == 0
+        assert_one_error_line(lethe("webhooks", "deliveries", hook["id"], stack=stack), 1, "not found")
+        cancel = lethe("jobs", "cancel", job_id, stack=stack)
+        assert cancel.exit_code == 0, cancel.output
+    finally:
+        receiver.close()
+        get_settings.cache_clear()
