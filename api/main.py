@@ -19,6 +19,7 @@ from api.routes import (
     catalog,
     dashboard,
     evaluations,
+    events,
     forget_requests,
     jobs,
     logits,
@@ -26,6 +27,7 @@ from api.routes import (
     scores,
     system,
     unlearn,
+    webhooks,
 )
 from api.routes import certificates as certificate_routes
 from api.routes import purge as purge_routes
@@ -67,7 +69,18 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_router)
-    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog, logits, scores):
+    for module in (
+        models,
+        unlearn,
+        forget_requests,
+        jobs,
+        events,
+        evaluations,
+        catalog,
+        logits,
+        scores,
+        webhooks,
+    ):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
     for module in (purge_routes, certificate_routes):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)

@@ -332,3 +332,51 @@ class LogitsCreate(In):
 
 class LogitsCreated(BaseModel):
     job_id: str
+
+
+class Spread(BaseModel):
+    """A figure over several models: mean, 95% half-width (1.96 std / sqrt(n)) and count."""
+
+    mean: float | None
+    ci95: float | None
+    n: int
+
+
+class JobMetrics(BaseModel):
+    """A finished job's figures; which ones depends on its kind, and the rest are null.
+
+    train: train/test accuracy. unlearn: retain/forget/test accuracy (or *_mae for regression), the method,
+    set sizes. reference: each figure as a Spread over the set's models. evaluate: epsilon-hat with its
+    mean, half-width and counts ("inf" when infinite), cost relative to retraining. study: per-method rows.
+    Further figures a server adds are kept as extra fields.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    train_accuracy: float | Spread | None = None
+    retain_accuracy: float | Spread | None = None
+    forget_accuracy: float | Spread | None = None
+    test_accuracy: float | Spread | None = None
+    retain_mae: float | Spread | None = None
+    forget_mae: float | Spread | None = None
+    test_mae: float | Spread | None = None
+    mia_efficacy: float | None = None
+    wall_seconds: float | Spread | None = None
+    method_finished_at: datetime | None = None
+    method: str | None = None
+    n_train: int | None = None
+    n_retain: int | None = None
+    n_forget: int | None = None
+    n_models: int | None = None
+    epsilon_hat: float | str | None = None
+    mean: float | str | None = None
+    ci95: float | str | None = None
+    n_samples: int | None = None
+    n_reference: int | None = None
+    n_unlearned: int | None = None
+    n_infinite: int | None = None
+    n_nan: int | None = None
+    delta: float | None = None
+    cost_vs_retrain: float | None = None
+    budget_vs_retrain: float | None = None
+    kl_to_reference: float | None = None
+    methods: dict[str, dict[str, Any]] | None = Field(None, description="a study's row per method")

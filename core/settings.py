@@ -65,6 +65,16 @@ class Settings(BaseSettings):
         le=24 * 30,
         description="how long a dashboard sign-in lasts before the form is shown again",
     )
+    webhook_allow_private: bool = Field(
+        False, description="let webhooks target loopback, link-local and private addresses (tests, one host)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="how long one webhook POST may take"
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=20, description="tries of one delivery before it is failed")
+    webhook_retry_seconds: float = Field(
+        10.0, gt=0, description="wait before a delivery's first retry; each later wait is three times longer"
+    )
 
     @property
     def resolved_home(self) -> Path:

@@ -12,6 +12,8 @@ TABLES = (
     "scores",
     "dashboard_sessions",
     "tenant_settings",
+    "webhook_deliveries",
+    "webhooks",
     "idempotency_keys",
     "api_keys",
     "tenants",

@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import after_setup_logger, worker_process_init
+from celery.signals import after_setup_logger, worker_process_init, worker_ready, worker_shutdown
 
 from core.db import reset_engine
 from core.logs import use_json_logs
 from core.queue import RUN_JOB, get_celery
 from core.settings import get_settings
+from worker.webhooks import DeliveryLoop
 
 app = get_celery()
 app.conf.worker_concurrency = get_settings().worker_concurrency
 log = logging.getLogger(__name__)
+_deliveries = DeliveryLoop()
 
 
 @worker_process_init.connect
@@ -37,6 +39,17 @@ def _init_child(**_kw: Any) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+@worker_ready.connect
+def _start_deliveries(**_kw: Any) -> None:
+    """Webhook deliveries go out from the main process, beside the pool, never queued behind a job."""
+    _deliveries.start()
+
+
+@worker_shutdown.connect
+def _stop_deliveries(**_kw: Any) -> None:
+    _deliveries.stop()
 
 
 @after_setup_logger.connect

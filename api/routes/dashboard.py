@@ -26,9 +26,10 @@ from sqlalchemy import select
 from api.deps import SessionDep
 from api.routes.evaluations import _row, list_evaluations, read_evaluation, read_plot
 from api.routes.forget_requests import read_forget_request
-from api.routes.models import to_public
+from api.routes.models import to_public, weights_response
 from core import certificates, purge, services
 from core.auth import end_session, start_session, tenant_for, tenant_for_session
+from core.checkpoints import model_weights
 from core.errors import Conflict, NotFound
 from core.settings import get_settings
 from core.tables import FINISHED, Evaluation, ForgetRequest, Job, Model
@@ -452,3 +453,12 @@ def evaluation_plot(evaluation_id: str, name: str, request: Request, session: Se
     response = read_plot(evaluation_id, name, session, tenant)
     response.headers["Cache-Control"] = "private, max-age=300"
     return response
+
+
+@router.get("/ui/models/{model_ref}/weights")
+def model_weights_download(model_ref: str, request: Request, session: SessionDep) -> Response:
+    """The API's checkpoint download, for a link that can only carry the cookie."""
+    tenant = _tenant(request, session)
+    if tenant is None:
+        return Response("sign in at /", status_code=401, media_type="text/plain")
+    return weights_response(model_weights(session, model_ref, tenant), request.headers.get("if-none-match"))
