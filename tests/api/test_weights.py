@@ -132,15 +132,13 @@ def test_no_weights_is_a_clear_4xx(client):
 
 
 def test_dashboard_model_page_links_the_download(client, unlearned):
-    from tests.utils import new_key
+    from tests.dashboard.test_dashboard import anonymous, anonymous_with_cookie
 
-    key = new_key("local")
-    client.cookies.set("lethe_key", key)
-    page = client.get("/ui/models/base", headers={"X-API-Key": ""})
+    browser = anonymous_with_cookie(client)  # signed in by the form: only the session cookie
+    page = browser.get("/ui/models/base")
     base_id = client.get("/models/base").json()["id"]
     assert f'href="/ui/models/{base_id}/weights"' in page.text
-    download = client.get(f"/ui/models/{base_id}/weights", headers={"X-API-Key": ""})
+    download = browser.get(f"/ui/models/{base_id}/weights")
     assert download.status_code == 200
     assert download.content == client.get("/models/base/weights").content
-    client.cookies.clear()
-    assert client.get(f"/ui/models/{base_id}/weights", headers={"X-API-Key": ""}).status_code == 401
+    assert anonymous(client).get(f"/ui/models/{base_id}/weights").status_code == 401
