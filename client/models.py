@@ -156,6 +156,8 @@ class ReferenceSet(Out):
 class EvaluationCreated(Out):
     job_id: str
     evaluation_id: str
+    n_models: int | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 class Evaluation(Out):
@@ -193,6 +195,11 @@ class EvaluationRow(Out):
     test: float | None = None
     test_ci95: float | None = None
     cost_vs_retrain: float | None = None
+    epsilon_ceiling: float | None = None
+    n_at_ceiling: int | None = None
+    censored: bool | None = None
+    epsilon_hat_ci95_models: list[float | str | None] | None = None
+    epsilon_hat_smooth: float | str | None = None
 
 
 class EvaluationTable(Out):
