@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from ml.data import ArrayDataset, load_dataset
 from ml.ensemble import PackedNet, fit_packed, train_packed
 from ml.errors import Cancelled
+from ml.logits import accuracy, logits
+from ml.metrics.epsilon import epsilon_hat
 from ml.models import build_model
 from ml.specs import ArchSpec, AugmentSpec, Recipe
 from ml.trainer import ProgressEvent, fit
@@ -119,3 +121,50 @@ def test_progress_cancel_and_bad_packs(digits: ArrayDataset) -> None:
         train_packed([fresh(0), fresh(1)], digits, [None, None], recipe, seeds=[0])
     with pytest.raises(ValueError, match="one architecture"):
         PackedNet([fresh(0), fresh(1, ArchSpec(width=8))])
+
+
+@pytest.mark.slow
+def test_packed_models_are_statistically_separate_runs() -> None:
+    """Eight packed models against eight separately trained ones (digits, width 8, 4 epochs, 10% forgotten).
+
+    Bounds come from measured spreads: separate runs' test accuracy over seeds 0-7 had mean 0.971, std 0.009
+    (min 0.955), packed runs' (seeds 100-107) mean 0.971, std 0.004; a difference of two group means of
+    eight has std 0.0045, so 0.015 is over three of them. Epsilon-hat of packed against separate references
+    must not exceed what random splits of the sixteen models into two groups of eight give (8 + 8 models
+    pin it to one value, 1.281, measured over 200 splits; models that also trained on the forget set gave
+    1.281 too), while a pack trained differently (one epoch instead of four) exceeds it.
+    """
+    full = load_dataset("digits")
+    recipe = Recipe(epochs=4, batch_size=64, lr=0.05, schedule="cosine")
+    arch = ArchSpec(width=8)
+    forget = np.sort(np.random.default_rng(0).choice(full.n_train, full.n_train // 10, replace=False))
+    retain = np.setdiff1d(np.arange(full.n_train), forget)
+    separate = []
+    for seed in range(8):
+        model = fresh(seed, arch)
+        fit(model, full, retain, seed=seed, epochs=4, lr=0.05, batch_size=64, schedule="cosine")
+        separate.append(model)
+    seeds = [100 + i for i in range(8)]
+    packed = [fresh(s, arch) for s in seeds]
+    train_packed(packed, full, [retain] * 8, recipe, seeds=seeds)
+    short = [fresh(s, arch) for s in seeds]
+    train_packed(short, full, [retain] * 8, recipe.model_copy(update={"epochs": 1}), seeds=seeds)
+
+    acc_sep = np.array([accuracy(m, full, None, split="test") for m in separate])
+    acc_packed = np.array([accuracy(m, full, None, split="test") for m in packed])
+    assert abs(acc_packed.mean() - acc_sep.mean()) <= 0.015, (acc_packed, acc_sep)
+    assert acc_packed.min() >= 0.93, acc_packed
+
+    labels = full.train_y[forget]
+    ref = np.stack([logits(m, full, forget) for m in separate])
+    out = np.stack([logits(m, full, forget) for m in packed])
+    pool = np.concatenate([ref, out])
+    rng = np.random.default_rng(0)
+    null = []
+    for _ in range(50):
+        order = rng.permutation(16)
+        null.append(epsilon_hat(pool[order[:8]], pool[order[8:]], labels).epsilon_hat)
+    floor = float(np.quantile(null, 0.95))
+    assert epsilon_hat(ref, out, labels).epsilon_hat <= floor + 1e-9
+    other = np.stack([logits(m, full, forget) for m in short])
+    assert epsilon_hat(ref, other, labels).epsilon_hat > floor
