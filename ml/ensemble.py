@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.augment import Normalizer, build_augmenter
+from ml.augment import AugmentDraw, Normalizer, build_augmenter
 from ml.data.base import ArrayDataset
 from ml.errors import Cancelled, Diverged
 from ml.specs import AugmentSpec, Recipe
@@ -298,9 +298,12 @@ def fit_packed(
                     b = pos.shape[1]
                     xb = x[index.gather(1, pos)]  # [K, b, C, H, W]
                     yb = y[arange_k, pos]  # [K, b]
+                    flat = xb.reshape(k * b, *xb.shape[2:])
                     if augmenters[0] is not None:
-                        xb = torch.stack([a(part) for a, part in zip(augmenters, xb, strict=True)])  # type: ignore[misc]
-                    inputs = normalise(xb.reshape(k * b, *xb.shape[2:])).view(xb.shape)
+                        # Each network draws from its own generators; the whole pack's batch is transformed at once.
+                        draws = AugmentDraw.cat([a.draw(b, *flat.shape[2:]) for a in augmenters])  # type: ignore[union-attr]
+                        flat = augmenters[0].apply(flat, draws)
+                    inputs = normalise(flat).view(xb.shape)
                     inputs = pack.side_by_side(inputs)
                     # channels_last inputs: oneDNN's grouped convolutions ran up to 2.5x faster on them (CPU).
                     inputs = inputs.contiguous(memory_format=torch.channels_last)

@@ -77,7 +77,7 @@ def test_packed_training_follows_each_seeds_own_fit_run(digits: ArrayDataset) ->
     statistics alike: same initialisation, data order and augmentation draws, per network."""
     seeds = [3, 4, 5]
     ids = [np.arange(0, 150), np.arange(150, 300), np.arange(0, 300, 2)]
-    aug = AugmentSpec(crop_padding=2, flip=True)
+    aug = AugmentSpec(crop_padding=2, flip=True, autoaugment="svhn")
     kwargs = dict(epochs=1, lr=0.05, batch_size=50, augment=aug, schedule="cosine")
     separate = [fresh(s) for s in seeds]
     for model, seed, rows in zip(separate, seeds, ids, strict=True):
@@ -86,10 +86,12 @@ def test_packed_training_follows_each_seeds_own_fit_run(digits: ArrayDataset) ->
     stats = fit_packed(packed, digits, ids, seeds=seeds, **kwargs)  # type: ignore[arg-type]
     assert [s.steps for s in stats] == [3, 3, 3] and [s.samples for s in stats] == [150] * 3
     for a, b in zip(separate, packed, strict=True):
-        assert max_diff(a, b) < 1e-4
+        # Grouped and plain convolutions round differently (1e-7); three steps on AutoAugment's inputs grow
+        # that to at most 2e-3 (one thread), while a different draw of batches moves weights by over 5e-2.
+        assert max_diff(a, b) < 5e-3
         assert a.state_dict()["bn1.num_batches_tracked"].item() == 3
     # Different seeds give different networks (weights and running statistics).
-    assert max_diff(packed[0], packed[1]) > 1e-2
+    assert max_diff(packed[0], packed[1]) > 5e-2
     assert not torch.allclose(packed[0].bn1.running_mean, packed[1].bn1.running_mean)
 
 
