@@ -9,6 +9,10 @@ over sequential, and the accuracies are the mean test accuracy of each group (wi
 Sequential runs are shared between lines (K=8's first four are K=4's), each timed on its own, and made
 just before the packed run that needs them, so slow drifts of machine load touch both sides alike.
 
+--vmap adds "vmap_images_per_s": the same K networks trained by the design ml.ensemble did not choose,
+torch.func.stack_module_state + vmap over functional_call (BatchNorm statistics batched per network too),
+with the same optimiser, schedule and per-network batches (augmentation: the pack's draws).
+
 Default: digits, ResNet-18 width 8, the leaderboard's recipe (digits' default cut to 8 epochs), one CPU
 thread. --cifar: full-width ResNet-18 on random 32x32x3 images with the study's CIFAR-10 recipe and
 augmentation (crop, flip, AutoAugment) cut to --epochs; accuracies on random data mean nothing.
@@ -70,6 +74,58 @@ def test_accuracy(model: torch.nn.Module, data: ArrayDataset, device: torch.devi
     return accuracy(model, data, None, split="test", device=device)
 
 
+def train_vmap(
+    models: list[torch.nn.Module], data: ArrayDataset, recipe: Recipe, seeds: list[int], device: torch.device
+) -> None:
+    """The K networks trained as one vmapped functional model: the alternative to grouped convolutions."""
+    import copy
+    import math
+
+    import torch.nn.functional as F
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from ml.augment import AugmentDraw, Normalizer, build_augmenter
+    from ml.trainer import make_scheduler
+
+    k, n, b = len(models), data.n_train, recipe.batch_size
+    params, buffers = stack_module_state([m.to(device) for m in models])
+    base = copy.deepcopy(models[0]).to("meta")
+    leaves = list(params.values())
+    opt = torch.optim.SGD(
+        leaves,
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
+    steps = math.ceil(n / b)
+    sched = make_scheduler(opt, recipe.schedule, recipe.lr, steps, steps * recipe.epochs, recipe.milestones)
+    x = torch.from_numpy(data.train_x).to(device)
+    y = torch.from_numpy(data.train_y).to(device)
+    gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    augmenters = [build_augmenter(recipe.augment, g) for g in gens]
+    normalise = Normalizer(data.mean, data.std, device)
+
+    def forward(p: dict, buf: dict, xb: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, (p, buf), (xb,))
+
+    batched = vmap(forward)
+    for _ in range(recipe.epochs):
+        perm = torch.stack([torch.randperm(n, device=device, generator=g) for g in gens])
+        for i in range(steps):
+            pos = perm[:, i * b : (i + 1) * b]
+            flat = x[pos.reshape(-1)]
+            if augmenters[0] is not None:
+                draws = AugmentDraw.cat([a.draw(pos.shape[1], *flat.shape[2:]) for a in augmenters])  # type: ignore[union-attr]
+                flat = augmenters[0].apply(flat, draws)
+            out = batched(params, buffers, normalise(flat).view(k, pos.shape[1], *flat.shape[1:]))
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y[pos].reshape(-1), reduction="none")
+            opt.zero_grad(set_to_none=True)
+            loss.view(k, -1).mean(1).sum().backward()
+            opt.step()
+            sched.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,6 +141,7 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--vmap", action="store_true", help="also time torch.func's vmap over the K networks")
     args = parser.parse_args()
     ks = sorted({int(k) for k in args.ks.split(",") if k})
     if not ks or ks[0] < 1:
@@ -140,6 +197,13 @@ def main() -> None:
             "sequential_seconds": round(sequential_s, 2),
             "loadavg_1m": round(os.getloadavg()[0], 2),
         }
+        if args.vmap:
+            vmapped = [fresh(arch, data, s) for s in seeds]
+            sync(device)
+            start = time.perf_counter()
+            train_vmap(vmapped, data, recipe, seeds, device)
+            sync(device)
+            line["vmap_images_per_s"] = round(k * per_model / (time.perf_counter() - start), 1)
         if device.type == "cuda":
             line["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         print(json.dumps(line), flush=True)
