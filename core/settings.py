@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )
+    pack_size: int = Field(
+        0, ge=0, le=64, description="reference models one task trains together (ml/ensemble.py); 0 = 8"
+    )
 
     @property
     def resolved_home(self) -> Path:
