@@ -238,12 +238,14 @@ def fit_packed(
     Diverged naming it. The returned TrainStats (one per model) share the pack's wall time.
     """
     k = len(models)
+    if k == 0:
+        raise ValueError("a pack needs at least one model")
     if len(seeds) != k:
         raise ValueError(f"expected {k} seeds (one per model), got {len(seeds)}")
     rows, targets = _pack_rows(dataset, ids, labels, k)
     n = len(rows[0])
     dev = resolve_device(device)
-    if n == 0 or epochs <= 0 or k == 0:
+    if n == 0 or epochs <= 0:
         return [TrainStats(0, 0, 0, 0.0, float("nan"), None) for _ in models]
     cuda = dev.type == "cuda"
     fast = cuda if fast is None else fast

@@ -95,6 +95,32 @@ def test_packed_training_follows_each_seeds_own_fit_run(digits: ArrayDataset) ->
     assert not torch.allclose(packed[0].bn1.running_mean, packed[1].bn1.running_mean)
 
 
+def test_regression_packs_follow_fit_too() -> None:
+    """Regression targets (scaled by target_scale) train with each network's own mean squared error."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 1, 8, 8), dtype=np.uint8)
+    ages = rng.uniform(20, 80, 96).astype(np.float32)
+    data = ArrayDataset(
+        "ages", x, ages, x[:8], ages[:8], 1, (0.5,), (0.25,), task="regression", target_scale=100.0
+    )
+    arch = ArchSpec(width=4, head="mlp")
+
+    def build(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build_model(arch, 1, 1)
+
+    separate = [build(s) for s in (0, 1)]
+    for model, seed in zip(separate, (0, 1), strict=True):
+        fit(model, data, None, seed=seed, epochs=1, lr=0.01, batch_size=48)
+    packed = [build(0), build(1)]
+    stats = fit_packed(packed, data, [None, None], seeds=[0, 1], epochs=1, lr=0.01, batch_size=48)
+    assert all(s.accuracy is None and np.isfinite(s.loss) for s in stats)
+    for a, b in zip(separate, packed, strict=True):
+        assert max_diff(a, b) < 1e-4
+    with pytest.raises(ValueError, match="at least one"):
+        fit_packed([], data, [], seeds=[], epochs=1, lr=0.01)
+
+
 def test_same_seeds_reproduce_bit_for_bit(digits: ArrayDataset) -> None:
     runs = []
     for _ in range(2):
