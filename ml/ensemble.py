@@ -35,7 +35,7 @@ from ml.data.base import ArrayDataset
 from ml.errors import Cancelled, Diverged
 from ml.specs import AugmentSpec, Recipe
 from ml.trainer import (
-    REPORT_EVERY,
+    REPORT_SECONDS,
     Backend,
     Optimizer,
     Progress,
@@ -227,14 +227,16 @@ def fit_packed(
     should_stop: StopFlag | None = None,
     labels: Sequence[np.ndarray | None] | None = None,
     stage: str = "train",
-    report_every: int = REPORT_EVERY,
+    report_every: int | None = None,
+    report_seconds: float = REPORT_SECONDS,
     fast: bool | None = None,
     compile_model: bool | None = None,
     compile_backend: Backend | None = None,
 ) -> list[TrainStats]:
     """Train models[k] in place on rows ids[k] with seed seeds[k], all K in one loop; fit's settings.
 
-    Progress events carry the pack's mean loss and accuracy; a non-finite loss in any network raises
+    Progress is reported as fit reports it (each epoch's end, and every report_seconds or report_every
+    steps between); events carry the pack's mean loss and accuracy; a non-finite loss in any network raises
     Diverged naming it. The returned TrainStats (one per model) share the pack's wall time.
     """
     k = len(models)
@@ -278,6 +280,7 @@ def fit_packed(
     arange_k = torch.arange(k, device=dev).view(k, 1)
     started = time.perf_counter()
     step = samples = 0
+    last_report = time.monotonic()
     epoch = 0
     epoch_loss = torch.full((k,), float("nan"))
     epoch_acc: torch.Tensor | None = None
@@ -328,7 +331,13 @@ def fit_packed(
                     seen += b
                     step += 1
                     last = i == steps_per_epoch - 1
-                    if last or (progress is not None and step % report_every == 0):
+                    due = progress is not None and (
+                        step % report_every == 0
+                        if report_every is not None
+                        else time.monotonic() - last_report >= report_seconds
+                    )
+                    if last or due:
+                        last_report = time.monotonic()
                         epoch_loss = (loss_sum / seen).float().cpu()
                         epoch_acc = None if regression else (correct.float() / seen).cpu()
                         bad = [j for j, v in enumerate(epoch_loss.tolist()) if not math.isfinite(v)]

@@ -137,7 +137,7 @@ def test_progress_cancel_and_bad_packs(digits: ArrayDataset) -> None:
     stats = train_packed(
         [fresh(0), fresh(1)], digits, [None, None], recipe, seeds=[0, 1], progress=events.append
     )
-    assert [e.step for e in events] == [3, 6] and events[-1].fraction == 1.0
+    assert {3, 6} <= {e.step for e in events} and events[-1].fraction == 1.0  # every epoch's end
     assert all(0 < s.accuracy <= 1 for s in stats) and stats[0].loss != stats[1].loss  # type: ignore[operator]
     with pytest.raises(Cancelled):
         train_packed(
