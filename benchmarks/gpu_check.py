@@ -15,6 +15,10 @@ Prints JSON lines as it goes (a cut-off run keeps what it measured):
     random set (50,000 images, 10% forgotten) and its ratio to retrain's time, where retrain uses the
     study's CIFAR-10 recipe cut to --retrain-epochs (ratio_at_study_recipe scales retrain to 100 epochs),
     beside ml.methods.cost's predicted ratio; cheapest first, and one that would overrun is skipped;
+  - section "ensemble": total images/s of ml.ensemble's packed training (K networks in one process, batch
+    --job-batch per network, the study's augmentation: crop, flip, AutoAugment) per pack size K, eager and
+    through torch.compile, each after a warm-up call; `study_80_refs_hours` extrapolates the study's 80
+    reference models (100 epochs of 45,000 images each) at that rate: 80 * 100 * 45,000 / images_per_s;
   - summary: total seconds and the overall peak memory.
 Every measurement line has peak_memory_mib: torch.cuda.max_memory_allocated on CUDA (reset before each
 measurement), the process's peak RSS on CPU. Accuracies are meaningless on random data and not reported.
@@ -62,7 +66,9 @@ from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec
 from ml.trainer import compile_mode, fit, resolve_device
 
 VARIANTS = ("fp32", "bf16", "bf16_channels_last", "bf16_channels_last_compile")
-SECTIONS = ("trainer", "concurrency", "methods")
+SECTIONS = ("trainer", "concurrency", "methods", "ensemble")
+STUDY_REFERENCE_IMAGES = 80 * 100 * 45_000
+"""What the study's 80 reference models train on in all: 100 epochs of 45,000 images each."""
 STUDY_EPOCHS = STUDY_CIFAR10_RECIPE.epochs
 
 
@@ -81,6 +87,9 @@ class Sizes:
     methods_n: int = 50_000
     forget_fraction: float = 0.1
     retrain_epochs: int = 5
+    ensemble_ks: tuple[int, ...] = (1, 8, 16, 32)
+    ensemble_steps: int = 40
+    ensemble_variants: tuple[str, ...] = ("eager", "compile")
 
 
 SMOKE = Sizes(
@@ -94,6 +103,8 @@ SMOKE = Sizes(
     job_steps=2,
     methods_n=48,
     retrain_epochs=1,
+    ensemble_ks=(1, 2),
+    ensemble_steps=2,
 )
 
 
@@ -427,6 +438,69 @@ def methods_section(
         free(device)
 
 
+def ensemble_section(sizes: Sizes, device: torch.device, left: Callable[[], float]) -> None:
+    """Total images/s of packed training per (variant, K): one epoch of ensemble_steps batches per network."""
+    from ml.ensemble import fit_packed
+
+    data = synthetic(sizes.job_batch * sizes.ensemble_steps, seed=0)
+    aug = STUDY_CIFAR10_RECIPE.augment
+    for variant in sizes.ensemble_variants:
+        for k in sizes.ensemble_ks:
+            base = {"section": "ensemble", "variant": variant, "k": k, "batch": sizes.job_batch}
+            base["width"] = sizes.width
+            if left() <= 0:
+                emit({**base, "skipped": "time budget"})
+                continue
+            compiled = variant == "compile"
+            if compiled:
+                base["compile_backend"] = sizes.compile_backend
+            try:
+                torch.manual_seed(0)
+                models = [build_model(ArchSpec(width=sizes.width), 10, 3) for _ in range(k)]
+                reset_peak(device)
+                timings = []
+                for n in (sizes.job_batch * min(2, sizes.ensemble_steps), data.n_train):  # warm-up, timed
+                    sync(device)
+                    start = time.perf_counter()
+                    stats = fit_packed(
+                        models,
+                        data,
+                        [np.arange(n)] * k,
+                        seeds=list(range(k)),
+                        epochs=1,
+                        lr=0.01,
+                        batch_size=sizes.job_batch,
+                        augment=aug,
+                        device=device,
+                        compile_model=compiled,
+                        compile_backend=sizes.compile_backend if compiled else None,
+                    )
+                    sync(device)
+                    timings.append(time.perf_counter() - start)
+                if compiled and not stats[0].compiled:
+                    raise CompileFailed(f"torch.compile ({sizes.compile_backend}) fell back to eager")
+            except Exception as exc:  # out of memory at a large K must not end the whole check
+                emit({**base, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                free(device)
+                continue
+            finally:
+                if compiled:
+                    torch._dynamo.reset()
+            rate = k * data.n_train / timings[1]
+            emit(
+                {
+                    **base,
+                    "images_per_s": round(rate, 1),
+                    "per_model_images_per_s": round(rate / k, 1),
+                    "warmup_s": round(timings[0], 2),
+                    "study_80_refs_hours": round(STUDY_REFERENCE_IMAGES / rate / 3600, 3),
+                    "peak_memory_mib": peak_mib(device),
+                }
+            )
+            del models
+            free(device)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Pick the device and sizes, print the setup, run the sections within the time budget."""
     parser = argparse.ArgumentParser(
@@ -503,6 +577,8 @@ def main(argv: list[str] | None = None) -> None:
         concurrency_section(sizes, device, threads, left)
     if "methods" in sections:
         methods_section(sizes, device, left, methods)
+    if "ensemble" in sections:
+        ensemble_section(sizes, device, left)
     summary: dict[str, Any] = {"section": "summary", "total_s": round(time.monotonic() - started, 1)}
     if device.type == "cuda":
         summary["peak_memory_mib_process"] = round(torch.cuda.max_memory_reserved(device) / 2**20, 1)

@@ -15,6 +15,7 @@ SCRIPTS = (
     "bench_epsilon.py",
     "bench_train.py",
     "bench_methods.py",
+    "bench_ensemble.py",
     "bench_api.py",
     "bench_queue.py",
 )

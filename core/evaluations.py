@@ -27,6 +27,7 @@ from core.services import (
     validate_method,
     validate_spec,
 )
+from core.settings import get_settings
 from core.tables import (
     FINISHED,
     Dataset,
@@ -114,21 +115,39 @@ def ensure_reference_runs(
     """Queue the runs the set lacks to reach n_models; returns the job ids of every run still in progress."""
     usable = usable_reference_runs(session, rs.id)
     taken = set(session.execute(select(Run.seed).where(Run.reference_set_id == rs.id)).scalars())
-    pending = [j.id for _r, j in usable[:n_models] if j.status not in FINISHED]
+    # The runs of a pack share one job: wait for each job once.
+    pending = list(dict.fromkeys(j.id for _r, j in usable[:n_models] if j.status not in FINISHED))
+    seeds: list[int] = []
     seed = 0
     for _ in range(max(0, n_models - len(usable))):
         while seed in taken:
             seed += 1
         taken.add(seed)
+        seeds.append(seed)
+    size = pack_size()
+    for start in range(0, len(seeds), size):
+        # One task trains a pack of runs together (ml/ensemble.py); each stays its own run.
+        pack = seeds[start : start + size]
         job = create_job(
-            session, "reference_run", tenant_id=rs.tenant_id, params={"seed": seed}, parent_id=parent_id
+            session, "reference_run", tenant_id=rs.tenant_id, params={"seeds": pack}, parent_id=parent_id
         )
-        session.add(
-            Run(tenant_id=rs.tenant_id, kind="reference", reference_set_id=rs.id, seed=seed, job_id=job.id)
-        )
+        for s in pack:
+            session.add(
+                Run(tenant_id=rs.tenant_id, kind="reference", reference_set_id=rs.id, seed=s, job_id=job.id)
+            )
         pending.append(job.id)
     session.flush()
     return pending
+
+
+DEFAULT_PACK_SIZE = 8
+"""Reference runs per task when LETHE_PACK_SIZE is 0: on a CPU, packing gained up to 8 and no more
+(docs/ensemble.md); a worker whose device cannot hold a pack trains it in smaller parts."""
+
+
+def pack_size() -> int:
+    """How many reference runs one task trains together: LETHE_PACK_SIZE, else DEFAULT_PACK_SIZE."""
+    return get_settings().pack_size or DEFAULT_PACK_SIZE
 
 
 def _source(session: Session, tenant_id: str, model_ref: str | None, dataset_ref: str | None):

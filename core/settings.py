@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = Field(
         10.0, gt=0, description="wait before a delivery's first retry; each later wait is three times longer"
     )
+    pack_size: int = Field(
+        0, ge=0, le=64, description="reference models one task trains together (ml/ensemble.py); 0 = 8"
+    )
 
     @property
     def resolved_home(self) -> Path:

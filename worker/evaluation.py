@@ -31,7 +31,14 @@ from ml.metrics.resolution import null_epsilon, resolution
 from ml.plots import epsilon_curve_png, statistic_histograms_png
 from ml.specs import ArchSpec, Recipe
 from worker.context import JobContext
-from worker.handlers import Outcome, Trained, handler, train_from_scratch, unlearn_from
+from worker.handlers import (
+    Outcome,
+    Trained,
+    handler,
+    train_from_scratch,
+    train_pack_from_scratch,
+    unlearn_from,
+)
 
 FINALIZERS: dict[str, Any] = {}
 
@@ -105,17 +112,30 @@ def _run_for(session: Session, job_id: str) -> Run:
 
 @handler("reference_run")
 def reference_run(ctx: JobContext) -> Outcome:
-    """Retrain from scratch without the forget set: one reference model."""
+    """Retrain from scratch without the forget set: the job's reference models, trained as one pack."""
     with session_scope() as session:
-        run = _run_for(session, ctx.job_id)
-        rs = session.get(ReferenceSet, run.reference_set_id)
+        runs = session.execute(select(Run).where(Run.job_id == ctx.job_id).order_by(Run.seed)).scalars().all()
+        rs = session.get(ReferenceSet, runs[0].reference_set_id)
         ds_row = session.get(Dataset, rs.dataset_id)
         forget, excluded = idsets.decode(rs.forget_ids), idsets.decode(rs.excluded_ids)
-        arch, recipe, run_id, rs_id, seed = ArchSpec(**rs.arch), Recipe(**rs.recipe), run.id, rs.id, run.seed
-    done = train_from_scratch(ctx, ds_row, arch, recipe, seed, forget, excluded)
+        arch, recipe, rs_id = ArchSpec(**rs.arch), Recipe(**rs.recipe), rs.id
+        seeds = {r.id: r.seed for r in runs}
+    if len(seeds) == 1:
+        done = [train_from_scratch(ctx, ds_row, arch, recipe, *seeds.values(), forget, excluded)]
+    else:
+        done = train_pack_from_scratch(ctx, ds_row, arch, recipe, list(seeds.values()), forget, excluded)
     if not get_store().exists(labels_key(rs_id)):
-        save_array(labels_key(rs_id), done.data.train_y[done.udata.forget_ids])
-    return _store_run(ctx, run_id, done)
+        save_array(labels_key(rs_id), done[0].data.train_y[done[0].udata.forget_ids])
+    stored = [_store_run(ctx, run_id, one) for run_id, one in zip(seeds, done, strict=True)]
+    if len(stored) == 1:
+        return stored[0]
+
+    def apply(session: Session) -> None:
+        for outcome in stored:
+            outcome.apply(session)  # type: ignore[misc]
+
+    metrics = {"n_models": len(stored), "wall_seconds": round(sum(d.wall_seconds for d in done), 4)}
+    return Outcome(result={"run_ids": list(seeds)}, metrics=metrics, apply=apply)
 
 
 @handler("unlearn_run")

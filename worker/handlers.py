@@ -21,6 +21,7 @@ from core.purge import auto_purge_parent, require_weights
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id, utcnow
 from ml import checkpoint
 from ml.data import ArrayDataset
+from ml.ensemble import train_packed
 from ml.logits import evaluate
 from ml.methods import UnlearnData, run_method
 from ml.models import build_model
@@ -96,6 +97,53 @@ def train_from_scratch(
         should_stop=ctx.should_stop,
     )
     return Trained(net, data, udata, time.perf_counter() - start, utcnow())
+
+
+def train_pack_from_scratch(
+    ctx: JobContext,
+    ds_row: Dataset,
+    arch: ArchSpec,
+    recipe: Recipe,
+    seeds: list[int],
+    forget: np.ndarray,
+    excluded: np.ndarray,
+) -> list[Trained]:
+    """train_from_scratch for several seeds at once (ml/ensemble.py), each model as its own result.
+
+    A pack too large for the device's memory trains in halves, one after the other.
+    """
+    data = load_for(ds_row)
+    udata = UnlearnData(data, forget, excluded, recipe, arch)
+    nets = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        nets.append(build_model(arch, ds_row.num_classes, ds_row.in_channels))
+    start = time.perf_counter()
+
+    def run(part: slice) -> None:
+        try:
+            train_packed(
+                nets[part],
+                data,
+                [udata.retain_ids] * len(nets[part]),
+                recipe,
+                seeds=seeds[part],
+                device=ctx.device,
+                progress=ctx.progress,
+                should_stop=ctx.should_stop,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if part.stop - part.start < 2:
+                raise
+            torch.cuda.empty_cache()
+            middle = (part.start + part.stop) // 2
+            run(slice(part.start, middle))
+            run(slice(middle, part.stop))
+
+    run(slice(0, len(nets)))
+    # Each model's wall time is its share of the pack's: what that model cost the worker.
+    share, finished = (time.perf_counter() - start) / len(nets), utcnow()
+    return [Trained(net, data, udata, share, finished) for net in nets]
 
 
 def unlearn_from(

@@ -43,14 +43,15 @@ def _evaluate(client, method: str, n: int = 6, **extra) -> dict:
 
 def test_none_is_clearly_worse_than_retrain_and_the_reference_set_is_reused(client, tiny):
     first = _evaluate(client, "none")
-    assert count_jobs("reference_run") == 6 and count_jobs("unlearn_run") == 6
+    # The six reference models train as one pack (LETHE_PACK_SIZE unset: up to 8 per task).
+    assert count_jobs("reference_run") == 1 and count_jobs("unlearn_run") == 6
     assert client.get(f"/jobs/{first['job_id']}").json()["status"] == "running"
-    assert drain() == 12
+    assert drain() == 7
     none = client.get(f"/evaluations/{first['evaluation_id']}").json()
     assert none["status"] == "succeeded"
 
     second = _evaluate(client, "retrain")
-    assert count_jobs("reference_run") == 6  # reused: no new reference training
+    assert count_jobs("reference_run") == 1  # reused: no new reference training
     assert drain() == 6
     retrain = client.get(f"/evaluations/{second['evaluation_id']}").json()
     assert retrain["reference_set_id"] == none["reference_set_id"]
@@ -65,7 +66,9 @@ def test_none_is_clearly_worse_than_retrain_and_the_reference_set_is_reused(clie
         assert len(res["per_sample_epsilon"]) == len(FORGET)
         assert res["retain_accuracy"]["n"] == 6 and 0 <= res["retain_accuracy"]["mean"] <= 1
         assert res["retain_accuracy"]["ci95"] >= 0 and res["neurips"]["n_reference"] == 6
-    assert retrain["results"]["cost_vs_retrain"] == pytest.approx(1.0, rel=0.8)
+    # A reference model's wall time is its share of its pack's (six trained together), so retrain run alone
+    # costs between one and six such shares (the pack's speed-up), give or take the machine's noise.
+    assert 0.5 <= retrain["results"]["cost_vs_retrain"] <= 6 * 1.8
     assert none["results"]["cost_vs_retrain"] < 0.1
     assert retrain["results"]["budget_vs_retrain"] == 1.0 and none["results"]["budget_vs_retrain"] == 0.0
     # The unchanged model still knows its forget set better than models that never saw it.
@@ -99,17 +102,17 @@ def test_reference_sets_are_keyed_and_grow_only_by_what_is_missing(client, tiny)
     r = client.post("/references", json=body)
     assert r.status_code == 202 and r.json()["job_id"]
     rs_id = r.json()["reference_set_id"]
-    assert drain() == 2
+    assert drain() == 1  # both models in one pack
     job = client.get(f"/jobs/{r.json()['job_id']}").json()
     assert job["status"] == "succeeded" and job["progress"] == 1.0
 
     again = client.post("/references", json={**body, "forget_ids": list(reversed(FORGET))})
     assert again.status_code == 200 and again.json() == {"job_id": None, "reference_set_id": rs_id}
-    assert count_jobs("reference_run") == 2
+    assert count_jobs("reference_run") == 1
 
     more = client.post("/references", json={**body, "n_models": 3})
     assert more.status_code == 202 and more.json()["reference_set_id"] == rs_id
-    assert count_jobs("reference_run") == 3
+    assert count_jobs("reference_run") == 2
     drain()
     assert client.get(f"/references/{rs_id}").json()["runs"] == {"succeeded": 3}
 

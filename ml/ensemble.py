@@ -1,0 +1,445 @@
+"""K networks of one architecture trained together in one process: one step updates all of them.
+
+The K networks sit side by side in the channel axis of one wider network: every convolution becomes a
+grouped convolution (groups = K) over the K networks' channels, every BatchNorm normalises the K * C channels
+with its own batch statistics and running statistics per network (each channel belongs to one network, and
+its batch is that network's batch), every Linear is a batched matrix product with K weight matrices. Network
+k sees only its own channels, so the packed step computes exactly the K separate steps' outputs and
+gradients; SGD and Adam act elementwise, so one optimiser over the packed tensors is K separate optimisers.
+
+Each network keeps what a separate run has: its own initial weights (the models it is packed from), its own
+training ids, data order and augmentation draws (a generator per network, seeded as fit seeds its own, so
+network k draws the batches fit(seed=seeds[k]) would), and its own BatchNorm statistics. The trained weights
+are written back into the K plain models, whose state dicts are exactly what fit produces.
+
+Why grouped convolutions rather than torch.func's vmap over functional_call: docs/ensemble.md has the
+measurement (digits, width 8, one CPU thread).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ml.augment import AugmentDraw, Normalizer, build_augmenter
+from ml.data.base import ArrayDataset
+from ml.errors import Cancelled, Diverged
+from ml.specs import AugmentSpec, Recipe
+from ml.trainer import (
+    REPORT_SECONDS,
+    Backend,
+    Optimizer,
+    Progress,
+    ProgressEvent,
+    Schedule,
+    StopFlag,
+    TrainStats,
+    _brief,
+    _compiled,
+    _targets,
+    compile_default,
+    compile_mode,
+    derive_seed,
+    make_optimizer,
+    make_scheduler,
+    resolve_device,
+    seeded,
+    select_ids,
+    to_device,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PackedLinear(nn.Module):
+    """K Linear layers on [B, K * in] features -> [B, K * out]: network k's slice through its own matrix."""
+
+    def __init__(self, k: int, in_features: int, out_features: int, bias: bool) -> None:
+        super().__init__()
+        self.k, self.in_features, self.out_features = k, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(k, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(k, out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        out = torch.bmm(x.view(b, self.k, self.in_features).transpose(0, 1), self.weight.transpose(1, 2))
+        if self.bias is not None:
+            out = out + self.bias.unsqueeze(1)
+        return out.transpose(0, 1).reshape(b, self.k * self.out_features)
+
+
+def _packed_layer(module: nn.Module, k: int) -> nn.Module | None:
+    """The K-wide counterpart of a layer with weights; None for layers that act per channel or elementwise."""
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros":
+            raise TypeError(f"cannot pack a Conv2d with padding_mode={module.padding_mode!r}")
+        return nn.Conv2d(
+            module.in_channels * k,
+            module.out_channels * k,
+            module.kernel_size,  # type: ignore[arg-type]
+            module.stride,  # type: ignore[arg-type]
+            module.padding,  # type: ignore[arg-type]
+            module.dilation,  # type: ignore[arg-type]
+            groups=module.groups * k,
+            bias=module.bias is not None,
+        )
+    if isinstance(module, nn.BatchNorm2d):
+        return nn.BatchNorm2d(
+            module.num_features * k, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+    if isinstance(module, nn.Linear):
+        return PackedLinear(k, module.in_features, module.out_features, module.bias is not None)
+    if (
+        next(module.parameters(recurse=False), None) is not None
+        or next(module.buffers(recurse=False), None) is not None
+    ):
+        raise TypeError(
+            f"cannot pack a {type(module).__name__}: only Conv2d, BatchNorm2d and Linear carry weights"
+        )
+    return None
+
+
+def _widen(module: nn.Module, k: int) -> None:
+    """Replace, in place, every weighted layer below `module` by its K-wide counterpart."""
+    for name, child in module.named_children():
+        wide = _packed_layer(child, k)
+        if wide is None:
+            _widen(child, k)
+        else:
+            setattr(module, name, wide)
+
+
+class PackedNet(nn.Module):
+    """K networks of one architecture as one module; inputs and outputs carry a network axis.
+
+    forward takes [K, B, C, H, W] (network k's batch at index k) or [B, C, H, W] (one batch for all) and
+    returns [K, B, outputs].
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("a pack needs at least one model")
+        kinds = {type(m) for m in models}
+        shapes = {tuple((n, tuple(t.shape)) for n, t in m.state_dict().items()) for m in models}
+        if len(kinds) != 1 or len(shapes) != 1:
+            raise ValueError("a pack's models must share one architecture (same class, same tensor shapes)")
+        self.k = len(models)
+        self.shapes = {name: t.shape for name, t in models[0].state_dict().items()}
+        self.net = copy.deepcopy(models[0]).to("cpu")
+        _widen(self.net, self.k)
+        self.load_models(models)
+
+    def load_models(self, models: Sequence[nn.Module]) -> None:
+        """Copy the K models' weights and statistics into the pack (model k into slot k)."""
+        plain = [m.state_dict() for m in models]
+        packed = self.net.state_dict()
+        with torch.no_grad():
+            for name, target in packed.items():
+                parts = [sd[name].to(target.device) for sd in plain]
+                if target.shape == parts[0].shape:  # num_batches_tracked: one count, the same for all
+                    target.copy_(parts[0])
+                else:
+                    target.copy_(torch.stack(parts).reshape(target.shape))
+
+    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        """K plain state dicts (contiguous copies), in the format the packed models had."""
+        packed = self.net.state_dict()
+        out: list[dict[str, torch.Tensor]] = [{} for _ in range(self.k)]
+        for name, tensor in packed.items():
+            t = tensor.detach()
+            if t.dim() == 0:
+                for sd in out:
+                    sd[name] = t.clone()
+                continue
+            per = t.reshape(self.k, *self.shapes[name])
+            for i, sd in enumerate(out):
+                sd[name] = per[i].clone().contiguous()
+        return out
+
+    def store_into(self, models: Sequence[nn.Module]) -> None:
+        """Write network k's weights and statistics back into models[k] (which keeps its own device)."""
+        for model, sd in zip(models, self.state_dicts(), strict=True):
+            model.load_state_dict(sd)
+
+    @staticmethod
+    def side_by_side(x: torch.Tensor) -> torch.Tensor:
+        """[K, B, C, H, W] -> [B, K * C, H, W]: network k's images in channel block k."""
+        k, b, c, h, w = x.shape
+        return x.transpose(0, 1).reshape(b, k * c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.unsqueeze(0).expand(self.k, *x.shape)
+        if x.shape[0] != self.k:
+            raise ValueError(f"expected {self.k} batches (one per network), got {x.shape[0]}")
+        out = self.net(self.side_by_side(x))
+        return out.view(out.shape[0], self.k, -1).transpose(0, 1)
+
+
+def _pack_rows(
+    dataset: ArrayDataset,
+    ids: Sequence[np.ndarray | None],
+    labels: Sequence[np.ndarray | None] | None,
+    k: int,
+) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+    """Each network's validated rows and targets; all must have the same count, so every step is one shape."""
+    if len(ids) != k:
+        raise ValueError(f"expected {k} id sets (one per model), got {len(ids)}")
+    lab = [None] * k if labels is None else list(labels)
+    if len(lab) != k:
+        raise ValueError(f"expected {k} label sets (one per model), got {len(lab)}")
+    rows = [select_ids(dataset, i) for i in ids]
+    sizes = sorted({len(r) for r in rows})
+    if len(sizes) > 1:
+        raise ValueError(f"a pack's id sets must have the same size, got sizes {sizes}; pack them apart")
+    return rows, [_targets(dataset, r, y) for r, y in zip(rows, lab, strict=True)]
+
+
+def fit_packed(
+    models: Sequence[nn.Module],
+    dataset: ArrayDataset,
+    ids: Sequence[np.ndarray | None],
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    lr: float,
+    batch_size: int = 128,
+    optimizer: Optimizer = "sgd",
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+    schedule: Schedule = "none",
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    augment: AugmentSpec | None = None,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    should_stop: StopFlag | None = None,
+    labels: Sequence[np.ndarray | None] | None = None,
+    stage: str = "train",
+    report_every: int | None = None,
+    report_seconds: float = REPORT_SECONDS,
+    fast: bool | None = None,
+    compile_model: bool | None = None,
+    compile_backend: Backend | None = None,
+) -> list[TrainStats]:
+    """Train models[k] in place on rows ids[k] with seed seeds[k], all K in one loop; fit's settings.
+
+    Progress is reported as fit reports it (each epoch's end, and every report_seconds or report_every
+    steps between); events carry the pack's mean loss and accuracy; a non-finite loss in any network raises
+    Diverged naming it. The returned TrainStats (one per model) share the pack's wall time.
+    """
+    k = len(models)
+    if k == 0:
+        raise ValueError("a pack needs at least one model")
+    if len(seeds) != k:
+        raise ValueError(f"expected {k} seeds (one per model), got {len(seeds)}")
+    rows, targets = _pack_rows(dataset, ids, labels, k)
+    n = len(rows[0])
+    dev = resolve_device(device)
+    if n == 0 or epochs <= 0:
+        return [TrainStats(0, 0, 0, 0.0, float("nan"), None) for _ in models]
+    cuda = dev.type == "cuda"
+    fast = cuda if fast is None else fast
+    default = compile_default()
+    compile_model = default.enabled if compile_model is None else compile_model
+    backend = default.backend if compile_backend is None else compile_backend
+    regression = dataset.task == "regression"
+    x = to_device(torch.from_numpy(np.ascontiguousarray(dataset.train_x)), dev)
+    # Row r of network k's data is x[index[k, r]]; the targets are stacked the same way.
+    index = to_device(torch.from_numpy(np.stack(rows)), dev)
+    y = to_device(torch.stack(targets), dev)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = steps_per_epoch * epochs
+    pack = PackedNet(models).to(dev)
+    if fast:
+        pack.to(memory_format=torch.channels_last)
+    wide = pack.net
+    net = _compiled(wide, backend, compile_mode(backend, dev), stage) if compile_model else wide
+    opt = make_optimizer(pack, optimizer, lr, momentum, nesterov, weight_decay)
+    sched = make_scheduler(opt, schedule, lr, steps_per_epoch, total, milestones, gamma)
+    generators = []
+    for seed in seeds:
+        g = torch.Generator(device=dev)
+        g.manual_seed(seed)
+        generators.append(g)
+    augmenters = [build_augmenter(augment, g) for g in generators]
+    normalise = Normalizer(dataset.mean, dataset.std, dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if fast else nullcontext()
+    cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True) if cuda else nullcontext()
+    arange_k = torch.arange(k, device=dev).view(k, 1)
+    started = time.perf_counter()
+    step = samples = 0
+    last_report = time.monotonic()
+    epoch = 0
+    epoch_loss = torch.full((k,), float("nan"))
+    epoch_acc: torch.Tensor | None = None
+    try:
+        with seeded(derive_seed(seeds[0], 1, k), dev), cudnn:
+            for epoch in range(epochs):
+                pack.train()
+                perm = torch.stack([torch.randperm(n, device=dev, generator=g) for g in generators])
+                loss_sum = torch.zeros(k, device=dev)
+                correct = torch.zeros(k, device=dev, dtype=torch.long)
+                seen = 0
+                for i in range(steps_per_epoch):
+                    if should_stop is not None and should_stop():
+                        raise Cancelled(
+                            f"{stage}: stopped at epoch {epoch + 1}/{epochs}, step {step}/{total}"
+                        )
+                    pos = perm[:, i * batch_size : (i + 1) * batch_size]
+                    if pos.shape[1] == 1:
+                        pos = pos.repeat(1, 2)  # batch norm cannot train on one sample (see fit)
+                    b = pos.shape[1]
+                    xb = x[index.gather(1, pos)]  # [K, b, C, H, W]
+                    yb = y[arange_k, pos]  # [K, b]
+                    flat = xb.reshape(k * b, *xb.shape[2:])
+                    if augmenters[0] is not None:
+                        # Each network draws from its own generators; the whole pack's batch is transformed at once.
+                        draws = AugmentDraw.cat([a.draw(b, *flat.shape[2:]) for a in augmenters])  # type: ignore[union-attr]
+                        flat = augmenters[0].apply(flat, draws)
+                    inputs = normalise(flat).view(xb.shape)
+                    inputs = pack.side_by_side(inputs)
+                    # channels_last inputs: oneDNN's grouped convolutions ran up to 2.5x faster on them (CPU).
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                    opt.zero_grad(set_to_none=True)
+                    targets = yb.transpose(0, 1)
+                    try:
+                        out, per_net = _step(net, inputs, targets, autocast, regression)
+                    except Exception as exc:
+                        if net is wide:
+                            raise
+                        log.warning("%s: torch.compile failed, training eagerly: %s", stage, _brief(exc))
+                        net = wide
+                        opt.zero_grad(set_to_none=True)
+                        out, per_net = _step(net, inputs, targets, autocast, regression)
+                    opt.step()
+                    sched.step()
+                    loss_sum += per_net.detach() * b
+                    if not regression:
+                        correct += (out.detach().argmax(2) == targets).sum(0)
+                    seen += b
+                    step += 1
+                    last = i == steps_per_epoch - 1
+                    due = progress is not None and (
+                        step % report_every == 0
+                        if report_every is not None
+                        else time.monotonic() - last_report >= report_seconds
+                    )
+                    if last or due:
+                        last_report = time.monotonic()
+                        epoch_loss = (loss_sum / seen).float().cpu()
+                        epoch_acc = None if regression else (correct.float() / seen).cpu()
+                        bad = [j for j, v in enumerate(epoch_loss.tolist()) if not math.isfinite(v)]
+                        if bad:
+                            raise Diverged(
+                                f"{stage}: loss became {epoch_loss[bad[0]].item()} in model {bad[0]} of the"
+                                f" pack at epoch {epoch + 1}"
+                            )
+                        if progress is not None:
+                            progress(
+                                ProgressEvent(
+                                    step / total,
+                                    epoch + 1,
+                                    epochs,
+                                    step,
+                                    total,
+                                    float(epoch_loss.mean()),
+                                    None if epoch_acc is None else float(epoch_acc.mean()),
+                                    stage,
+                                )
+                            )
+                samples += seen
+    finally:
+        if fast:
+            pack.to(memory_format=torch.contiguous_format)
+    for model in models:
+        model.to(dev)
+    pack.store_into(models)
+    seconds = time.perf_counter() - started
+    return [
+        TrainStats(
+            epoch + 1,
+            step,
+            samples,
+            seconds,
+            float(epoch_loss[j]),
+            None if epoch_acc is None else float(epoch_acc[j]),
+            net is not wide,
+        )
+        for j in range(k)
+    ]
+
+
+def _step(
+    net: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    autocast: AbstractContextManager[object],
+    regression: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs [B, K, outputs] and each network's mean loss [K]; their sum's gradients land in the parameters.
+
+    Network k's loss depends only on network k's weights, so the sum's gradient for them is its own.
+    """
+    b, k = targets.shape
+    with autocast:
+        out = net(inputs).view(b, k, -1)
+        if regression:
+            losses = F.mse_loss(out.float()[..., 0], targets, reduction="none").mean(0)
+        else:
+            losses = (
+                F.cross_entropy(out.reshape(b * k, -1), targets.reshape(-1), reduction="none")
+                .view(b, k)
+                .mean(0)
+            )
+    losses.sum().backward()
+    return out, losses
+
+
+def train_packed(
+    models: Sequence[nn.Module],
+    dataset: ArrayDataset,
+    ids: Sequence[np.ndarray | None],
+    recipe: Recipe,
+    *,
+    seeds: Sequence[int],
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    should_stop: StopFlag | None = None,
+    stage: str = "train",
+    compile_model: bool | None = None,
+) -> list[TrainStats]:
+    """train() for a pack: models[k] trains on ids[k] with seeds[k] and the full recipe."""
+    return fit_packed(
+        models,
+        dataset,
+        ids,
+        seeds=seeds,
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        optimizer=recipe.optimizer,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+        schedule=recipe.schedule,
+        milestones=recipe.milestones,
+        gamma=recipe.gamma,
+        augment=recipe.augment,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+        stage=stage,
+        compile_model=compile_model,
+    )

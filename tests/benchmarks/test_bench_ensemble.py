@@ -1,0 +1,55 @@
+"""bench_ensemble runs end to end with tiny sizes and prints one line per pack size, with the promised keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.benchmarks import run_benchmark
+
+pytestmark = pytest.mark.slow
+
+KEYS = {
+    "bench",
+    "device",
+    "k",
+    "packed_images_per_s",
+    "sequential_images_per_s",
+    "ratio",
+    "test_acc_packed",
+    "test_acc_sequential",
+}
+
+
+@pytest.mark.parametrize(
+    "args", [("--epochs", "1", "--width", "4"), ("--cifar", "--n", "16", "--width", "4")]
+)
+def test_bench_ensemble_prints_one_line_per_pack_size(args: tuple[str, ...]) -> None:
+    done = run_benchmark("bench_ensemble.py", "--ks", "1,2", *args, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [r["k"] for r in lines] == [1, 2]
+    for record in lines:
+        assert set(record) >= KEYS and record["bench"] == "ensemble" and record["device"] == "cpu"
+        assert record["packed_images_per_s"] > 0 and record["sequential_images_per_s"] > 0
+        expected = record["packed_images_per_s"] / record["sequential_images_per_s"]
+        assert record["ratio"] == pytest.approx(expected, rel=0.01)
+        assert 0 <= record["test_acc_packed"] <= 1 and 0 <= record["test_acc_sequential"] <= 1
+    assert lines[0]["dataset"] == ("random32" if "--cifar" in args else "digits")
+
+
+def test_gpu_check_ensemble_section_smoke() -> None:
+    done = run_benchmark("gpu_check.py", "--cpu-smoke", "--sections", "ensemble", timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    ensemble = [r for r in lines if r["section"] == "ensemble"]
+    assert {(r["variant"], r["k"]) for r in ensemble} == {
+        (v, k) for v in ("eager", "compile") for k in (1, 2)
+    }
+    for record in ensemble:
+        assert "error" not in record, record
+        assert record["images_per_s"] == pytest.approx(
+            record["k"] * record["per_model_images_per_s"], rel=0.01
+        )
+        assert record["study_80_refs_hours"] > 0
