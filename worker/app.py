@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import after_setup_logger, worker_process_init
+from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 from core.db import reset_engine
 from core.logs import use_json_logs
@@ -37,6 +37,16 @@ def _init_child(**_kw: Any) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+@worker_init.connect
+def _serve_metrics(**_kw: Any) -> None:
+    """A worker host without an API still shows its job metrics to Prometheus, when a port is set."""
+    port = get_settings().worker_metrics_port
+    if port:
+        from core.jobmetrics import serve_worker_metrics
+
+        serve_worker_metrics(port)
 
 
 @after_setup_logger.connect
