@@ -43,12 +43,14 @@ class S3Store(ArtifactStore):
         self.client = client
         self.bucket = bucket
         self.prefix = "/".join(p for p in prefix.split("/") if p)
-        # Parts are copied into memory as they go out: 4 at a time bounds that copy at 64 MiB.
+        # Parts are copied into memory as they go out: at most 4 queued and 4 in flight bounds that copy.
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
             max_concurrency=4,
+            preferred_transfer_client="classic",
         )
+        self.transfer.max_in_memory_upload_chunks = 4
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
