@@ -253,3 +253,12 @@ def test_published_jobs_send_task_events_for_flower(client):
         receiver.should_stop = True
         listener.join(10)
     assert seen.is_set()
+
+
+def test_a_worker_metrics_port_without_a_metrics_folder_is_refused(monkeypatch):
+    """Pool processes could hand the port nothing: the worker must not start as if it were counting."""
+    from core.jobmetrics import serve_worker_metrics
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(RuntimeError, match="LETHE_WORKER_METRICS_PORT=9808 needs PROMETHEUS_MULTIPROC_DIR"):
+        serve_worker_metrics(9808)
