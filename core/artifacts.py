@@ -3,6 +3,7 @@ chosen by LETHE_ARTIFACT_URL, so the API and workers on different hosts share no
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -95,6 +96,17 @@ class LocalStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> bool:
+        """Remove an artifact (and its folder once empty); False when it was already gone."""
+        target = self.path(key)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()
+        return True
 
 
 def _local(settings: Settings) -> ArtifactStore:
