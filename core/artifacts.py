@@ -17,8 +17,8 @@ import numpy as np
 from core.settings import Settings, get_settings
 
 
-class ArtifactError(RuntimeError):
-    """An artifact could not be stored or read back intact (the store's message says why)."""
+class ArtifactError(OSError):
+    """An artifact could not be stored, read back intact or removed (the store's message says why)."""
 
 
 class ArtifactMissing(ArtifactError, FileNotFoundError):
@@ -58,6 +58,14 @@ class ArtifactStore(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Store data under key only if nothing is there; True when this call stored it (the first wins)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove an artifact; False when it was already gone."""
+
     def write_array(self, key: str, array: np.ndarray) -> str:
         """Store an array as .npy (no pickles); returns the key."""
         return self.write_bytes(key, npy_bytes(array))
@@ -96,6 +104,20 @@ class LocalStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def create(self, key: str, data: bytes) -> bool:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")  # mode 0600, kept by the link
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def delete(self, key: str) -> bool:
         """Remove an artifact (and its folder once empty); False when it was already gone."""

@@ -134,6 +134,31 @@ class S3Store(ArtifactStore):
             raise ArtifactError(f"checking {self.url(key)} failed: {exc}") from exc
         return True
 
+    def create(self, key: str, data: bytes) -> bool:
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Body=data,
+                Metadata={CHECKSUM: hashlib.sha256(data).hexdigest()},
+                IfNoneMatch="*",  # a conditional write: the store refuses it once the key exists
+            )
+        except ClientError as exc:
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise ArtifactError(f"storing {self.url(key)} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ArtifactError(f"storing {self.url(key)} failed: {exc}") from exc
+        return True
+
+    def delete(self, key: str) -> bool:
+        existed = self.exists(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactError(f"deleting {self.url(key)} failed: {exc}") from exc
+        return existed
+
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))

@@ -42,3 +42,13 @@ def test_an_unknown_scheme_is_a_clear_error(tmp_path, monkeypatch):
     configure(monkeypatch, home=tmp_path / "home", artifact_url="gs://bucket/p")
     with pytest.raises(ValueError, match=r"scheme 'gs' is not one of \['file', 's3'\]"):
         get_store()
+
+
+def test_create_writes_only_once_and_delete_removes(tmp_path):
+    store = LocalStore(tmp_path)
+    assert store.create("keys/k.pem", b"first") is True
+    assert store.create("keys/k.pem", b"second") is False
+    assert store.read_bytes("keys/k.pem") == b"first"
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["k.pem"]  # no temporary file left
+    assert store.delete("keys/k.pem") is True and not store.exists("keys/k.pem")
+    assert store.delete("keys/k.pem") is False

@@ -191,3 +191,30 @@ def test_a_real_training_and_unlearning_job_keep_their_checkpoints_in_the_bucket
         obj = raw.get_object(Bucket=bucket, Key=key)
         assert obj["Metadata"]["sha256"] == hashlib.sha256(obj["Body"].read()).hexdigest()
     assert not (Path(home) / "artifacts" / "models").exists()  # nothing went to the local folder
+
+
+def test_create_writes_only_once_and_delete_removes(endpoint, bucket):
+    store = _store(endpoint, bucket)
+    assert store.create("keys/k.pem", b"first") is True
+    assert store.create("keys/k.pem", b"second") is False  # a conditional write: the first one wins
+    assert store.read_bytes("keys/k.pem") == b"first"  # and it carries its checksum like any write
+    assert store.delete("keys/k.pem") is True and not store.exists("keys/k.pem")
+    assert store.delete("keys/k.pem") is False
+
+
+def test_the_certificate_signing_key_lives_in_the_bucket_and_is_made_once(
+    endpoint, bucket, tmp_path, monkeypatch
+):
+    """Every API host of a deployment signs with the same key when the artifacts are in a bucket."""
+    from core import certificates
+
+    configure(
+        monkeypatch, home=tmp_path / "home", artifact_url=f"s3://{bucket}/lethe", s3_endpoint_url=endpoint
+    )
+    first = certificates.public_key_info()
+    assert certificates.public_key_info() == first
+    key = f"lethe/{certificates.KEY_ARTIFACT}"
+    assert _keys(endpoint, bucket) == [key]
+    assert b"PRIVATE KEY" in s3_client(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
+    signed = certificates.sign({"certificate": "test"})
+    assert certificates.verify(signed) == first["key_id"]
