@@ -1,5 +1,6 @@
-"""Prometheus metrics: job counts, durations and queue waits, worker heartbeats (read from the database at
-scrape time, so every API process reports the same truth) and this process's request latency."""
+"""Prometheus metrics: job counters and histograms kept as jobs change state (core/jobmetrics.py, added up
+over this host's processes in multiprocess mode), jobs by kind and status and worker heartbeats (read from
+the database at scrape time: they are states, not counts) and request latency."""
 
 from __future__ import annotations
 
@@ -10,36 +11,29 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import jobmetrics
 from core.db import session_scope
-from core.tables import FINISHED, Job, JobStatus, utcnow
-
-BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-RECENT = 10_000
-"""Finished jobs the duration and queue-wait histograms are built from (the most recent ones)."""
+from core.tables import Job, JobStatus, utcnow
 
 REGISTRY = CollectorRegistry()
 REQUEST_SECONDS = Histogram(
     "lethe_http_request_duration_seconds",
     "HTTP request latency of this API process",
     ["method", "route", "status"],
-    registry=REGISTRY,
+    registry=None if jobmetrics.multiprocess() else REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 
 
-def _histogram(name: str, doc: str, values: list[float]) -> HistogramMetricFamily:
-    counts = [sum(1 for v in values if v <= b) for b in BUCKETS]
-    buckets = [(str(b), c) for b, c in zip(BUCKETS, counts, strict=True)] + [("+Inf", len(values))]
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=float(sum(values)))
-
-
 class JobCollector(Collector):
-    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+    """What is true now, from the database: how many jobs are in each state, how stale each busy worker is."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         jobs = GaugeMetricFamily("lethe_jobs", "Jobs by kind and status", labels=["kind", "status"])
         beats = GaugeMetricFamily(
             "lethe_worker_heartbeat_age_seconds",
@@ -52,12 +46,6 @@ class JobCollector(Collector):
                 select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
             ):
                 jobs.add_metric([kind, status], n)
-            finished = session.execute(
-                select(Job.created_at, Job.started_at, Job.finished_at)
-                .where(Job.status.in_(FINISHED), Job.started_at.is_not(None), Job.finished_at.is_not(None))
-                .order_by(Job.finished_at.desc())
-                .limit(RECENT)
-            ).all()
             for worker, last in session.execute(
                 select(Job.worker, func.max(Job.heartbeat_at))
                 .where(Job.status == JobStatus.running, Job.worker.is_not(None))
@@ -67,16 +55,6 @@ class JobCollector(Collector):
                     beats.add_metric([worker], (now - _aware(last)).total_seconds())
         yield jobs
         yield beats
-        yield _histogram(
-            "lethe_job_duration_seconds",
-            "Run time of recently finished jobs",
-            [(_aware(f) - _aware(s)).total_seconds() for _c, s, f in finished],
-        )
-        yield _histogram(
-            "lethe_job_queue_wait_seconds",
-            "Time from queued to running of recently finished jobs",
-            [(_aware(s) - _aware(c)).total_seconds() for c, s, _f in finished],
-        )
 
 
 def _aware(value: datetime) -> datetime:
@@ -85,6 +63,18 @@ def _aware(value: datetime) -> datetime:
 
 
 REGISTRY.register(JobCollector())
+if not jobmetrics.multiprocess():
+    jobmetrics.collectors(REGISTRY)
+
+
+def _registry() -> CollectorRegistry:
+    """In multiprocess mode a fresh registry per scrape reads every process's files (the documented way)."""
+    if not jobmetrics.multiprocess():
+        return REGISTRY
+    registry = jobmetrics.collectors(CollectorRegistry())
+    registry.register(JobCollector())
+    return registry
+
 
 router = APIRouter(tags=["system"])
 
@@ -96,8 +86,8 @@ router = APIRouter(tags=["system"])
     responses={200: {"content": {"text/plain": {}}}},
 )
 def metrics() -> Response:
-    """Prometheus text format: jobs by kind and status, job durations and queue waits, worker heartbeat ages, request latency. Needs no API key."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: jobs queued, started and finished by kind and outcome, their durations and queue waits, jobs by status, worker heartbeat ages, request latency. Needs no API key."""
+    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
 
 class RequestTimer:

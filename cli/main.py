@@ -247,6 +247,9 @@ def up(
     from core.settings import get_settings
 
     settings = get_settings()
+    # The worker's pool processes hand their job metrics to the API's /metrics through files there;
+    # set before anything in this process imports prometheus_client.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.resolved_home / "metrics"))
     migrate(bootstrap=demo, wait=60.0)
     _echo(f"home {settings.resolved_home}; database {settings.db_url}; broker {settings.broker}")
     supervisor = _Supervisor(worker_command(concurrency))

@@ -9,15 +9,11 @@ artifact store, which every API process of a deployment shares.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import math
-import os
-import tempfile
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -65,39 +61,29 @@ def canonical(document: dict[str, Any]) -> bytes:
 
 
 def signing_key() -> Ed25519PrivateKey:
-    """The service's key: from LETHE_SIGNING_KEY_FILE, or generated once into the artifact store."""
+    """The service's key: from LETHE_SIGNING_KEY_FILE, or generated once into the artifact store (a local
+    folder or a bucket: every API host then signs with the same key)."""
     configured = get_settings().signing_key_file
-    path = configured.expanduser() if configured else get_store().path(KEY_ARTIFACT)
-    if not configured:
-        _create_once(path)
-    return _load_private(str(path.resolve()))
+    if configured:
+        return _load_private(configured.expanduser().read_bytes())
+    store = get_store()
+    if not store.exists(KEY_ARTIFACT):
+        # Of two processes racing, the first write wins and both read it back.
+        store.create(
+            KEY_ARTIFACT,
+            Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+    return _load_private(store.read_bytes(KEY_ARTIFACT))
 
 
 @lru_cache(maxsize=4)
-def _load_private(path: str) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+def _load_private(pem: bytes) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+        raise ValueError(f"the signing key is a {type(key).__name__}, not an Ed25519 private key")
     return key
-
-
-def _create_once(path: Path) -> None:
-    """Write a new key unless one exists; of two processes racing, the first link wins and both read it."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-key-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:

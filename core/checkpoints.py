@@ -10,7 +10,7 @@ from pathlib import Path
 from cachetools import LRUCache
 from sqlalchemy.orm import Session
 
-from core.artifacts import get_store
+from core.artifacts import ArtifactMissing, LocalStore, get_store
 from core.errors import Conflict
 from core.purge import require_weights
 from core.services import resolve_model
@@ -25,9 +25,12 @@ class Weights:
     """A ready model's safetensors file: what a download response is made of."""
 
     model_id: str
-    path: Path
+    path: Path | None
+    """The file, when the store is a local folder (served with ranges); None for an object store."""
     filename: str
     sha256: str
+    data: bytes | None = None
+    """The checkpoint's bytes, read (and checksum-verified) from an object store."""
 
 
 def file_sha256(path: Path) -> str:
@@ -53,7 +56,16 @@ def model_weights(session: Session, model_ref: str, tenant_id: str) -> Weights:
     require_weights(model, "downloaded")
     if model.status != ModelStatus.ready or not model.checkpoint:
         raise Conflict(f"model {model_ref} has no weights to download: its status is {model.status}")
-    path = get_store().path(model.checkpoint)
-    if not path.is_file():
-        raise Conflict(f"model {model_ref} has no weights to download: its checkpoint is no longer stored")
-    return Weights(model.id, path, f"{model.name or model.id}.safetensors", file_sha256(path))
+    filename = f"{model.name or model.id}.safetensors"
+    gone = Conflict(f"model {model_ref} has no weights to download: its checkpoint is no longer stored")
+    store = get_store()
+    if isinstance(store, LocalStore):
+        path = store.path(model.checkpoint)
+        if not path.is_file():
+            raise gone
+        return Weights(model.id, path, filename, file_sha256(path))
+    try:
+        data = store.read_bytes(model.checkpoint)
+    except ArtifactMissing:
+        raise gone from None
+    return Weights(model.id, None, filename, hashlib.sha256(data).hexdigest(), data)

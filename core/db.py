@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import jobmetrics  # noqa: F401  (its Session listeners must exist before any sessionmaker)
 from core.settings import get_settings
 
 if TYPE_CHECKING:

@@ -59,6 +59,9 @@ def get_celery() -> Celery:
         broker_transport_options=_transport_options(settings.broker),
         worker_hijack_root_logger=False,
         enable_utc=True,
+        # Task events let Flower show tasks; the embedded SQLite broker has no fanout to carry them.
+        worker_send_task_events=not settings.broker.startswith("sqla+"),
+        task_send_sent_event=not settings.broker.startswith("sqla+"),
     )
     from kombu import Queue
 

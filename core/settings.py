@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     )
     pack_size: int = Field(
         0, ge=0, le=64, description="reference models one task trains together (ml/ensemble.py); 0 = 8"
+    )
+    artifact_url: str = Field(
+        "", description="artifact store: s3://bucket/prefix for an object store; empty = LETHE_ARTIFACT_DIR"
+    )
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint (MinIO, moto); empty = AWS's")
+    s3_region: str = Field("", description="S3 region; empty = AWS_REGION / AWS_DEFAULT_REGION or us-east-1")
+    s3_access_key_id: str = Field("", description="S3 access key; empty = the AWS_* variables or profile")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key, with s3_access_key_id")
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="port where a worker serves its job metrics for Prometheus; 0 = none"
     )
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import after_setup_logger, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import after_setup_logger, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from core.db import reset_engine
 from core.logs import use_json_logs
@@ -50,6 +50,16 @@ def _start_deliveries(**_kw: Any) -> None:
 @worker_shutdown.connect
 def _stop_deliveries(**_kw: Any) -> None:
     _deliveries.stop()
+
+
+@worker_init.connect
+def _serve_metrics(**_kw: Any) -> None:
+    """A worker host without an API still shows its job metrics to Prometheus, when a port is set."""
+    port = get_settings().worker_metrics_port
+    if port:
+        from core.jobmetrics import serve_worker_metrics
+
+        serve_worker_metrics(port)
 
 
 @after_setup_logger.connect

@@ -174,6 +174,9 @@ def weights_response(weights: Weights, if_none_match: str | None) -> Response:
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    if weights.path is None:  # an object store: the bytes were read and their checksum verified
+        headers["Content-Disposition"] = f'attachment; filename="{weights.filename}"'
+        return Response(weights.data, media_type="application/octet-stream", headers=headers)
     return FileResponse(
         weights.path, media_type="application/octet-stream", filename=weights.filename, headers=headers
     )

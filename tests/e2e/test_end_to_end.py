@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
+from tests.core.s3server import moto_server, s3_client
 from tests.e2e.stack import Processes, free_port, wait_for, wait_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -61,26 +64,48 @@ def _check_unlearned(http: httpx.Client, parent_ref: str, job: dict, metrics: di
     assert parent["status"] == "ready"
 
 
-def _checkpoint_digest(home: Path, model_id: str) -> str:
-    return hashlib.sha256(
-        (home / "artifacts" / "models" / model_id / "model.safetensors").read_bytes()
-    ).hexdigest()
+def _finished(metrics_text: str, kind: str) -> float:
+    """lethe_jobs_finished_total of one kind that succeeded, from Prometheus text."""
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(metrics_text)
+        for s in f.samples
+        if s.name == "lethe_jobs_finished_total" and s.labels == {"kind": kind, "outcome": "succeeded"}
+    )
 
 
-def test_compose_services_run_and_forget_on_postgres_and_redis(pg_env, tmp_path):
-    """migrate, api and worker run with docker-compose.yml's commands and environment."""
+@pytest.fixture
+def s3_endpoint() -> Iterator[str]:
+    """An S3 server standing in for compose's MinIO."""
+    with moto_server() as url:
+        yield url
+
+
+def test_compose_services_run_and_forget_on_postgres_and_redis(pg_env, s3_endpoint, tmp_path):
+    """migrate, api and worker run with docker-compose.yml's commands and environment; artifacts go to the
+    S3 server (no shared folder), and the worker serves its job metrics on its port."""
     services = _compose()["services"]
-    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(services)
+    assert {"postgres", "redis", "migrate", "api", "worker", "minio", "minio-init"} <= set(services)
+    artifacts = urlsplit(services["api"]["environment"]["LETHE_ARTIFACT_URL"])
+    s3 = s3_client(s3_endpoint)
+    s3.create_bucket(Bucket=artifacts.netloc)  # what compose's minio-init does
     home = tmp_path / "lethe-home"
-    port = free_port()
+    port, worker_metrics = free_port(), free_port()
     local = {
         "LETHE_DATABASE_URL": pg_env["LETHE_DATABASE_URL"],
         "LETHE_BROKER_URL": pg_env["LETHE_BROKER_URL"],
         "LETHE_QUEUE": pg_env["LETHE_QUEUE"],
         "LETHE_HOME": str(home),
-        "LETHE_ARTIFACT_DIR": str(home / "artifacts"),
         "LETHE_DEVICE": "cpu",
+        "LETHE_S3_ENDPOINT_URL": s3_endpoint,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "LETHE_WORKER_METRICS_PORT": str(worker_metrics),
     }
+
+    def checkpoint_digest(model_id: str) -> str:
+        key = f"{artifacts.path.strip('/')}/models/{model_id}/model.safetensors"
+        return hashlib.sha256(s3.get_object(Bucket=artifacts.netloc, Key=key)["Body"].read()).hexdigest()
+
     procs = Processes(tmp_path)
     try:
         migrate = procs.start(
@@ -107,19 +132,24 @@ def test_compose_services_run_and_forget_on_postgres_and_redis(pg_env, tmp_path)
             demo = http.get("/models/demo").json()
             train = wait_job(http, demo["job_id"], JOB_TIMEOUT, procs.logs)
             assert train["status"] == "succeeded", (train, procs.logs())
-            before = _checkpoint_digest(home, demo["id"])
+            before = checkpoint_digest(demo["id"])
             job, metrics, ids = _forget_two_percent(http, "demo", procs.logs)
             _check_unlearned(http, "demo", job, metrics, ids)
-            assert _checkpoint_digest(home, demo["id"]) == before
+            assert checkpoint_digest(demo["id"]) == before
+            counted = httpx.get(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=30).text
+            assert _finished(counted, "train") == 1 and _finished(counted, "unlearn") == 1, counted
     finally:
         procs.stop()
+    assert not (home / "artifacts" / "models").exists()  # nothing went to a local artifact folder
 
 
 def test_lethe_up_on_the_embedded_default(tmp_path):
     """`lethe up` alone: SQLite database and broker, digits registered, demo trained, a forget request served."""
     home = tmp_path / "var"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LETHE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     env["LETHE_HOME"] = str(home)
     procs = Processes(tmp_path)
     try:
@@ -135,6 +165,8 @@ def test_lethe_up_on_the_embedded_default(tmp_path):
             assert http.get(f"/jobs/{demo['job_id']}/metrics").json()["test_accuracy"] > 0.9
             job, metrics, ids = _forget_two_percent(http, "demo", procs.logs)
             _check_unlearned(http, "demo", job, metrics, ids)
+            # The worker's pool process counted its jobs; `lethe up` gives it and the API one metrics folder.
+            assert _finished(http.get("/metrics").text, "unlearn") == 1
 
             # An evaluation fans out over the SQLite broker and is scored by the worker.
             body = {"model_id": "demo", "forget_ids": ids[:10], "method": "none", "n_models": 2}
