@@ -19,6 +19,7 @@ from api.routes import (
     dashboard,
     evaluations,
     forget_requests,
+    intake,
     jobs,
     logits,
     models,
@@ -63,7 +64,7 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_router)
-    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog, logits, scores):
+    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog, logits, scores, intake):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
     settings = get_settings()
     app.add_middleware(JobPollFastPath, route=jobs.poll_route())
