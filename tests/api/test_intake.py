@@ -14,6 +14,12 @@ from core.tables import AuditEvent, ForgetRequest, Job, Model
 from tests.utils import add_ready_model, new_key
 
 
+@pytest.fixture(autouse=True)
+def no_background_sweep(monkeypatch):
+    """The tests sweep when they choose; the API's own sweep thread would start batches behind their back."""
+    monkeypatch.setenv("LETHE_MAINTENANCE_SECONDS", "0")
+
+
 @pytest.fixture
 def model(client) -> str:
     with session_scope() as session:
@@ -36,7 +42,12 @@ def test_intake_stores_the_request_and_its_audit_event_and_starts_no_job(client,
     assert _count(Job) == 0
     with session_scope() as session:
         req = session.get(ForgetRequest, request_id)
-        assert (req.status, req.model_id, req.external_ref, req.requested_by) == ("pending", model, "t-1", "dpo")
+        assert (req.status, req.model_id, req.external_ref, req.requested_by) == (
+            "pending",
+            model,
+            "t-1",
+            "dpo",
+        )
         assert idsets.decode(req.ids).tolist() == [2, 5, 9] and req.ids_sha256 == idsets.sha256([2, 5, 9])
         assert req.job_id is None and req.method is None
         events = session.execute(select(AuditEvent).where(AuditEvent.object_id == request_id)).scalars().all()
@@ -76,7 +87,9 @@ def test_bad_requests_are_refused_and_nothing_is_stored(client, model, body, sta
     assert _count(ForgetRequest) == 0
 
 
-def test_the_same_external_ref_returns_the_same_request_and_another_body_under_it_is_a_conflict(client, model):
+def test_the_same_external_ref_returns_the_same_request_and_another_body_under_it_is_a_conflict(
+    client, model
+):
     body = {"model_id": "m1", "forget_ids": [4, 7], "external_ref": "gdpr-77"}
     first = client.post("/forget-requests", json=body)
     again = client.post("/forget-requests", json={**body, "forget_ids": [7, 4]})  # the same set of ids
@@ -93,7 +106,9 @@ def test_the_same_external_ref_returns_the_same_request_and_another_body_under_i
         json={**body, "model_id": "m2", "forget_ids": [4, 8]},
         headers={"X-API-Key": new_key("other")},
     )
-    assert theirs.status_code == 202 and theirs.json()["forget_request_id"] != first.json()["forget_request_id"]
+    assert (
+        theirs.status_code == 202 and theirs.json()["forget_request_id"] != first.json()["forget_request_id"]
+    )
 
 
 def test_the_same_idempotency_key_replays_and_another_body_under_it_is_a_conflict(client, model):
@@ -110,7 +125,9 @@ def test_the_same_idempotency_key_replays_and_another_body_under_it_is_a_conflic
 def test_the_list_pages_by_cursor_and_filters_by_status_and_model(client, model):
     with session_scope() as session:
         add_ready_model(session, "m2")
-    made = [client.post("/forget-requests", json={"model_id": "m1", "forget_ids": [i]}).json() for i in range(5)]
+    made = [
+        client.post("/forget-requests", json={"model_id": "m1", "forget_ids": [i]}).json() for i in range(5)
+    ]
     client.post("/forget-requests", json={"model_id": "m2", "forget_ids": [1]})
     seen, cursor = [], None
     while True:
@@ -142,7 +159,10 @@ def test_a_policy_is_validated_stored_and_read_back(client, model):
     assert bad.status_code == 422 and "nope" in bad.text
     bad = client.put("/models/m1/forget-policy", json={"method": "finetune", "params": {"lr": -1}})
     assert bad.status_code == 422 and "params.lr" in bad.text
-    assert client.put("/models/m1/forget-policy", json={"method": "none", "window_seconds": -1}).status_code == 422
+    assert (
+        client.put("/models/m1/forget-policy", json={"method": "none", "window_seconds": -1}).status_code
+        == 422
+    )
     assert client.put("/models/nope/forget-policy", json={"method": "none"}).status_code == 404
     client.post("/forget-requests", json={"model_id": "m1", "forget_ids": [1]})
     r = client.put(
@@ -151,7 +171,9 @@ def test_a_policy_is_validated_stored_and_read_back(client, model):
     )
     assert r.status_code == 200, r.text
     policy = client.get(f"/models/{model}/forget-policy").json()
-    assert policy["method"] == "finetune" and policy["params"]["epochs"] == 1 and policy["params"]["lr"] == 0.001
+    assert (
+        policy["method"] == "finetune" and policy["params"]["epochs"] == 1 and policy["params"]["lr"] == 0.001
+    )
     assert (policy["window_seconds"], policy["max_requests"], policy["max_samples"]) == (30, 100, None)
     assert policy["pending"] == 1 and policy["running_job_id"] is None and policy["head_model_id"] is None
     replaced = client.put("/models/m1/forget-policy", json={"method": "none", "window_seconds": 5}).json()
