@@ -289,6 +289,9 @@ class ForgetBatchInfo(BaseModel):
     base_model_id: str | None
     n_requests: int
     n_ids: int | None = Field(description="distinct ids of the batch, known once it ran")
+    evaluation_id: str | None = Field(
+        None, description="the evaluation queued beside it when its policy asks"
+    )
 
 
 class ForgetRequestPublic(BaseModel):
@@ -402,7 +405,9 @@ class ForgetPolicyIn(In):
         None, ge=1, description="start a batch early once this many ids are pending"
     )
     evaluate: bool = Field(
-        False, description="recorded with the policy for an epsilon-hat evaluation of each batch"
+        False,
+        description="queue beside each batch an evaluation (epsilon-hat) of the method on the batch's new ids "
+        "from the version it starts from",
     )
 
 

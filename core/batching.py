@@ -11,11 +11,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core import idsets
 from core.db import session_scope
+from core.evaluations import create_evaluation, queued_children
+from core.group_size import plan_n_models
 from core.jobs import audit, create_job
+from core.settings import get_settings
 from core.tables import (
     FINISHED,
     ForgetPolicy,
@@ -32,12 +37,16 @@ from core.tables import (
 log = logging.getLogger(__name__)
 
 BATCH_KIND = "forget_batch"
+EVALUATION_DELTA = 0.05
+"""The study's delta, for the evaluation a policy with `evaluate` queues beside each batch."""
 
 
 @dataclass
 class BatchReport:
     started: list[str] = field(default_factory=list)
-    """Batch jobs created by this pass (committed; the caller publishes them)."""
+    """Batch jobs created by this pass."""
+    publish: list[str] = field(default_factory=list)
+    """Every job this pass created, committed: the batches and their evaluations' runs, for the caller to publish."""
     settled: list[str] = field(default_factory=list)
     """Batch jobs that ended without success and whose requests this pass marked failed."""
     rejected: list[str] = field(default_factory=list)
@@ -149,8 +158,29 @@ def _take(policy: ForgetPolicy, pending: list[tuple[str, int]]) -> list[str]:
     return taken
 
 
-def start_batch(session: Session, model_id: str) -> str | None:
-    """Claim the model's policy for a new batch and schedule its requests; None when another sweep has it."""
+def _evaluation(session: Session, policy: ForgetPolicy, base: str, taken: list[str]) -> tuple[str, list[str]]:
+    """An evaluation of the policy's method on the batch's new ids from its base version: its id and jobs."""
+    blobs = session.execute(select(ForgetRequest.ids).where(ForgetRequest.id.in_(taken))).scalars()
+    asked = np.unique(np.concatenate([idsets.decode(b) for b in blobs]))
+    base_row = session.get(Model, base)
+    new = np.setdiff1d(asked, idsets.decode(base_row.forgotten_ids))
+    n_models, _ = plan_n_models(None, EVALUATION_DELTA, get_settings().target_epsilon_ceiling)
+    evaluation, job = create_evaluation(
+        session,
+        tenant_id=policy.tenant_id,
+        model_ref=base,
+        forget_ids=(new if new.size else asked).tolist(),
+        method=policy.method,
+        params=policy.params,
+        n_models=n_models,
+        delta=EVALUATION_DELTA,
+    )
+    return evaluation.id, queued_children(session, job.id)
+
+
+def start_batch(session: Session, model_id: str) -> list[str]:
+    """Claim the model's policy for a new batch and schedule its requests; the jobs to publish (the batch
+    first, then an evaluation's), none when another sweep has the model."""
     job_id = new_id()
     claimed = session.execute(
         update(ForgetPolicy)
@@ -158,7 +188,7 @@ def start_batch(session: Session, model_id: str) -> str | None:
         .values(running_job_id=job_id, updated_at=utcnow())
     ).rowcount
     if not claimed:
-        return None
+        return []
     policy = session.get(ForgetPolicy, model_id, populate_existing=True)
     assert policy is not None
     pending = session.execute(
@@ -169,22 +199,19 @@ def start_batch(session: Session, model_id: str) -> str | None:
     taken = _take(policy, [(r, n) for r, n in pending])
     if not taken:  # another sweep scheduled them between our look and our claim
         policy.running_job_id = None
-        return None
+        return []
     base = policy.head_model_id or model_id
-    create_job(
-        session,
-        BATCH_KIND,
-        tenant_id=policy.tenant_id,
-        params={
-            "method": policy.method,
-            "params": policy.params,
-            "seed": 0,
-            "policy_model_id": model_id,
-            "base_model_id": base,
-        },
-        model_id=base,
-        id=job_id,
-    )
+    params = {
+        "method": policy.method,
+        "params": policy.params,
+        "seed": 0,
+        "policy_model_id": model_id,
+        "base_model_id": base,
+    }
+    evaluation_jobs: list[str] = []
+    if policy.evaluate:
+        params["evaluation_id"], evaluation_jobs = _evaluation(session, policy, base, taken)
+    create_job(session, BATCH_KIND, tenant_id=policy.tenant_id, params=params, model_id=base, id=job_id)
     session.execute(
         update(ForgetRequest)
         .where(ForgetRequest.id.in_(taken), ForgetRequest.status == RequestStatus.pending)
@@ -201,7 +228,7 @@ def start_batch(session: Session, model_id: str) -> str | None:
             base_model_id=base,
             batch_size=len(taken),
         )
-    return job_id
+    return [job_id, *evaluation_jobs]
 
 
 def sweep_batches() -> BatchReport:
@@ -213,8 +240,9 @@ def sweep_batches() -> BatchReport:
         due = _due_models(session)
     for model_id in due:
         with session_scope() as session:  # one transaction per model: one model's trouble stops no other
-            if (job_id := start_batch(session, model_id)) is not None:
-                report.started.append(job_id)
+            if jobs := start_batch(session, model_id):
+                report.started.append(jobs[0])
+                report.publish.extend(jobs)
     if report.started or report.settled or report.rejected:
         log.info(
             "batches: started %d, settled %d failed, rejected %d requests",
@@ -234,4 +262,5 @@ def batch_info(session: Session, job: Job) -> dict[str, object]:
         "base_model_id": job.params.get("base_model_id"),
         "n_requests": n_requests,
         "n_ids": (job.result or {}).get("n_ids"),
+        "evaluation_id": job.params.get("evaluation_id"),
     }

@@ -85,7 +85,7 @@ def sweep() -> SweepReport:
     report = SweepReport()
     reap_stale(report)
     lost_messages(report)
-    publish_jobs(report.requeued + report.republished + sweep_batches().started)
+    publish_jobs(report.requeued + report.republished + sweep_batches().publish)
     if report.requeued or report.failed or report.republished:
         log.warning(
             "maintenance: requeued %d, failed %d, republished %d",

@@ -88,6 +88,7 @@ def test_a_closing_window_forgets_every_pending_request_in_one_job_and_one_versi
         "base_model_id": tiny,
         "n_requests": 3,
         "n_ids": 4,
+        "evaluation_id": None,
     }
     assert [e["event"] for e in done[0]["events"] if e["object_type"] == "forget_request"] == [
         "received",
@@ -185,7 +186,7 @@ def test_concurrent_sweeps_start_one_batch(client, tiny):
     # A sweep that found the model due just before another one claimed it must not start a second batch.
     _ask(client, [9])
     with session_scope() as session:
-        assert start_batch(session, tiny) is None
+        assert start_batch(session, tiny) == []
     assert [j.id for j in _batch_jobs()] == started
 
 
@@ -196,6 +197,21 @@ def test_the_maintenance_sweep_starts_and_publishes_due_batches(client, tiny):
     sweep()
     (job,) = _batch_jobs()
     assert job.status == "queued" and queue_length() == before + 1
+
+
+def test_a_policy_that_evaluates_queues_an_evaluation_of_each_batchs_new_ids(client, tiny):
+    _policy(client, window_seconds=0, evaluate=True)
+    asked = _ask(client, [4, 2])
+    report = sweep_batches()
+    (batch,) = report.started
+    (r,) = _requests(client, [asked])
+    evaluation = client.get(f"/evaluations/{r['batch']['evaluation_id']}").json()
+    assert evaluation["model_id"] == tiny and evaluation["method"] == "none"
+    references = client.get(f"/references/{evaluation['reference_set_id']}").json()
+    assert references["forget_sha256"] == idsets.sha256([2, 4])
+    with session_scope() as session:
+        runs = session.execute(select(Job.id).where(Job.status == "queued", Job.id != batch)).scalars().all()
+    assert report.publish[0] == batch and set(report.publish[1:]) == set(runs) and len(runs) >= 2
 
 
 def test_a_failed_batch_fails_its_requests_with_the_reason_and_frees_the_model(client, tiny):
