@@ -142,6 +142,7 @@ def put_forget_policy(
     summary="The model's forget policy, its newest version and the batch in flight",
 )
 def read_forget_policy(model_id: str, session: SessionDep, tenant: TenantDep) -> ForgetPolicyPublic:
+    """404 when the model has none: its forget requests then stay pending until one is set."""
     policy = intake.get_policy(session, tenant, model_id)
     if policy is None:
         raise NotFound(f"model {model_id!r} has no forget policy: its forget requests stay pending")
