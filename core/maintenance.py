@@ -85,7 +85,10 @@ def sweep() -> SweepReport:
     report = SweepReport()
     reap_stale(report)
     lost_messages(report)
-    publish_jobs(report.requeued + report.republished + sweep_batches().publish)
+    publish_jobs(report.requeued + report.republished)
+    publish_jobs(
+        sweep_batches().publish
+    )  # after the jobs above: a failing batch pass must not hold them back
     if report.requeued or report.failed or report.republished:
         log.warning(
             "maintenance: requeued %d, failed %d, republished %d",

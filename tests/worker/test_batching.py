@@ -271,3 +271,54 @@ def test_a_batch_really_unlearns(client, tiny):
         assert row.made_by == "finetune" and row.metrics["n_forget"] == 40 and row.metrics["n_requests"] == 2
         assert 0.0 <= row.metrics["forget_accuracy"] <= 1.0
     assert _forgotten(child) == np.arange(40).tolist()
+
+
+@pytest.fixture
+def embedded_client(tmp_path, monkeypatch):
+    """An API client on the embedded default (SQLite), migrated, with no background sweep."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from core.migrate import upgrade
+    from core.settings import get_settings
+    from tests.utils import configure, new_key, reset_caches
+
+    configure(monkeypatch, home=tmp_path / "home", maintenance_seconds=0)
+    get_settings().ensure_dirs()
+    upgrade(get_settings().db_url)
+    try:
+        with TestClient(create_app(), headers={"X-API-Key": new_key("local")}) as c:
+            yield c
+    finally:
+        reset_caches()
+
+
+def test_windows_and_successive_batches_on_the_embedded_default(embedded_client):
+    client = embedded_client
+    tiny = train_model("tiny", {"width": 4}, {"epochs": 1, "lr": 0.05, "batch_size": 64})
+    _policy(client)
+    first = _ask(client, [1, 2])
+    assert sweep_batches().started == []  # SQLite gives times back without a zone: the window is still open
+    _age_pending()
+    (batch1,) = sweep_batches().started
+    late = _ask(client, [3])
+    with session_scope() as session:
+        assert start_batch(session, tiny) == []  # the model is taken while batch 1 runs
+    assert drain() == 1
+    _age_pending()
+    (batch2,) = sweep_batches().started
+    assert drain() == 1
+    one, two = _requests(client, [first, late])
+    assert (one["status"], one["job_id"], two["status"], two["job_id"]) == (
+        "fulfilled",
+        batch1,
+        "fulfilled",
+        batch2,
+    )
+    assert two["batch"]["base_model_id"] == one["result_model_id"]
+    assert _forgotten(two["result_model_id"]) == [1, 2, 3]
+    page = client.get("/forget-requests", params={"status": "fulfilled", "limit": 1}).json()
+    rest = client.get(
+        "/forget-requests", params={"status": "fulfilled", "cursor": page["next_cursor"]}
+    ).json()
+    assert [r["id"] for r in page["data"] + rest["data"]] == [first, late] and rest["next_cursor"] is None
