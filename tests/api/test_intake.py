@@ -180,3 +180,29 @@ def test_a_policy_is_validated_stored_and_read_back(client, model):
     assert replaced["method"] == "none" and replaced["max_requests"] is None
     assert client.get("/models/m1/forget-policy", headers={"X-API-Key": new_key("other")}).status_code == 404
     assert _count(Job) == 0
+
+
+def test_a_concurrent_first_send_of_the_same_external_ref_answers_with_the_stored_request(
+    client, model, monkeypatch
+):
+    """Two sends that both looked before either stored: the unique index stops the second, which answers the first."""
+    from core import intake
+
+    body = {"model_id": "m1", "forget_ids": [4, 7], "external_ref": "race-1"}
+    first = client.post("/forget-requests", json=body).json()["forget_request_id"]
+    lookup = intake._by_external_ref
+    missed: list[str] = []
+
+    def miss_once(session, tenant_id, external_ref):
+        if not missed:  # this send looked before the first one had committed
+            missed.append(external_ref)
+            return None
+        return lookup(session, tenant_id, external_ref)
+
+    monkeypatch.setattr(intake, "_by_external_ref", miss_once)
+    again = client.post("/forget-requests", json=body)
+    assert missed == ["race-1"] and again.status_code == 200 and again.json()["forget_request_id"] == first
+    missed.clear()
+    other = client.post("/forget-requests", json={**body, "forget_ids": [5]})
+    assert other.status_code == 409 and missed == ["race-1"]
+    assert _count(ForgetRequest) == 1
