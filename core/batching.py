@@ -113,7 +113,8 @@ def _reject_for_failed_models(report: BatchReport) -> None:
 
 
 def _due_models(session: Session) -> list[str]:
-    """Models with a free policy, a ready newest version and pending requests past the window or a limit."""
+    """Models with a free policy, a ready newest version (where the batch starts; the model itself may since
+    have been retired) and pending requests past the window or a limit."""
     now = utcnow()
     pending = (
         select(
@@ -129,7 +130,7 @@ def _due_models(session: Session) -> list[str]:
     rows = session.execute(
         select(ForgetPolicy, pending.c.n, pending.c.samples, pending.c.oldest)
         .join(pending, pending.c.model_id == ForgetPolicy.model_id)
-        .join(Model, Model.id == ForgetPolicy.model_id)
+        .join(Model, Model.id == func.coalesce(ForgetPolicy.head_model_id, ForgetPolicy.model_id))
         .where(ForgetPolicy.running_job_id.is_(None), Model.status == ModelStatus.ready)
     ).all()
     due = []

@@ -128,6 +128,22 @@ def test_a_request_during_a_running_batch_goes_into_the_next_which_starts_from_t
     assert client.get("/models/tiny/forget-policy").json()["head_model_id"] == child2
 
 
+def test_batches_go_on_from_the_newest_version_after_the_first_one_is_retired(client, tiny):
+    _policy(client, window_seconds=0)
+    _ask(client, [1])
+    sweep_batches()
+    drain()
+    with (
+        session_scope() as session
+    ):  # its weights deleted: it still names the lineage, nothing starts from it
+        session.get(Model, tiny).status = "purged"
+    late = _ask(client, [2])
+    (batch,) = sweep_batches().started
+    drain()
+    (r,) = _requests(client, [late])
+    assert r["status"] == "fulfilled" and r["job_id"] == batch and _forgotten(r["result_model_id"]) == [1, 2]
+
+
 def test_ids_the_newest_version_already_forgot_are_fulfilled_by_it_without_a_new_version(client, tiny):
     _policy(client, window_seconds=0)
     _ask(client, [7, 8])
