@@ -400,9 +400,11 @@ class ForgetPolicyIn(In):
     window_seconds: float = Field(
         3600.0, ge=0, le=30 * 86400, description="a batch starts this long after its oldest pending request"
     )
-    max_requests: int | None = Field(None, ge=1, description="start a batch early once this many are pending")
+    max_requests: int | None = Field(
+        None, ge=1, le=10**9, description="start a batch early once this many are pending"
+    )
     max_samples: int | None = Field(
-        None, ge=1, description="start a batch early once this many ids are pending"
+        None, ge=1, le=10**9, description="start a batch early once this many ids are pending"
     )
     evaluate: bool = Field(
         False,

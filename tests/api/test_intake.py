@@ -164,6 +164,8 @@ def test_a_policy_is_validated_stored_and_read_back(client, model):
         == 422
     )
     assert client.put("/models/nope/forget-policy", json={"method": "none"}).status_code == 404
+    too_many = {"method": "none", "max_requests": 2**40}  # more than the database's integer holds
+    assert client.put("/models/m1/forget-policy", json=too_many).status_code == 422
     client.post("/forget-requests", json={"model_id": "m1", "forget_ids": [1]})
     r = client.put(
         "/models/m1/forget-policy",
