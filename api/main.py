@@ -21,6 +21,7 @@ from api.routes import (
     evaluations,
     events,
     forget_requests,
+    intake,
     jobs,
     logits,
     models,
@@ -80,6 +81,7 @@ def create_app() -> FastAPI:
         logits,
         scores,
         webhooks,
+        intake,
     ):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
     for module in (purge_routes, certificate_routes):

@@ -281,6 +281,19 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any]
 
 
+class ForgetBatchInfo(BaseModel):
+    """The batch job that took up a request: how many requests and ids it forgot, from which version."""
+
+    job_id: str
+    status: str
+    base_model_id: str | None
+    n_requests: int
+    n_ids: int | None = Field(description="distinct ids of the batch, known once it ran")
+    evaluation_id: str | None = Field(
+        None, description="the evaluation queued beside it when its policy asks"
+    )
+
+
 class ForgetRequestPublic(BaseModel):
     """A deletion request and everything that happened to it."""
 
@@ -291,14 +304,19 @@ class ForgetRequestPublic(BaseModel):
     model_id: str
     n_ids: int
     ids_sha256: str
-    method: str
+    method: str | None = Field(description="null until a batch takes up a request from POST /forget-requests")
     params: dict[str, Any]
     job_id: str | None
-    status: str | None
+    status: str | None = Field(
+        description="pending, scheduled, fulfilled, failed or rejected for a request from POST /forget-requests; "
+        "its job's status for one from POST /unlearn"
+    )
     error: str | None
     result_model_id: str | None
     result_metrics: dict[str, Any] | None
     events: list[AuditEntry]
+    external_ref: str | None = None
+    batch: ForgetBatchInfo | None = None
 
 
 class ScorePublic(BaseModel):
@@ -380,3 +398,78 @@ class JobMetrics(BaseModel):
     budget_vs_retrain: float | None = None
     kl_to_reference: float | None = None
     methods: dict[str, dict[str, Any]] | None = Field(None, description="a study's row per method")
+
+
+class ForgetRequestCreate(In):
+    model_id: str = Field(
+        description="model id or name; its forget policy decides when and how", examples=["demo"]
+    )
+    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000, examples=[[3, 17, 42]])
+    forget_class: int | None = Field(
+        None, ge=0, description="forget every training sample of this class instead"
+    )
+    requested_by: str | None = Field(None, max_length=200, description="who asked (for the audit record)")
+    external_ref: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="your own id for the request: sending it again returns the same request",
+        examples=["ticket-4711"],
+    )
+
+
+class ForgetRequestCreated(BaseModel):
+    forget_request_id: str
+    status: str = Field(examples=["pending"])
+
+
+class ForgetRequestRow(BaseModel):
+    id: str
+    model_id: str
+    status: str | None
+    external_ref: str | None
+    requested_by: str | None
+    n_ids: int
+    created_at: datetime
+    job_id: str | None
+    result_model_id: str | None
+    reason: str | None
+
+
+class ForgetRequestList(BaseModel):
+    data: list[ForgetRequestRow]
+    count: int = Field(description="all matching requests; data holds at most `limit` of them")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class ForgetPolicyIn(In):
+    method: str = Field(examples=["finetune"])
+    params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 2}])
+    window_seconds: float = Field(
+        3600.0, ge=0, le=30 * 86400, description="a batch starts this long after its oldest pending request"
+    )
+    max_requests: int | None = Field(
+        None, ge=1, le=10**9, description="start a batch early once this many are pending"
+    )
+    max_samples: int | None = Field(
+        None, ge=1, le=10**9, description="start a batch early once this many ids are pending"
+    )
+    evaluate: bool = Field(
+        False,
+        description="queue beside each batch an evaluation (epsilon-hat) of the method on the batch's new ids "
+        "from the version it starts from",
+    )
+
+
+class ForgetPolicyPublic(BaseModel):
+    model_id: str
+    method: str
+    params: dict[str, Any]
+    window_seconds: float
+    max_requests: int | None
+    max_samples: int | None
+    evaluate: bool
+    head_model_id: str | None = Field(description="the newest version, where the next batch starts")
+    running_job_id: str | None = Field(description="the batch in flight, if any")
+    pending: int = Field(description="requests waiting for a batch")
+    updated_at: datetime

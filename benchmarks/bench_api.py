@@ -1,11 +1,13 @@
-"""Requests/s and p50/p99 latency of GET /jobs/{id} and POST /unlearn against a bare FastAPI endpoint.
+"""Requests/s and p50/p99 latency of GET /jobs/{id}, POST /unlearn and POST /forget-requests against a bare
+FastAPI endpoint.
 
 The real app and a bare app (same paths, static answers, sync handlers like the real ones) are each
 served by `uvicorn <app> --host 127.0.0.1 --port P` in a subprocess (docker-compose.yml's command, so
 the same uvicorn settings), on a fresh migrated database: the embedded default (SQLite in a temporary
 LETHE_HOME) and, when reachable, Postgres + Redis (LETHE_BENCH_DATABASE_URL / LETHE_BENCH_BROKER_URL,
 else the local test servers; a fresh database is created and dropped). No worker runs: POST /unlearn
-stores the request and job rows and publishes the job id, and the job stays queued.
+stores the request and job rows and publishes the job id, and the job stays queued; POST /forget-requests
+stores the request and its audit event and starts nothing (no policy is set, so no batch either).
 
 Load comes from this process with one keep-alive connection per client, each client sending its next
 request when the last one answered, from two load generators in turn: an httpx.AsyncClient, and
@@ -15,8 +17,8 @@ out of the way. Every level (1, 8, 32 clients) sends a fixed number of requests 
 ours and bare take turns at each level, so a busy spell on a shared machine hits both. Prints one JSON
 line per (backend, clients, load generator, endpoint) with both sides (req/s, p50/p99/max ms, status counts, server and
 client CPU ms per request from /proc), throughput_ratio (ours / bare req/s), server_cpu_ratio (bare /
-ours server CPU per request: the capacity ratio when the client is not the bottleneck) and, for GET at
-32 clients, the target check (p99 < 50 ms and at least half the bare throughput).
+ours server CPU per request: the capacity ratio when the client is not the bottleneck) and, at 32 clients,
+the target check (TARGETS: p99 below a bound and at least a share of the bare throughput).
 
     python benchmarks/bench_api.py [--backends embedded,postgres] [--clients 1,8,32] [--client httpx,raw]
                                    [--get-requests 1000] [--post-requests 300] [--time-cap 15]
@@ -59,8 +61,12 @@ from common import (  # noqa: E402
     service_env,
 )
 
-TARGET_P99_MS = 50.0
-TARGET_RATIO = 0.5
+TARGETS: dict[str, tuple[float, float]] = {
+    "GET /jobs/{id}": (50.0, 0.5),
+    "POST /forget-requests": (50.0, 0.3),
+    "POST /unlearn": (150.0, 0.15),
+}
+"""Per endpoint at TARGET_CLIENTS: (p99 ms below, share of the bare endpoint's requests/s at least)."""
 TARGET_CLIENTS = 32
 RATE_LIMIT = "1000000000/minute"
 """The per-tenant limit is raised out of the way: this measures serving, not refusing (its check still runs)."""
@@ -100,6 +106,12 @@ def bare_job(job_id: str) -> dict[str, Any]:
 def bare_unlearn(body: dict[str, Any]) -> dict[str, str]:
     """Parses the same JSON body and answers like POST /unlearn, storing nothing."""
     return {"job_id": str(uuid.uuid4()), "forget_request_id": str(uuid.uuid4())}
+
+
+@bare_app.post("/forget-requests", status_code=202)
+def bare_forget_request(body: dict[str, Any]) -> dict[str, str]:
+    """Parses the same JSON body and answers like POST /forget-requests, storing nothing."""
+    return {"forget_request_id": str(uuid.uuid4()), "status": "pending"}
 
 
 @bare_app.get("/health")
@@ -282,12 +294,13 @@ def compare(
         "throughput_ratio": ratio(ours["req_per_s"], bare["req_per_s"]),
         "server_cpu_ratio": ratio(bare["server_cpu_ms_per_req"], ours["server_cpu_ms_per_req"]),
     }
-    if label.startswith("GET") and clients == TARGET_CLIENTS:
-        record["target"] = {"p99_ms_below": TARGET_P99_MS, "ratio_at_least": TARGET_RATIO}
+    if label in TARGETS and clients == TARGET_CLIENTS:
+        p99_below, ratio_at_least = TARGETS[label]
+        record["target"] = {"p99_ms_below": p99_below, "ratio_at_least": ratio_at_least}
         record["meets_target"] = bool(
             ours["errors"] == 0
-            and ours["p99_ms"] < TARGET_P99_MS
-            and (record["throughput_ratio"] or 0) >= TARGET_RATIO
+            and ours["p99_ms"] < p99_below
+            and (record["throughput_ratio"] or 0) >= ratio_at_least
         )
     return record
 
@@ -324,9 +337,11 @@ def bench_backend(backend: Backend, args: argparse.Namespace, setup: dict[str, A
             if created.status_code != 202:
                 raise RuntimeError(f"POST /unlearn answered {created.status_code}: {created.text}")
             job_path = f"/jobs/{created.json()['job_id']}"
+            intake = {"model_id": model_id, "forget_ids": [3, 17, 42], "requested_by": "bench"}
             endpoints = [
                 ("GET /jobs/{id}", "GET", job_path, None, 200, args.get_requests),
                 ("POST /unlearn", "POST", "/unlearn", unlearn, 202, args.post_requests),
+                ("POST /forget-requests", "POST", "/forget-requests", intake, 202, args.post_requests),
             ]
             for clients in args.clients:
                 for client in args.client:

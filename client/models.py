@@ -80,7 +80,7 @@ class ForgetRequest(Out):
     model_id: str
     n_ids: int
     ids_sha256: str
-    method: str
+    method: str | None
     params: dict[str, Any]
     job_id: str | None
     status: str | None

@@ -1,4 +1,4 @@
-"""Keep every job moving: requeue jobs whose worker died, republish jobs whose message was lost.
+"""Keep every job moving: requeue jobs whose worker died, republish jobs whose message was lost, start due batches.
 
 Runs in every API process (a background thread) and from `lethe maintain`; every change is a
 conditional update, so any number of them can run at once.
@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from core import jobs
+from core.batching import sweep_batches
 from core.db import session_scope
 from core.fanout import FANOUT_KINDS
 from core.queue import queue_length
@@ -85,6 +86,9 @@ def sweep() -> SweepReport:
     reap_stale(report)
     lost_messages(report)
     publish_jobs(report.requeued + report.republished)
+    publish_jobs(
+        sweep_batches().publish
+    )  # after the jobs above: a failing batch pass must not hold them back
     if report.requeued or report.failed or report.republished:
         log.warning(
             "maintenance: requeued %d, failed %d, republished %d",

@@ -74,6 +74,7 @@ TIME_LIMITS: dict[str, int] = {
     "reference_run": 24 * 3600,
     "unlearn": 6 * 3600,
     "unlearn_run": 6 * 3600,
+    "forget_batch": 6 * 3600,
 }
 """Hard time limit of each job kind, in seconds; the soft limit (a clean failure) comes a minute earlier."""
 DEFAULT_TIME_LIMIT = 6 * 3600

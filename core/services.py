@@ -54,7 +54,12 @@ def validate_forget_ids(ids: list[int], n_train: int, field: str = "forget_ids")
     limit = get_settings().max_forget_ids
     if len(ids) > limit:
         raise InvalidInput(field, f"{field} has {len(ids)} ids; one request may name at most {limit}")
-    arr = np.asarray(ids, dtype=np.int64)
+    try:
+        arr = np.asarray(ids, dtype=np.int64)
+    except OverflowError:
+        raise InvalidInput(
+            field, f"{field} out of range [0, {n_train}) for this data set: an id exceeds 64 bits"
+        ) from None
     bad = arr[(arr < 0) | (arr >= n_train)]
     if bad.size:
         shown = ", ".join(map(str, bad[:5].tolist())) + (" ..." if bad.size > 5 else "")

@@ -122,11 +122,19 @@ class ForgetRequest(Base):
     ids: Mapped[bytes] = mapped_column(LargeBinary)
     n_ids: Mapped[int] = mapped_column(Integer)
     ids_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    method: Mapped[str] = mapped_column(String(50))
+    method: Mapped[str | None] = mapped_column(String(50))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_id: Mapped[str | None] = mapped_column(String(36))
     result_model_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str | None] = mapped_column(String(20))
+    """RequestStatus of a request taken in by POST /forget-requests; null for POST /unlearn (its job says)."""
+    external_ref: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        Index("uq_forget_requests_tenant_external_ref", "tenant_id", "external_ref", unique=True),
+        Index("ix_forget_requests_status_model", "status", "model_id", "created_at"),
+    )
 
 
 class Job(Base):
@@ -347,3 +355,31 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column()
     __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+
+class RequestStatus(StrEnum):
+    pending = "pending"
+    scheduled = "scheduled"
+    fulfilled = "fulfilled"
+    failed = "failed"
+    rejected = "rejected"
+
+
+class ForgetPolicy(Base):
+    """How and when a model's pending forget requests are forgotten together, and the batch running now."""
+
+    __tablename__ = "forget_policies"
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    method: Mapped[str] = mapped_column(String(50))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    window_seconds: Mapped[float] = mapped_column(Float)
+    max_requests: Mapped[int | None] = mapped_column(Integer)
+    max_samples: Mapped[int | None] = mapped_column(Integer)
+    evaluate: Mapped[bool] = mapped_column(Boolean, default=False)
+    head_model_id: Mapped[str | None] = mapped_column(String(36))
+    """The newest version of the lineage, where the next batch starts; null until the first batch succeeds."""
+    running_job_id: Mapped[str | None] = mapped_column(String(36))
+    """The batch in flight: set by a conditional update, so one model never has two at once."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

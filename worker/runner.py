@@ -10,6 +10,7 @@ from core.logs import current_job
 from core.settings import get_settings
 from core.tables import JobStatus
 from ml.errors import Cancelled
+from worker import batch as _batch  # noqa: F401  (registers the forget_batch handler)
 from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
 from worker import logits as _logits  # noqa: F401  (registers the logits handler)
 from worker.context import JobContext

@@ -7,6 +7,7 @@ from sqlalchemy import or_, select
 
 from api.deps import SessionDep, TenantDep
 from api.schemas import AuditEntry, ForgetRequestPublic
+from core.batching import BATCH_KIND, batch_info
 from core.services import get_owned
 from core.tables import AuditEvent, ForgetRequest, Job, Model
 
@@ -38,9 +39,11 @@ def read_forget_request(request_id: str, session: SessionDep, tenant: TenantDep)
         method=req.method,
         params=req.params,
         job_id=req.job_id,
-        status=job.status if job else None,
-        error=job.error if job else None,
+        status=req.status or (job.status if job else None),
+        error=req.reason or (job.error if job else None),
         result_model_id=req.result_model_id,
         result_metrics=model.metrics if model else None,
         events=[AuditEntry.model_validate(e, from_attributes=True) for e in events],
+        external_ref=req.external_ref,
+        batch=batch_info(session, job) if job and job.kind == BATCH_KIND else None,
     )

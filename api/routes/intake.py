@@ -1,0 +1,149 @@
+"""Forget-request intake and forget policies: take requests in now, forget them together later."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import SessionDep, TenantDep
+from api.idempotency import Created, IdempotencyHeader, idempotent
+from api.schemas import (
+    ForgetPolicyIn,
+    ForgetPolicyPublic,
+    ForgetRequestCreate,
+    ForgetRequestCreated,
+    ForgetRequestList,
+    ForgetRequestRow,
+)
+from core import intake
+from core.errors import NotFound
+from core.tables import ForgetPolicy, RequestStatus
+
+router = APIRouter(tags=["unlearn"])
+
+
+@router.post(
+    "/forget-requests",
+    status_code=202,
+    response_model=ForgetRequestCreated,
+    summary="Record a forget request; the model's forget policy forgets it in the next batch",
+    description="Validates the request as POST /unlearn does, stores it and its audit event, and starts no job. "
+    "The same `external_ref` (or Idempotency-Key) again returns the same request, with 200; a different "
+    "request under it is a 409.",
+    responses={200: {"model": ForgetRequestCreated, "description": "this external_ref was already taken in"}},
+)
+def create_forget_request(
+    body: ForgetRequestCreate,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> BaseModel | JSONResponse:
+    def take_in() -> intake.Intake:
+        return intake.take_in(
+            session,
+            tenant_id=tenant,
+            model_ref=body.model_id,
+            forget_ids=body.forget_ids,
+            forget_class=body.forget_class,
+            requested_by=body.requested_by,
+            external_ref=body.external_ref,
+        )
+
+    def create() -> Created:
+        taken = take_in()
+        answer = ForgetRequestCreated(forget_request_id=taken.request.id, status=taken.request.status)
+        return answer, [], 202 if taken.created else 200
+
+    try:
+        return idempotent(session, tenant, idempotency_key, "POST /forget-requests", body, create)
+    except IntegrityError:
+        # A concurrent request with the same external_ref was stored first: answer with that one (or a 409).
+        session.rollback()
+        retried = take_in()
+        if retried.created:
+            raise
+        answer = ForgetRequestCreated(forget_request_id=retried.request.id, status=retried.request.status)
+        return JSONResponse(answer.model_dump(mode="json"), status_code=200)
+
+
+@router.get(
+    "/forget-requests",
+    response_model=ForgetRequestList,
+    summary="Forget requests, oldest first, by status and model, a page at a time",
+)
+def list_forget_requests(
+    session: SessionDep,
+    tenant: TenantDep,
+    status: Annotated[RequestStatus | None, Query()] = None,
+    model_id: Annotated[str | None, Query(max_length=100, description="model id or name")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=500, description="next_cursor of the previous page")
+    ] = None,
+) -> ForgetRequestList:
+    """The caller's requests in the order they came; count covers every match, next_cursor the next page."""
+    rows, total, next_cursor = intake.list_requests(
+        session, tenant_id=tenant, status=status, model_ref=model_id, limit=limit, cursor=cursor
+    )
+    return ForgetRequestList(
+        data=[ForgetRequestRow.model_validate(r, from_attributes=True) for r in rows],
+        count=total,
+        next_cursor=next_cursor,
+    )
+
+
+def _policy_public(session: SessionDep, policy: ForgetPolicy) -> ForgetPolicyPublic:
+    return ForgetPolicyPublic(
+        model_id=policy.model_id,
+        method=policy.method,
+        params=policy.params,
+        window_seconds=policy.window_seconds,
+        max_requests=policy.max_requests,
+        max_samples=policy.max_samples,
+        evaluate=policy.evaluate,
+        head_model_id=policy.head_model_id,
+        running_job_id=policy.running_job_id,
+        pending=intake.pending_count(session, policy.model_id),
+        updated_at=policy.updated_at,
+    )
+
+
+@router.put(
+    "/models/{model_id}/forget-policy",
+    response_model=ForgetPolicyPublic,
+    summary="Set how and when the model's pending forget requests are forgotten together",
+)
+def put_forget_policy(
+    model_id: str, body: ForgetPolicyIn, session: SessionDep, tenant: TenantDep
+) -> ForgetPolicyPublic:
+    """Create or replace the policy; requests already pending follow it from the next sweep."""
+    policy = intake.put_policy(
+        session,
+        tenant_id=tenant,
+        model_ref=model_id,
+        method=body.method,
+        params=body.params,
+        window_seconds=body.window_seconds,
+        max_requests=body.max_requests,
+        max_samples=body.max_samples,
+        evaluate=body.evaluate,
+    )
+    session.commit()
+    return _policy_public(session, policy)
+
+
+@router.get(
+    "/models/{model_id}/forget-policy",
+    response_model=ForgetPolicyPublic,
+    summary="The model's forget policy, its newest version and the batch in flight",
+)
+def read_forget_policy(model_id: str, session: SessionDep, tenant: TenantDep) -> ForgetPolicyPublic:
+    """404 when the model has none: its forget requests then stay pending until one is set."""
+    policy = intake.get_policy(session, tenant, model_id)
+    if policy is None:
+        raise NotFound(f"model {model_id!r} has no forget policy: its forget requests stay pending")
+    return _policy_public(session, policy)

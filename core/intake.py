@@ -1,0 +1,205 @@
+"""Forget-request intake: record a request durably and cheaply (no job), set a model's forget policy, list requests."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from core import idsets
+from core.errors import Conflict, InvalidInput, NotFound
+from core.jobs import audit
+from core.services import resolve_forget, resolve_model, validate_method
+from core.tables import Dataset, ForgetPolicy, ForgetRequest, Model, RequestStatus, new_id
+
+
+@dataclass(frozen=True)
+class Intake:
+    """The request an intake call names, and whether this call created it (False: the same one was there)."""
+
+    request: ForgetRequest
+    created: bool
+
+
+def _by_external_ref(session: Session, tenant_id: str, external_ref: str) -> ForgetRequest | None:
+    return session.execute(
+        select(ForgetRequest).where(
+            ForgetRequest.tenant_id == tenant_id, ForgetRequest.external_ref == external_ref
+        )
+    ).scalar_one_or_none()
+
+
+def same_as_existing(
+    existing: ForgetRequest, model_id: str, ids_sha256: str, requested_by: str | None
+) -> ForgetRequest:
+    """The request already stored under an external_ref, if it asks the same thing; a different one is a conflict."""
+    if (existing.model_id, existing.ids_sha256, existing.requested_by) != (
+        model_id,
+        ids_sha256,
+        requested_by,
+    ):
+        raise Conflict(
+            f"external_ref {existing.external_ref!r} already names forget request {existing.id} "
+            "with a different model, sample ids or requester"
+        )
+    return existing
+
+
+def _model_and_dataset(session: Session, model_ref: str, tenant_id: str) -> tuple[Model, Dataset]:
+    """The tenant's model by id or name with its data set, in one query: intake is on the hot path."""
+    row = session.execute(
+        select(Model, Dataset)
+        .join(Dataset, Dataset.id == Model.dataset_id)
+        .where(Model.tenant_id == tenant_id, or_(Model.id == model_ref, Model.name == model_ref))
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"model {model_ref!r} not found")
+    return row[0], row[1]
+
+
+def take_in(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_ref: str,
+    forget_ids: list[int] | None,
+    forget_class: int | None,
+    requested_by: str | None,
+    external_ref: str | None,
+) -> Intake:
+    """Validate as POST /unlearn does, then add a pending request and its audit event; starts no job."""
+    model, ds = _model_and_dataset(session, model_ref, tenant_id)
+    ids = resolve_forget(ds, forget_ids, forget_class)
+    digest = idsets.sha256(ids)
+    if external_ref is not None and (found := _by_external_ref(session, tenant_id, external_ref)):
+        return Intake(same_as_existing(found, model.id, digest, requested_by), created=False)
+    request = ForgetRequest(
+        id=new_id(),
+        tenant_id=tenant_id,
+        model_id=model.id,
+        requested_by=requested_by,
+        ids=idsets.encode(ids),
+        n_ids=int(ids.size),
+        ids_sha256=digest,
+        method=None,
+        params={},
+        status=RequestStatus.pending,
+        external_ref=external_ref,
+    )
+    session.add(request)
+    audit(
+        session,
+        "forget_request",
+        request.id,
+        "received",
+        tenant_id,
+        model_id=model.id,
+        n_ids=request.n_ids,
+        sha256=digest,
+        requested_by=requested_by,
+        forget_class=forget_class,
+        external_ref=external_ref,
+        batched=True,
+    )
+    return Intake(request, created=True)
+
+
+def put_policy(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_ref: str,
+    method: str,
+    params: dict[str, Any] | None,
+    window_seconds: float,
+    max_requests: int | None,
+    max_samples: int | None,
+    evaluate: bool,
+) -> ForgetPolicy:
+    """Create or replace a model's forget policy; a batch already running keeps the settings it started with."""
+    model = resolve_model(session, model_ref, tenant_id)
+    clean = validate_method(method, params)
+    policy = session.get(ForgetPolicy, model.id)
+    if policy is None:
+        policy = ForgetPolicy(model_id=model.id, tenant_id=tenant_id)
+        session.add(policy)
+    policy.method, policy.params, policy.window_seconds = method, clean, window_seconds
+    policy.max_requests, policy.max_samples, policy.evaluate = max_requests, max_samples, evaluate
+    session.flush()
+    audit(
+        session,
+        "model",
+        model.id,
+        "forget_policy_set",
+        tenant_id,
+        method=method,
+        params=clean,
+        window_seconds=window_seconds,
+        max_requests=max_requests,
+        max_samples=max_samples,
+        evaluate=evaluate,
+    )
+    return policy
+
+
+def get_policy(session: Session, tenant_id: str, model_ref: str) -> ForgetPolicy | None:
+    model = resolve_model(session, model_ref, tenant_id)
+    return session.get(ForgetPolicy, model.id)
+
+
+def pending_count(session: Session, model_id: str) -> int:
+    return session.execute(
+        select(func.count()).where(
+            ForgetRequest.model_id == model_id, ForgetRequest.status == RequestStatus.pending
+        )
+    ).scalar_one()
+
+
+def encode_cursor(created_at: datetime, request_id: str) -> str:
+    """An opaque position after (created_at, id), the order the list is given in."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, request_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(at), request_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput("cursor", "cursor is not one this list gave out") from None
+
+
+def list_requests(
+    session: Session,
+    *,
+    tenant_id: str,
+    status: str | None,
+    model_ref: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[ForgetRequest], int, str | None]:
+    """A page of the tenant's requests, oldest first; the count of every match and the next page's cursor."""
+    stmt = select(ForgetRequest).where(ForgetRequest.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(ForgetRequest.status == status)
+    if model_ref is not None:
+        stmt = stmt.where(ForgetRequest.model_id == resolve_model(session, model_ref, tenant_id).id)
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    if cursor is not None:
+        at, after_id = decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                ForgetRequest.created_at > at,
+                and_(ForgetRequest.created_at == at, ForgetRequest.id > after_id),
+            )
+        )
+    rows = list(
+        session.execute(stmt.order_by(ForgetRequest.created_at, ForgetRequest.id).limit(limit + 1)).scalars()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, total, encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
