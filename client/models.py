@@ -70,6 +70,17 @@ class AuditEntry(Out):
     detail: dict[str, Any]
 
 
+class ForgetBatchInfo(Out):
+    """The batch job that took up a request: how many requests and ids it forgot, from which version."""
+
+    job_id: str
+    status: str
+    base_model_id: str | None
+    n_requests: int
+    n_ids: int | None
+    evaluation_id: str | None = None
+
+
 class ForgetRequest(Out):
     """A deletion request and everything that happened to it: the audit view."""
 
@@ -88,6 +99,8 @@ class ForgetRequest(Out):
     result_model_id: str | None
     result_metrics: dict[str, Any] | None
     events: list[AuditEntry]
+    external_ref: str | None = None
+    batch: ForgetBatchInfo | None = None
 
 
 class Job(Out):
