@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import psycopg
-import pytest
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
@@ -46,11 +44,8 @@ def test_migrations_roundtrip_on_sqlite(tmp_path):
     _roundtrip(f"sqlite:///{tmp_path / 'm.sqlite'}")
 
 
-def test_migrations_roundtrip_on_postgres():
-    base_url = os.environ.get("LETHE_TEST_DATABASE_URL")
-    if not base_url:
-        pytest.skip("LETHE_TEST_DATABASE_URL is not set")
-    base = make_url(base_url)
+def test_migrations_roundtrip_on_postgres(pg_url):
+    base = make_url(pg_url)
     name = f"lethe_mig_{uuid.uuid4().hex[:8]}"
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
