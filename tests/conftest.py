@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.broker import current_queues, stop_shared_worker
 from tests.utils import configure, reset_caches
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +68,7 @@ def pg_url() -> Iterator[str]:
     url = base.set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     yield url
+    stop_shared_worker()
     reset_caches()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -84,14 +86,20 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def lethe_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One artifact folder for the run: the tests' worker process, started once, writes where they read."""
+    return tmp_path_factory.mktemp("lethe") / "home"
+
+
 @pytest.fixture
 def pg_env(
-    pg_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, redis_url: str, lethe_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, str]]:
-    """Settings for Postgres + Redis with an isolated queue and artifact folder; tables emptied after."""
+    """Settings for Postgres + Redis with an isolated queue; tables and the queues emptied after."""
     env = configure(
         monkeypatch,
-        home=tmp_path / "home",
+        home=lethe_home,
         database_url=pg_url,
         broker_url=redis_url,
         queue=f"lethe-test-{uuid.uuid4().hex[:8]}",
@@ -101,8 +109,9 @@ def pg_env(
 
     from tests.utils import truncate_all
 
+    queues = current_queues()
     truncate_all(pg_url)
-    redis.Redis.from_url(redis_url).delete(env["LETHE_QUEUE"])
+    redis.Redis.from_url(redis_url).delete(*queues)
     reset_caches()
 
 

@@ -1,4 +1,4 @@
-"""The Python client against the real API over HTTP, on Postgres + Redis, with jobs run by a worker thread."""
+"""The Python client against the real API over HTTP, on Postgres + Redis, with jobs run by a worker process."""
 
 from __future__ import annotations
 

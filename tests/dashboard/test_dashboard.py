@@ -1,6 +1,6 @@
 """The dashboard at GET /: sign-in by cookie, only the tenant's own objects, and live progress in a browser.
 
-Objects are created over HTTP and their jobs run in this process by the worker's own runner (drain);
+Objects are created over HTTP and their jobs run in a real worker process that consumes the broker (drain);
 the browser test serves the real app with uvicorn and drives Debian's headless Chromium with selenium.
 """
 

@@ -1,6 +1,6 @@
 """Forget quality as a service, on Postgres: reference sets, evaluations, studies, figures and export.
 
-Jobs are created over HTTP and run in this process by the same runner a worker uses.
+Jobs are created over HTTP and run by a real worker process that consumes their broker messages.
 """
 
 from __future__ import annotations
