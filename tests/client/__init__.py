@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -33,12 +34,12 @@ class Stack:
 
 
 @contextmanager
-def serve() -> Iterator[str]:
-    """The API app served over real HTTP by uvicorn in a thread; yields its base URL."""
+def serve(app: Any = None) -> Iterator[str]:
+    """The API app (or another ASGI app) served over real HTTP by uvicorn in a thread; yields its base URL."""
     from api.main import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app or create_app(), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

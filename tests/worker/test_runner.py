@@ -42,7 +42,8 @@ def test_train_job_stores_a_ready_model_with_its_checkpoint(pg_env):
         job, model = session.get(Job, job_id), session.get(Model, model_id)
         assert job.status == "succeeded" and job.progress == 1.0 and job.attempts == 1
         assert job.result == {"model_id": model_id}
-        assert 0.0 <= job.metrics["test_accuracy"] <= 1.0 and job.metrics["n_train"] == 1438
+        # Seeds 0-4 of this recipe reach 0.75 to 0.81 on the test split; an untrained network about 0.1.
+        assert job.metrics["test_accuracy"] > 0.65 and job.metrics["n_train"] == 1438
         assert model.status == "ready" and get_store().exists(model.checkpoint)
         assert job.started_at <= job.finished_at
     assert _events(job_id) == ["queued", "running", "succeeded"]
