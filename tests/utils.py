@@ -84,7 +84,10 @@ def drain(timeout: float = 600.0) -> int:
     already running and finished meanwhile not)."""
     from tests.broker import consuming, finished_job_ids, unfinished_jobs, wait_until_idle
 
-    before = finished_job_ids() | {job_id for job_id, _, status in unfinished_jobs() if status == "running"}
+    waiting = unfinished_jobs()
+    if not waiting:
+        return 0  # nothing to run: no worker process needed
+    before = finished_job_ids() | {job_id for job_id, _, status in waiting if status == "running"}
     with consuming() as worker:
         wait_until_idle(worker, timeout)
     return len(finished_job_ids() - before)
