@@ -36,10 +36,11 @@ def queues_of(command: list[str]) -> list[str]:
     raise ValueError(f"the worker command names no queues: {command}")
 
 
-def worker_settings(environ: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
-    """The settings a worker process is started with: every LETHE_* variable but the queue."""
-    env = os.environ if environ is None else environ
-    return tuple(sorted((k, v) for k, v in env.items() if k.startswith("LETHE_") and k != "LETHE_QUEUE"))
+def worker_settings() -> tuple[tuple[str, str], ...]:
+    """The settings a worker process starts with now: every LETHE_* variable but the queue."""
+    return tuple(
+        sorted((k, v) for k, v in os.environ.items() if k.startswith("LETHE_") and k != "LETHE_QUEUE")
+    )
 
 
 class BrokerWorker:
