@@ -43,6 +43,14 @@ def worker_settings() -> tuple[tuple[str, str], ...]:
     )
 
 
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class BrokerWorker:
     """One `celery worker` process started from the product's command line, consuming queues on request."""
 
@@ -56,7 +64,7 @@ class BrokerWorker:
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 self.command, cwd=REPO, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_end_with_parent,
             )  # fmt: skip
         self.consumed = set(queues_of(self.command))
         self._wait_ready()
