@@ -1,11 +1,12 @@
 """A real Celery worker process for the tests: jobs reach it as broker messages, as they do in production.
 
 One worker process serves every test that shares its settings (the database, the broker, the artifact
-folder, ...); a test that changes any LETHE_* setting but the queue gets a worker of its own. Each test
+folder, ...); a test that changes a LETHE_* setting that workers read gets a worker of its own. Each test
 publishes to its own queue, and the worker consumes a test's queues only inside `consuming()`: jobs a test
 leaves queued on purpose stay queued, and a message left in a finished test's queue is never consumed.
 The command line is the product's own (`cli.main.worker_command`), so the worker consumes every queue the
-app routes to.
+app routes to. On the embedded default's SQLite broker, which carries no remote control, the worker is started
+for one `consuming()` block with the test's queues and stopped at its end.
 """
 
 from __future__ import annotations
@@ -36,11 +37,22 @@ def queues_of(command: list[str]) -> list[str]:
     raise ValueError(f"the worker command names no queues: {command}")
 
 
+NOT_THE_WORKERS = frozenset(
+    {
+        "LETHE_QUEUE",
+        "LETHE_RATE_LIMIT",
+        "LETHE_AUTH_CACHE_SECONDS",
+        "LETHE_MAX_BODY_BYTES",
+        "LETHE_MAX_UPLOAD_BYTES",
+    }
+)
+"""Settings a worker never reads (the queue it is told; the rest are the API's): changing them needs no new one."""
+
+
 def worker_settings() -> tuple[tuple[str, str], ...]:
-    """The settings a worker process starts with now: every LETHE_* variable but the queue."""
-    return tuple(
-        sorted((k, v) for k, v in os.environ.items() if k.startswith("LETHE_") and k != "LETHE_QUEUE")
-    )
+    """The settings a worker process starts with now: every LETHE_* variable that a worker reads."""
+    env = os.environ.items()
+    return tuple(sorted((k, v) for k, v in env if k.startswith("LETHE_") and k not in NOT_THE_WORKERS))
 
 
 def _end_with_parent() -> None:
@@ -56,8 +68,11 @@ class BrokerWorker:
 
     def __init__(self, settings: tuple[tuple[str, str], ...]) -> None:
         from cli.main import worker_command
+        from core.settings import get_settings
 
         self.settings = settings
+        # Remote control needs a fanout exchange: Redis has one, kombu's SQLAlchemy transport does not.
+        self.remote = not get_settings().broker.startswith("sqla+")
         self.hostname = f"lethe-test-{uuid.uuid4().hex[:8]}@localhost"
         self.command = [*worker_command(), "--hostname", self.hostname]
         self.log = Path(gettempdir()) / f"{self.hostname.split('@')[0]}.log"
@@ -78,11 +93,18 @@ class BrokerWorker:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             self.check_alive()
-            if self._control().ping(destination=[self.hostname], timeout=1.0):
+            if self._ready():
                 return
         tail = self.tail()
         self.stop()
         raise RuntimeError(f"the test worker did not answer within {START_TIMEOUT:.0f} s:\n{tail}")
+
+    def _ready(self) -> bool:
+        """It answers a ping, or without remote control, its log says it is ready."""
+        if self.remote:
+            return bool(self._control().ping(destination=[self.hostname], timeout=1.0))
+        time.sleep(0.2)
+        return f"{self.hostname} ready." in self.log.read_text(errors="replace")
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -93,14 +115,16 @@ class BrokerWorker:
 
     def consume(self, queues: list[str]) -> None:
         """Start consuming these queues; returns once the worker has confirmed it."""
+        if not self.remote and not set(queues) <= self.consumed:
+            raise RuntimeError(f"a worker without remote control consumes {self.consumed}, not {queues}")
         for queue in queues:
             if queue not in self.consumed:
                 self._confirm("add_consumer", queue)
                 self.consumed.add(queue)
 
     def release(self, queues: list[str]) -> None:
-        """Stop consuming these queues (a job already running finishes)."""
-        for queue in queues:
+        """Stop consuming these queues (a job already running finishes); a no-op without remote control."""
+        for queue in queues if self.remote else ():
             if queue in self.consumed:
                 self._confirm("cancel_consumer", queue)
                 self.consumed.discard(queue)
@@ -166,7 +190,10 @@ def consuming() -> Iterator[BrokerWorker]:
     try:
         yield worker
     finally:
-        worker.release(queues)
+        if worker.remote:
+            worker.release(queues)
+        else:
+            stop_shared_worker()  # it cannot be told to stop consuming: it stops
 
 
 def unfinished_jobs() -> list[tuple[str, str, str]]:

@@ -49,8 +49,8 @@ COMMANDS = {
 
 
 @pytest.fixture(scope="module")
-def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with live_stack(pg_url, redis_url, tmp_path_factory.mktemp("cli") / "home") as s:
+def stack(pg_url: str, redis_url: str, lethe_home: Path) -> Iterator[Stack]:
+    with live_stack(pg_url, redis_url, lethe_home) as s:
         yield s
 
 

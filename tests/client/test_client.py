@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,8 +38,8 @@ from tests.utils import new_key
 
 
 @pytest.fixture(scope="module")
-def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with live_stack(pg_url, redis_url, tmp_path_factory.mktemp("client") / "home") as s:
+def stack(pg_url: str, redis_url: str, lethe_home: Path) -> Iterator[Stack]:
+    with live_stack(pg_url, redis_url, lethe_home) as s:
         yield s
 
 
