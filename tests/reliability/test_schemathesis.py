@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.slow]
 
 EXAMPLES = 6
 """Examples per operation and generation mode: a few hundred requests, well under a minute."""
-PUBLIC = {"GET /health", "GET /metrics"}
-"""Operations served without a key on purpose: liveness and the Prometheus scrape."""
+PUBLIC = {"GET /health", "GET /metrics", "GET /certificates/public-key"}
+"""Operations served without a key on purpose: liveness, the Prometheus scrape, the certificates' public key."""
 ID_PARAMS = {
     "model_ref": "model",
     "job_id": "job",
