@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from core import services
 from core.bootstrap import ensure_digits
 from core.db import session_scope
@@ -52,10 +50,3 @@ def test_several_jobs_run_at_once_in_one_worker(pg_env, monkeypatch):
         assert all(r.attempts == 1 for r in rows)
         assert len({r.worker for r in rows}) == 2  # host:pid of two pool processes
         assert max(r.started_at for r in rows) < min(r.finished_at for r in rows)  # they overlapped
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_limits():
-    """Each test here may change what the worker sees; nothing of it carries over."""
-    yield
-    get_settings.cache_clear()
