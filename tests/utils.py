@@ -82,41 +82,37 @@ def new_key(tenant: str = "local") -> str:
         return create_key(session, tenant)
 
 
-def next_queued_job() -> str | None:
-    """The oldest queued job, which a worker would take next."""
-    from sqlalchemy import select
+def drain(timeout: float = 600.0) -> int:
+    """Let a real worker process consume this test's queues until no job is queued or running.
 
-    from core.db import session_scope
-    from core.tables import Job
+    Returns how many queued jobs it ran (jobs created by those it ran included; a fan-out parent that was
+    already running and finished meanwhile not)."""
+    from tests.broker import consuming, finished_job_ids, unfinished_jobs, wait_until_idle
 
-    with session_scope() as session:
-        return session.execute(
-            select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
-        ).scalar()
-
-
-def drain() -> int:
-    """Run queued jobs oldest first in this process until none is left, as a worker would; returns how many."""
-    from worker.runner import run_job
-
-    ran = 0
-    while (job_id := next_queued_job()) is not None:
-        run_job(job_id)
-        ran += 1
-    return ran
+    waiting = unfinished_jobs()
+    if not waiting:
+        return 0  # nothing to run: no worker process needed
+    before = finished_job_ids() | {job_id for job_id, _, status in waiting if status == "running"}
+    with consuming() as worker:
+        wait_until_idle(worker, timeout)
+    return len(finished_job_ids() - before)
 
 
 def train_model(name: str, arch: dict[str, Any], recipe: dict[str, Any]) -> str:
-    """Register digits and train a model on it in this process; returns the ready model's id."""
+    """Register digits and train a model on it through the broker and a worker; returns the ready model's id."""
     from core import services
     from core.bootstrap import ensure_digits
     from core.db import session_scope
-    from worker.runner import run_job
+    from core.tables import Job
 
     with session_scope() as session:
         ensure_digits(session)
         job, model = services.create_training(
             session, tenant_id="local", name=name, dataset_ref="digits", arch=arch, recipe=recipe
         )
-    assert run_job(job.id) == "succeeded"
+        services.commit_and_publish(session, job.id)
+    drain()
+    with session_scope() as session:
+        status = session.get(Job, job.id).status
+    assert status == "succeeded", f"training {name!r} ended {status}"
     return model.id

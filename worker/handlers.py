@@ -191,6 +191,12 @@ def train_model(ctx: JobContext) -> Outcome:
     metrics = {
         "train_accuracy": scores.get("retain_accuracy"),
         "test_accuracy": scores.get("test_accuracy"),
+        # A regression model's accuracies are None: its errors are what says how well it learned.
+        **(
+            {"train_mae": scores["retain_mae"], "test_mae": scores["test_mae"]}
+            if "test_mae" in scores
+            else {}
+        ),
         "wall_seconds": round(done.wall_seconds, 3),
         "method_finished_at": done.finished_at.isoformat(),
         "n_train": int(done.udata.retain_ids.size),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from core import jobs
 from core.db import session_scope
 from core.logs import current_job
@@ -72,6 +74,9 @@ def _run(job_id: str) -> str | None:
             jobs.finish_unsuccessfully(session, job_id, JobStatus.cancelled, "cancelled on request")
         _after_failure(job_id, handler, "cancelled")
         return JobStatus.cancelled
+    except SoftTimeLimitExceeded:
+        log.error("job %s ran past its time limit", job_id)
+        return _fail(job_id, handler, f"time limit exceeded: stopped at the soft time limit of a {kind} job")
     except Exception as exc:
         log.exception("job %s failed", job_id)
         return _fail(job_id, handler, f"{type(exc).__name__}: {exc}")

@@ -94,3 +94,37 @@ def test_upload_form_is_checked(client, digits):
     assert r.status_code == 404
     r = client.post("/models", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
+
+
+def test_checkpoint_uploads_have_their_own_body_limit(client, digits, monkeypatch):
+    """A multipart POST /models may exceed the body limit up to the upload limit; nothing else may."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from core.settings import get_settings
+
+    monkeypatch.setenv("LETHE_MAX_BODY_BYTES", "2048")
+    monkeypatch.setenv("LETHE_MAX_UPLOAD_BYTES", "65536")
+    get_settings.cache_clear()
+    state = {k: v.contiguous() for k, v in _state(1).items()}
+    blob = st_save(state)
+    assert 2048 < len(blob) < 65536 - 1024, len(blob)
+    with TestClient(create_app(), headers=dict(client.headers)) as small:
+        r = _upload(small, blob, "model.safetensors", width=1)
+        assert r.status_code == 201, r.text  # above the body limit, within the upload limit
+        big = _upload(small, blob + b"\0" * 65536, "model.safetensors", width=1, name="big")
+        assert big.status_code == 413 and "65536" in big.json()["detail"]
+        as_json = small.post("/models", json={"dataset": "digits", "name": "x" * 4096})
+        assert as_json.status_code == 413 and "2048" in as_json.json()["detail"]
+
+        def streamed():
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.pt"\r\n\r\n'
+            for _ in range(100):
+                yield b"\0" * 1024
+            yield b"\r\n--b--\r\n"
+
+        chunked = small.post(
+            "/models", content=streamed(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
+        assert chunked.status_code == 413 and "65536" in chunked.json()["detail"]
+    assert client.get("/models/big").status_code == 404

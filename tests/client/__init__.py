@@ -1,4 +1,4 @@
-"""Helpers of the client and CLI tests: the real API on a free port, and a worker thread running its jobs.
+"""Helpers of the client and CLI tests: the real API on a free port, and a worker process running its jobs.
 
 Each test module shares one stack (database, artifact folder, server, API key and a small trained model),
 so the model is trained once per module; jobs run only inside `worker()` blocks.
@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 
+from tests.broker import consuming, current_queues, wait_until_idle
 from tests.e2e.stack import free_port
-from tests.utils import configure, new_key, next_queued_job, reset_caches, train_model, truncate_all
+from tests.utils import configure, new_key, reset_caches, train_model, truncate_all
 
 TINY_RECIPE = {"epochs": 1, "lr": 0.05, "batch_size": 64}
 FORGET = list(range(0, 600, 20))  # 30 digits training samples
@@ -32,12 +34,12 @@ class Stack:
 
 
 @contextmanager
-def serve() -> Iterator[str]:
-    """The API app served over real HTTP by uvicorn in a thread; yields its base URL."""
+def serve(app: Any = None) -> Iterator[str]:
+    """The API app (or another ASGI app) served over real HTTP by uvicorn in a thread; yields its base URL."""
     from api.main import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app or create_app(), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -76,33 +78,13 @@ def live_stack(pg_url: str, redis_url: str, home: Path) -> Iterator[Stack]:
 
 @contextmanager
 def worker() -> Iterator[None]:
-    """Run queued jobs oldest first in a thread, as a Celery worker would, until the block ends."""
-    from worker.runner import run_job
-
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def loop() -> None:
-        while not stop.is_set():
-            job_id = next_queued_job()
-            if job_id is None:
-                stop.wait(0.05)
-                continue
-            try:
-                run_job(job_id)
-            except BaseException as exc:
-                failures.append(exc)
-                return
-
-    thread = threading.Thread(target=loop, name="worker", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    if failures:
-        raise failures[0]
+    """A real worker process consumes the stack's queue until the block ends; a job it is running finishes."""
+    with consuming() as process:
+        try:
+            yield
+        finally:
+            process.release(current_queues())
+            wait_until_idle(process, timeout=600, running_only=True)
 
 
 def train_tiny() -> str:

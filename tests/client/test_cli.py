@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from client import Client
-from tests.client import FORGET, Stack, live_stack, worker
+from tests.client import FORGET, Stack, live_stack, serve, worker
 from tests.e2e.stack import free_port
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -57,8 +57,8 @@ COMMANDS = {
 
 
 @pytest.fixture(scope="module")
-def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with live_stack(pg_url, redis_url, tmp_path_factory.mktemp("cli") / "home") as s:
+def stack(pg_url: str, redis_url: str, lethe_home: Path) -> Iterator[Stack]:
+    with live_stack(pg_url, redis_url, lethe_home) as s:
         yield s
 
 
@@ -250,13 +250,32 @@ def test_evaluate_and_study_wait_and_export(stack, tmp_path):
         assert "none/logits_unlearn.npy" in zf.namelist()
 
 
-def test_jobs_list_explains_a_server_without_the_list(stack):
-    has_list = httpx.get(f"{stack.url}/jobs", headers={"X-API-Key": stack.api_key}).status_code == 200
+def test_jobs_list_prints_the_servers_jobs(stack):
     result = lethe("jobs", "list", "--json", stack=stack)
-    if has_list:
-        assert result.exit_code == 0 and isinstance(json.loads(result.stdout), list)
-    else:
-        assert_one_error_line(result, 1, "has no job list (GET /jobs answered 404)")
+    assert result.exit_code == 0, result.output
+    jobs = json.loads(result.stdout)
+    tiny = json.loads(lethe("models", "show", "tiny", "--json", stack=stack).stdout)
+    assert {"id": tiny["job_id"], "kind": "train", "status": "succeeded"}.items() <= next(
+        j for j in jobs if j["id"] == tiny["job_id"]
+    ).items()
+    table = lethe("jobs", "list", stack=stack)
+    assert table.exit_code == 0 and tiny["job_id"] in table.stdout and "succeeded" in table.stdout
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_jobs_list_explains_a_server_without_the_list(status):
+    """An older server answers GET /jobs with 404 (no route) or 405 (POST-only routes under /jobs)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def refuse(request):
+        return JSONResponse({"detail": "no"}, status_code=status)
+
+    with serve(Starlette(routes=[Route("/jobs", refuse)])) as url:
+        result = lethe("jobs", "list", "--json", env={"LETHE_URL": url, "LETHE_API_KEY": "k"})
+    assert_one_error_line(result, 1, f"has no job list (GET /jobs answered {status})")
+
 
 
 def test_models_download_then_upload_round_trips_the_weights(stack, tmp_path):

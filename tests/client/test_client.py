@@ -1,4 +1,4 @@
-"""The Python client against the real API over HTTP, on Postgres + Redis, with jobs run by a worker thread."""
+"""The Python client against the real API over HTTP, on Postgres + Redis, with jobs run by a worker process."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,8 +40,8 @@ from tests.utils import new_key
 
 
 @pytest.fixture(scope="module")
-def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with live_stack(pg_url, redis_url, tmp_path_factory.mktemp("client") / "home") as s:
+def stack(pg_url: str, redis_url: str, lethe_home: Path) -> Iterator[Stack]:
+    with live_stack(pg_url, redis_url, lethe_home) as s:
         yield s
 
 
@@ -116,8 +117,8 @@ def test_a_queued_job_can_be_waited_for_with_a_timeout_and_cancelled(api):
     assert api.get_model("never-trained").status == "failed"
 
 
-def test_wait_yields_the_progress_of_an_unlearning_job(api, stack, monkeypatch):
-    monkeypatch.setattr("worker.context.REPORT_EVERY_S", 0.02)  # a short job still reports often
+def test_wait_yields_the_progress_of_an_unlearning_job(api, stack):
+    # The worker reports a job's first training step at once, so even a short job is seen moving.
     request = api.unlearn("tiny", FORGET, "finetune", params={"epochs": 2, "lr": 0.01}, name="tiny-forgot")
     with worker():
         seen = list(api.wait(request.job_id, poll=0.02, timeout=60))
@@ -141,13 +142,33 @@ def test_wait_yields_the_progress_of_an_unlearning_job(api, stack, monkeypatch):
     assert (
         isinstance(metrics, JobMetrics) and metrics.method == "finetune" and metrics.n_forget == len(FORGET)
     )
-    assert 0 <= metrics.forget_accuracy <= 1 and metrics.epsilon_hat is None
+    assert metrics.epsilon_hat is None
+    # The stored figure is the child checkpoint's own score on the forget set (a wrong model or wrong ids
+    # would give another), and fine-tuning kept the model useful: 0.87 to 0.93 on these 30 samples and
+    # 0.85 to 0.88 on the test split over seeds 0-4 of this recipe, against 0.1 for chance.
+    assert metrics.forget_accuracy == pytest.approx(_forget_accuracy(child.id), abs=1e-9)
+    assert metrics.forget_accuracy >= 0.7 and metrics.test_accuracy >= 0.75
     assert api.list_models().data[0].id == child.id  # newest first
 
     audit = api.get_forget_request(request.forget_request_id)
     assert audit.status == "succeeded" and audit.result_model_id == child.id and audit.n_ids == len(FORGET)
     assert audit.params["epochs"] == 2 and audit.params["lr"] == 0.01
     assert {"received", "fulfilled"} <= {e.event for e in audit.events}
+
+
+def _forget_accuracy(model_id: str) -> float:
+    """Accuracy on FORGET of the width-4 digits checkpoint stored for the model, computed here."""
+    import numpy as np
+
+    from core.artifacts import get_store
+    from ml import checkpoint
+    from ml.data import load_dataset
+    from ml.logits import accuracy
+
+    digits = load_dataset("digits")
+    blob = get_store().read_bytes(f"models/{model_id}/model.safetensors")
+    net = checkpoint.from_bytes(blob, {"width": 4}, digits.num_classes, digits.in_channels)
+    return accuracy(net, digits, np.array(FORGET))
 
 
 def test_a_checkpoint_uploads_as_a_ready_model(api, stack, tmp_path):

@@ -1,6 +1,6 @@
 """The dashboard at GET /: sign-in by cookie, only the tenant's own objects, and live progress in a browser.
 
-Objects are created over HTTP and their jobs run in this process by the worker's own runner (drain);
+Objects are created over HTTP and their jobs run in a real worker process that consumes the broker (drain);
 the browser test serves the real app with uvicorn and drives Debian's headless Chromium with selenium.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,9 +24,9 @@ from core import jobs as job_service
 from core import services
 from core.bootstrap import ensure_digits
 from core.db import session_scope
+from tests.broker import consuming, stop_shared_worker, wait_until_idle
 from tests.client import serve
 from tests.utils import drain, new_key
-from worker.runner import run_job
 
 FORGET = list(range(0, 600, 20))  # 30 digits training samples
 TINY_RECIPE = {"epochs": 1, "lr": 0.05, "batch_size": 64}
@@ -336,28 +335,33 @@ def test_the_browser_shows_a_figure_and_a_running_jobs_progress_live(client, tmp
                 recipe={"epochs": 120, "lr": 0.05, "batch_size": 64},
             )
             job_id = job.id
-        runner = threading.Thread(target=run_job, args=(job_id,), name="long-training", daemon=True)
-        runner.start()
+            services.commit_and_publish(session, job_id)
+        row = f'tr[data-job-id="{job_id}"]'
         try:
-            row = f'tr[data-job-id="{job_id}"]'
+            with consuming() as worker:
+                try:
 
-            def progress() -> float:
-                found = driver.find_elements("css selector", f"{row} progress")
-                return float(found[0].get_property("value")) if found else 0.0
+                    def progress() -> float:
+                        found = driver.find_elements("css selector", f"{row} progress")
+                        return float(found[0].get_property("value")) if found else 0.0
 
-            first = until(progress, 20, "the new job's row to show progress")
-            until(lambda: progress() > first, 20, "the progress bar to move")
-            cells = driver.find_element("css selector", row).text
-            assert "running" in cells and "epoch" in cells and "ETA" in cells, cells
-            assert driver.execute_script("return window.notReloaded === true;"), "the page was reloaded"
-            shot = artifacts_dir(tmp_path) / "dashboard.png"
-            driver.save_screenshot(str(shot))
-            print(f"\ndashboard screenshot: {shot}")
-        finally:
-            with session_scope() as session:
-                job_service.cancel(session, job_id, "local")
-            runner.join(timeout=30)
-        assert not runner.is_alive()
+                    first = until(progress, 20, "the new job's row to show progress")
+                    until(lambda: progress() > first, 20, "the progress bar to move")
+                    cells = driver.find_element("css selector", row).text
+                    assert "running" in cells and "epoch" in cells and "ETA" in cells, cells
+                    assert driver.execute_script("return window.notReloaded === true;"), (
+                        "the page was reloaded"
+                    )
+                    shot = artifacts_dir(tmp_path) / "dashboard.png"
+                    driver.save_screenshot(str(shot))
+                    print(f"\ndashboard screenshot: {shot}")
+                finally:
+                    with session_scope() as session:
+                        job_service.cancel(session, job_id, "local")
+                    wait_until_idle(worker, timeout=120)
+        except BaseException:
+            stop_shared_worker()  # a job the cancel did not stop must not outlive the test
+            raise
         until(
             lambda: "cancelled" in driver.find_element("css selector", row).text,
             10,

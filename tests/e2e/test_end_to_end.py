@@ -49,9 +49,24 @@ def _forget_two_percent(http: httpx.Client, model: str, logs) -> tuple[dict, dic
     return job, metrics, ids
 
 
+def _forget_scores(http: httpx.Client, model: dict, ids: list[int]) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy on the forget set of the model's downloaded checkpoint, computed here."""
+    import torch
+    import torch.nn.functional as F
+
+    from ml import checkpoint
+    from ml.data import load_dataset
+    from ml.logits import logits
+
+    digits = load_dataset("digits")
+    blob = http.get(f"/models/{model['id']}/weights").content  # from whichever store holds it
+    net = checkpoint.from_bytes(blob, model["arch"], digits.num_classes, digits.in_channels)
+    z = torch.as_tensor(logits(net, digits, np.array(ids)))
+    y = torch.as_tensor(digits.train_y[ids])
+    return float((z.argmax(1) == y).double().mean()), float(F.cross_entropy(z, y))
+
+
 def _check_unlearned(http: httpx.Client, parent_ref: str, job: dict, metrics: dict, ids: list[int]) -> None:
-    for key in ("retain_accuracy", "forget_accuracy", "test_accuracy"):
-        assert 0.0 <= metrics[key] <= 1.0, metrics
     assert metrics["retain_accuracy"] > 0.9, metrics
     assert metrics["wall_seconds"] > 0 and metrics["n_forget"] == len(ids)
     parent = http.get(f"/models/{parent_ref}").json()
@@ -62,6 +77,12 @@ def _check_unlearned(http: httpx.Client, parent_ref: str, job: dict, metrics: di
     assert child["n_forgotten"] == len(ids) and parent["n_forgotten"] == 0
     assert child["lineage"] == [child["id"], parent["id"]]
     assert parent["status"] == "ready"
+    # The forget set's outputs moved: fine-tuning the demo model changed its mean loss there by a factor
+    # of 0.10 to 0.29 over five random 2% forget sets; a child that is its parent's copy changes nothing.
+    child_accuracy, child_loss = _forget_scores(http, child, ids)
+    _, parent_loss = _forget_scores(http, parent, ids)
+    assert metrics["forget_accuracy"] == pytest.approx(child_accuracy, abs=1e-9), metrics
+    assert abs(child_loss / parent_loss - 1) > 0.2, (child_loss, parent_loss)
 
 
 def _finished(metrics_text: str, kind: str) -> float:

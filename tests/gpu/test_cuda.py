@@ -153,13 +153,20 @@ def test_inductor_with_cuda_graphs_learns_digits_and_keeps_the_state_dict_keys(d
     assert accuracy(model, digits, None, split="test", device="cuda") > 0.93
 
 
+TEST_ACCURACY_FLOOR = 0.85
+"""Every method keeps a useful model: over seeds 0-4 of this set-up run on a CPU (fp32) each scored 0.91 to
+0.99 on the test split (chance is 0.1), except SSD, whose default dampening fell to 0.61 and 0.48 on two."""
+FLOORS = {"ssd": 0.3}
+"""SSD's test accuracy over seeds 0-4 on a CPU: 0.48 to 0.97."""
+
+
 @pytest.mark.parametrize("name", sorted(METHOD_SPECS))
 def test_every_method_runs_on_cuda(digits, name) -> None:
-    """Each method on CUDA returns a model on the device whose test accuracy is a number."""
+    """Each method on CUDA returns a model on the device that still classifies the test split well."""
     model = fresh(digits)
     fit(model, digits, None, epochs=3, lr=0.05, batch_size=64, seed=0, device="cuda")
     forget = np.arange(0, digits.n_train, 10)
     data = UnlearnData(digits, forget, recipe=Recipe(epochs=2, batch_size=64, lr=0.05), arch=ARCH)
     out = run_method(name, model, data, {}, seed=0, device="cuda")
     assert next(out.parameters()).is_cuda
-    assert 0.0 <= accuracy(out, digits, None, split="test", device="cuda") <= 1.0
+    assert accuracy(out, digits, None, split="test", device="cuda") > FLOORS.get(name, TEST_ACCURACY_FLOOR)

@@ -2,8 +2,10 @@
 
 Every server broken here is a private one started by the test (its own redis-server, its own
 Postgres cluster), never the shared servers other tests use. The API and workers are real
-processes with fast fault settings: heartbeat 1 s, stale after 6 s, republish after 3 s, and the
-API's background sweep every second.
+processes with fast fault settings: heartbeat 1 s, stale after 20 s, republish after 3 s, and the
+API's background sweep every second. Twenty missed heartbeats before a job counts as lost: on two busy
+cores a few seconds without one happen, and a live job taken for a lost one would make every attempt
+count below a matter of luck.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FAST = {
     "heartbeat_seconds": 1,
-    "stale_after_seconds": 6,
+    "stale_after_seconds": 20,
     "requeue_after_seconds": 3,
     "maintenance_seconds": 1,
 }
@@ -294,7 +296,8 @@ def test_sigkill_worker_mid_training_the_job_is_retried_and_succeeds(pg_env, bro
         assert final["status"] == "succeeded" and final["attempts"] == 2, final
         assert final["progress"] == 1.0 and final["error"] is None
         events = _events(job_id)
-        assert "requeued" in events and events[-1] == "succeeded", events
+        assert events.count("requeued") == 1 and events.count("running") == 2, events
+        assert events[-1] == "succeeded", events
         model = stack.http.get(f"/models/{created['model_id']}").json()
         assert model["status"] == "ready", model
 
@@ -309,8 +312,9 @@ def test_sigkill_pool_child_after_max_attempts_the_job_fails_with_the_reason(
         job_id = created["job_id"]
         stack.wait_progress(job_id, 0.1)
         killed = stack.kill_pool_child(worker, job_id)
-        final = stack.settle([job_id], timeout=60)[job_id]
+        final = stack.settle([job_id])[job_id]
         assert final["status"] == "failed" and final["attempts"] == 1, final
+        assert _events(job_id).count("running") == 1
         assert "heartbeat" in final["error"] and "1 attempts" in final["error"], final
         model = stack.http.get(f"/models/{created['model_id']}").json()
         assert model["status"] == "failed", model

@@ -1,6 +1,6 @@
 """Forget quality as a service, on Postgres: reference sets, evaluations, studies, figures and export.
 
-Jobs are created over HTTP and run in this process by the same runner a worker uses.
+Jobs are created over HTTP and run by a real worker process that consumes their broker messages.
 """
 
 from __future__ import annotations
@@ -34,6 +34,21 @@ def tiny(client) -> str:
     return train_model("tiny", {"width": 4}, {"epochs": 3, "lr": 0.05, "batch_size": 64})
 
 
+def _retain_accuracy(model_id: str) -> float:
+    """Accuracy of the stored width-4 checkpoint on the digits training samples outside FORGET."""
+    import numpy as np
+
+    from core.artifacts import get_store
+    from ml import checkpoint
+    from ml.data import load_dataset
+    from ml.logits import accuracy
+
+    digits = load_dataset("digits")
+    blob = get_store().read_bytes(f"models/{model_id}/model.safetensors")
+    net = checkpoint.from_bytes(blob, {"width": 4}, digits.num_classes, digits.in_channels)
+    return accuracy(net, digits, np.setdiff1d(np.arange(digits.n_train), FORGET))
+
+
 def _evaluate(client, method: str, n: int = 6, **extra) -> dict:
     body = {"model_id": "tiny", "forget_ids": FORGET, "method": method, "n_models": n, **extra}
     r = client.post("/evaluations", json=body)
@@ -64,17 +79,25 @@ def test_none_is_clearly_worse_than_retrain_and_the_reference_set_is_reused(clie
     for res in (none["results"], retrain["results"]):
         assert res["n_samples"] == len(FORGET) and res["n_reference"] == 6 and res["n_unlearned"] == 6
         assert len(res["per_sample_epsilon"]) == len(FORGET)
-        assert res["retain_accuracy"]["n"] == 6 and 0 <= res["retain_accuracy"]["mean"] <= 1
-        assert res["retain_accuracy"]["ci95"] >= 0 and res["neurips"]["n_reference"] == 6
-    # A reference model's wall time is its share of its pack's (six trained together), so retrain run alone
-    # costs between one and six such shares (the pack's speed-up), give or take the machine's noise.
-    assert 0.5 <= retrain["results"]["cost_vs_retrain"] <= 6 * 1.8
-    assert none["results"]["cost_vs_retrain"] < 0.1
+        assert res["retain_accuracy"]["n"] == 6 and res["neurips"]["n_reference"] == 6
+        assert (
+            res["wall_seconds"]["n"] == 6 and res["cost_vs_retrain"] > 0
+        )  # wall clock: no bound holds on any load
+    # "none" is six copies of tiny: its retain accuracy is tiny's own, recomputed here, with no spread.
+    assert none["results"]["retain_accuracy"]["mean"] == pytest.approx(_retain_accuracy(tiny), abs=1e-9)
+    assert none["results"]["retain_accuracy"]["ci95"] == pytest.approx(0.0, abs=1e-9)
+    assert none["results"]["mia_efficacy"]["ci95"] == pytest.approx(0.0, abs=1e-9)
+    # Six retrained models: a mean of 0.959 +- 0.010 (95%) measured; one model's spread is about 0.013.
+    assert retrain["results"]["retain_accuracy"]["mean"] > 0.9
+    assert 0 < retrain["results"]["retain_accuracy"]["ci95"] < 0.05
+    # The cost that holds on any CPU: sample passes over a retrain's.
     assert retrain["results"]["budget_vs_retrain"] == 1.0 and none["results"]["budget_vs_retrain"] == 0.0
     # The unchanged model still knows its forget set better than models that never saw it.
     assert none["results"]["kl_to_reference"] > retrain["results"]["kl_to_reference"] >= 0
-    for res in (none["results"], retrain["results"]):
-        assert 0.0 <= res["mia_efficacy"]["mean"] <= 1.0 and res["mia_efficacy"]["n"] == 6
+    # An attack's efficacy is a share of the 30 forget samples: six identical models give one such share.
+    assert none["results"]["mia_efficacy"]["n"] == retrain["results"]["mia_efficacy"]["n"] == 6
+    share = none["results"]["mia_efficacy"]["mean"] * len(FORGET)
+    assert share == pytest.approx(round(share), abs=1e-9)
 
     metrics = client.get(f"/jobs/{first['job_id']}/metrics").json()
     assert metrics["epsilon_hat"] == "inf" and metrics["n_reference"] == 6

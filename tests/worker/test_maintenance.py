@@ -103,3 +103,35 @@ def test_a_lost_message_is_published_again_once(fast_maintenance):
     _age(job_id, updated_at=True)
     assert sweep().republished == []  # the queue holds it: nothing is lost
     assert run_job(job_id) == "succeeded"
+
+
+def test_lethe_maintain_once_sweeps_and_says_what_it_did(fast_maintenance):
+    """`lethe maintain --once` (the cron form): one pass over a dead worker's job, a lost message and a
+    job that keeps dying, reported on one line, then a worker process finishes what it put back."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from tests.utils import drain
+
+    dead, _ = _train_job()
+    lost, _ = _train_job()
+    dying, dying_model = _train_job()
+    with session_scope() as session:
+        jobs.claim(session, dead)
+        jobs.claim(session, dying)
+        session.execute(update(Job).where(Job.id == dying).values(attempts=2))
+    _age(dead, heartbeat_at=True)
+    _age(dying, heartbeat_at=True)
+    _age(lost, updated_at=True)
+    _purge()
+    result = CliRunner().invoke(app, ["maintain", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "requeued 1, failed 1, republished 1" in result.output
+    assert queue_length() == 2
+    assert drain() == 2
+    with session_scope() as session:
+        assert {session.get(Job, j).status for j in (dead, lost)} == {"succeeded"}
+        assert session.get(Job, dying).status == "failed"
+        assert session.get(Model, dying_model).status == "failed"
+    again = CliRunner().invoke(app, ["maintain", "--once"])
+    assert again.exit_code == 0 and "requeued 0, failed 0, republished 0" in again.output

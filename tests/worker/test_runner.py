@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
@@ -11,6 +12,7 @@ from core.artifacts import get_store
 from core.bootstrap import ensure_digits
 from core.db import session_scope
 from core.tables import AuditEvent, ForgetRequest, Job, Model
+from tests.broker import consuming, stop_shared_worker, wait_until_idle
 from worker.runner import run_job
 
 TINY = {"width": 4}
@@ -42,7 +44,8 @@ def test_train_job_stores_a_ready_model_with_its_checkpoint(pg_env):
         job, model = session.get(Job, job_id), session.get(Model, model_id)
         assert job.status == "succeeded" and job.progress == 1.0 and job.attempts == 1
         assert job.result == {"model_id": model_id}
-        assert 0.0 <= job.metrics["test_accuracy"] <= 1.0 and job.metrics["n_train"] == 1438
+        # Seeds 0-4 of this recipe reach 0.75 to 0.81 on the test split; an untrained network about 0.1.
+        assert job.metrics["test_accuracy"] > 0.65 and job.metrics["n_train"] == 1438
         assert model.status == "ready" and get_store().exists(model.checkpoint)
         assert job.started_at <= job.finished_at
     assert _events(job_id) == ["queued", "running", "succeeded"]
@@ -139,9 +142,10 @@ def test_training_is_reproducible_per_seed(pg_env):
 
 
 def test_cancelling_a_running_job_stops_it_within_a_step(client):
-    import threading
-    import time
+    """A 200-epoch training job, run by a worker process, ends cancelled long before its end.
 
+    Its bound is a count (under half of its steps done), not seconds; a job the cancel fails to stop is
+    ended with its worker process, so it never outlives the test."""
     with session_scope() as session:
         ensure_digits(session)
         job, model = services.create_training(
@@ -152,17 +156,24 @@ def test_cancelling_a_running_job_stops_it_within_a_step(client):
             arch={"width": 4},
             recipe={"epochs": 200},
         )
-    outcome: list[str | None] = []
-    runner = threading.Thread(target=lambda: outcome.append(run_job(job.id)))
-    runner.start()
-    deadline = time.monotonic() + 60
-    while client.get(f"/jobs/{job.id}").json()["progress"] == 0.0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    asked = time.monotonic()
-    r = client.post(f"/jobs/{job.id}/cancel")
-    assert r.status_code == 200 and r.json()["status"] == "running"  # asked; it stops at its next step
-    runner.join(timeout=30)
-    assert outcome == ["cancelled"] and time.monotonic() - asked < 5
+        services.commit_and_publish(session, job.id)
+    try:
+        with consuming() as worker:
+            deadline = time.monotonic() + 300  # a safety net, not a bound: a job that never starts
+            while (state := client.get(f"/jobs/{job.id}").json())["progress"] == 0.0:
+                assert state["status"] in ("queued", "running") and time.monotonic() < deadline, state
+                worker.check_alive()
+                time.sleep(0.2)
+            r = client.post(f"/jobs/{job.id}/cancel")
+            assert (
+                r.status_code == 200 and r.json()["status"] == "running"
+            )  # asked; it stops at its next step
+            wait_until_idle(worker, timeout=120)
+    except BaseException:
+        stop_shared_worker()
+        raise
     body = client.get(f"/jobs/{job.id}").json()
     assert body["status"] == "cancelled" and body["progress"] < 0.5
+    assert body["progress_info"]["epoch"] < 100
     assert client.get(f"/models/{model.id}").json()["status"] == "failed"
+    assert _events(job.id) == ["queued", "running", "cancel_requested", "cancelled"]
