@@ -277,7 +277,6 @@ def test_jobs_list_explains_a_server_without_the_list(status):
     assert_one_error_line(result, 1, f"has no job list (GET /jobs answered {status})")
 
 
-
 def test_models_download_then_upload_round_trips_the_weights(stack, tmp_path):
     """Download writes the checkpoint under the model's name with its sha256; upload makes it a model again."""
     result = lethe("models", "download", "tiny", "-o", tmp_path, stack=stack)
