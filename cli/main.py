@@ -36,8 +36,9 @@ def worker_command(concurrency: int | None = None, loglevel: str = "INFO") -> li
     """The Celery worker command line that `lethe up` and docker compose both run.
 
     `concurrency` (default LETHE_WORKER_CONCURRENCY) is the number of jobs run at once, each in its own
-    pool process; several share one GPU.
+    pool process; several share one GPU. It serves both queues, forget requests first.
     """
+    from core.queue import worker_queues
     from core.settings import get_settings
 
     settings = get_settings()
@@ -52,7 +53,7 @@ def worker_command(concurrency: int | None = None, loglevel: str = "INFO") -> li
         "worker.app",
         "worker",
         "--queues",
-        settings.queue,
+        ",".join(worker_queues()),
         "--concurrency",
         str(jobs),
         "--pool",
