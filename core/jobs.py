@@ -108,6 +108,15 @@ def claim(session: Session, job_id: str) -> Job | None:
     return job
 
 
+def requeue(session: Session, job_id: str, reason: str) -> bool:
+    """running -> queued, to run again from the start on any worker; the next claim counts the attempt."""
+    moved = _transition(session, job_id, (JobStatus.running,), status=JobStatus.queued, worker=None)
+    if moved:
+        tenant = session.execute(select(Job.tenant_id).where(Job.id == job_id)).scalar_one()
+        audit(session, "job", job_id, "requeued", tenant, reason=reason)
+    return moved
+
+
 def report_progress(session: Session, job_id: str, fraction: float, info: dict[str, Any]) -> bool:
     """Store progress and heartbeat; returns True when a cancel has been requested."""
     now = utcnow()
