@@ -1,4 +1,5 @@
-"""Keep every job moving: requeue jobs whose worker died, republish jobs whose message was lost.
+"""Keep every job moving: requeue jobs whose worker died, republish jobs whose message was lost, and end
+or score fan-out parents whose children ended unnoticed.
 
 Runs in every API process (a background thread) and from `lethe maintain`; every change is a
 conditional update, so any number of them can run at once.
@@ -13,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from core import jobs
+from core import fanout, jobs
 from core.db import session_scope
 from core.fanout import FANOUT_KINDS
 from core.queue import queue_length
@@ -29,6 +30,10 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     republished: list[str] = field(default_factory=list)
+    ended_parents: list[str] = field(default_factory=list)
+    """Fan-out parents ended because a child had failed or was cancelled unnoticed."""
+    parents_to_score: list[str] = field(default_factory=list)
+    """Fan-out parents whose children all succeeded unnoticed: sent to a worker, which scores them."""
 
 
 def reap_stale(report: SweepReport) -> None:
@@ -60,6 +65,30 @@ def reap_stale(report: SweepReport) -> None:
                 report.requeued.append(job_id)
 
 
+def reap_parents(report: SweepReport) -> None:
+    """Fan-out parents not settled for stale_after: a worker that died after a child ended never told them.
+
+    A parent with a failed or cancelled child ends here; one whose children all succeeded is published, and
+    the worker that takes it runs its final scoring. Either way it is looked at once per stale_after.
+    """
+    settings = get_settings()
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings.stale_after_seconds)
+    with session_scope() as session:
+        parents = session.execute(
+            select(Job).where(
+                Job.status == JobStatus.running, Job.kind.in_(FANOUT_KINDS), Job.heartbeat_at < cutoff
+            )
+        ).scalars()
+        for parent in list(parents):
+            if fanout.end_if_unsuccessful(session, parent):
+                report.ended_parents.append(parent.id)
+                continue
+            if fanout.wait_state(session, parent).complete:
+                report.parents_to_score.append(parent.id)
+            parent.heartbeat_at = now
+
+
 def lost_messages(report: SweepReport) -> None:
     """Queued jobs older than requeue_after while the broker's queue is empty: their messages were lost."""
     settings = get_settings()
@@ -83,14 +112,23 @@ def sweep() -> SweepReport:
     """One pass: reap, then republish what is queued but not in the broker."""
     report = SweepReport()
     reap_stale(report)
+    reap_parents(report)
     lost_messages(report)
-    publish_jobs(report.requeued + report.republished)
-    if report.requeued or report.failed or report.republished:
+    publish_jobs(report.requeued + report.republished + report.parents_to_score)
+    if (
+        report.requeued
+        or report.failed
+        or report.republished
+        or report.ended_parents
+        or report.parents_to_score
+    ):
         log.warning(
-            "maintenance: requeued %d, failed %d, republished %d",
+            "maintenance: requeued %d, failed %d, republished %d, parents ended %d, parents sent to be scored %d",
             len(report.requeued),
             len(report.failed),
             len(report.republished),
+            len(report.ended_parents),
+            len(report.parents_to_score),
         )
     return report
 

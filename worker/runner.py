@@ -15,7 +15,7 @@ from ml.errors import Cancelled
 from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
 from worker.context import JobContext
 from worker.handlers import HANDLERS
-from worker.settle import notify
+from worker.settle import notify, settle
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def run_job(job_id: str) -> str | None:
         status = _run(job_id)
         if status in FINISHED:
             notify(job_id)
+        elif status is None:
+            settle(job_id)  # a fan-out parent the sweep sent because its runs ended unnoticed: score it
         return status
     finally:
         current_job.reset(token)
