@@ -8,6 +8,8 @@ conditional update, so any number of them can run at once.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -63,6 +65,46 @@ def reap_stale(report: SweepReport) -> None:
                     session, "job", job_id, "requeued", tenant, reason="no heartbeat", attempts=attempts
                 )
                 report.requeued.append(job_id)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def requeue_orphans() -> list[str]:
+    """Running jobs whose worker process on this machine is gone: requeued and published now.
+
+    `lethe up` calls it as it starts and after it stopped its worker, so a job left behind by a killed
+    worker runs again at once instead of after LETHE_STALE_AFTER_SECONDS. Only this host's jobs are
+    looked at (the worker column is "host:pid"); a job past LETHE_MAX_ATTEMPTS fails with the reason.
+    """
+    settings = get_settings()
+    host = socket.gethostname()
+    requeued: list[str] = []
+    with session_scope() as session:
+        rows = session.execute(
+            select(Job.id, Job.worker, Job.attempts).where(
+                Job.status == JobStatus.running, Job.worker.like(f"{host}:%")
+            )
+        ).all()
+        for job_id, worker, attempts in rows:
+            pid = worker.rsplit(":", 1)[1]
+            if not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            if attempts >= settings.max_attempts:
+                reason = f"worker lost: its process ended, after {attempts} attempts"
+                if jobs.finish_unsuccessfully(session, job_id, JobStatus.failed, reason):
+                    jobs.fail_training_model(session, session.get(Job, job_id), reason)
+            elif jobs.requeue(session, job_id, "its worker process is gone"):
+                requeued.append(job_id)
+    publish_jobs(requeued)
+    return requeued
 
 
 def reap_parents(report: SweepReport) -> None:

@@ -66,10 +66,12 @@ def _watch_pool(sender: Any = None, **_kw: Any) -> None:
 
 
 @worker_shutting_down.connect
-def _hand_back_jobs(**_kw: Any) -> None:
+def _hand_back_jobs(how: str = "", **_kw: Any) -> None:
     """In the main process: a shutdown asks the pool's running jobs to stop and requeue themselves."""
     for task_pool in _pool:
         shutdown.tell_pool_processes(p.pid for p in pool_processes(task_pool) if p.pid)
+    if how == "Warm":
+        shutdown.cold_after(get_settings().worker_stop_seconds)
 
 
 @after_setup_logger.connect

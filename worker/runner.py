@@ -13,6 +13,7 @@ from core.settings import get_settings
 from core.tables import FINISHED, JobStatus
 from ml.errors import Cancelled
 from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
+from worker import shutdown
 from worker.context import JobContext
 from worker.handlers import HANDLERS
 from worker.settle import notify, settle
@@ -65,6 +66,9 @@ def run_job(job_id: str) -> str | None:
 
 def _run(job_id: str) -> str | None:
     """Returns the final status, or None when the job was not ours to run (finished or taken)."""
+    if shutdown.stopping():  # taken from the broker as the worker shuts down: left to the next worker
+        publish_jobs([job_id])
+        return None
     with session_scope() as session:
         job = jobs.claim(session, job_id)
         if job is None:
