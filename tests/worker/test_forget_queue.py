@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -55,14 +55,19 @@ def backend(
 
 
 def _started() -> list[tuple[str, str, datetime]]:
-    """(id, kind, started_at) of every job that has started, in start order."""
+    """(id, kind, started_at) of the evaluation's runs and the forget request that have started, in order."""
     with session_scope() as session:
         rows = session.execute(
             select(Job.id, Job.kind, Job.started_at).where(
-                Job.started_at.is_not(None), Job.kind != "evaluate"
+                Job.started_at.is_not(None), Job.kind.in_((*RESEARCH, "unlearn"))
             )
         ).all()
-    return sorted(((r.id, r.kind, r.started_at) for r in rows), key=lambda r: r[2])
+    return sorted(((r.id, r.kind, _utc(r.started_at)) for r in rows), key=lambda r: r[2])
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive UTC: SQLite hands back naive times, Postgres aware ones, and a fresh row what it was given."""
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def test_a_forget_request_starts_before_the_queued_research_runs(backend, tmp_path: Path) -> None:
@@ -94,7 +99,7 @@ def test_a_forget_request_starts_before_the_queued_research_runs(backend, tmp_pa
                 session, tenant_id="local", model_ref=model_id, forget_ids=[5, 6], method="none", params=None
             )
             commit_and_publish(session, job.id)
-            forget_id, asked_at = job.id, job.created_at
+            forget_id, asked_at = job.id, _utc(job.created_at)
 
         def forget_start() -> object | None:
             return next((r[2] for r in _started() if r[0] == forget_id), None)
@@ -106,7 +111,7 @@ def test_a_forget_request_starts_before_the_queued_research_runs(backend, tmp_pa
     # At most the run a worker took as the request arrived started between the two: none of those queued.
     between = [r for r in order if r[1] in RESEARCH and asked_at < r[2] < began]
     before = [r for r in order if r[1] in RESEARCH and r[2] < began]
-    assert len(between) <= 1, (between, order)
+    assert len(between) <= 1, (asked_at, began, order)
     assert len(before) < len(runs) - 1, (
         order
     )  # research runs were still waiting when the request overtook them
