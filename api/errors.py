@@ -6,13 +6,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, TooLarge
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=404)
+
+    @app.exception_handler(TooLarge)
+    async def _too_large(_req: Request, exc: TooLarge) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=413)
 
     @app.exception_handler(Conflict)
     async def _conflict(_req: Request, exc: Conflict) -> JSONResponse:

@@ -29,6 +29,16 @@ IdempotencyHeader = Annotated[
 Created = tuple[BaseModel, list[str], int]
 """What a create function returns: the response body, the job ids to publish, the status code."""
 
+RETRY_AFTER_SECONDS = 2
+"""What a 202 suggests waiting before the first look at the job (the shortest jobs take about this long)."""
+
+
+def accepted_headers(status: int, body: dict) -> dict[str, str]:
+    """A 202 says where the job's state is and when to look (RFC 9110's Location and Retry-After)."""
+    if status != 202 or not body.get("job_id"):
+        return {}
+    return {"Location": f"/jobs/{body['job_id']}", "Retry-After": str(RETRY_AFTER_SECONDS)}
+
 
 def _replay(session: Session, tenant: str, key: str, endpoint: str, digest: str) -> JSONResponse | None:
     row = session.execute(
@@ -38,7 +48,8 @@ def _replay(session: Session, tenant: str, key: str, endpoint: str, digest: str)
         return None
     if row.endpoint != endpoint or row.body_sha256 != digest:
         raise Conflict(f"Idempotency-Key {key!r} was already used with a different request")
-    return JSONResponse(row.response, status_code=row.status_code, headers={"Idempotent-Replayed": "true"})
+    headers = {"Idempotent-Replayed": "true", **accepted_headers(row.status_code, row.response)}
+    return JSONResponse(row.response, status_code=row.status_code, headers=headers)
 
 
 def idempotent(
@@ -75,4 +86,5 @@ def idempotent(
             raise
         return replay
     publish_jobs(job_ids, session)
-    return JSONResponse(response.model_dump(mode="json"), status_code=status)
+    body = response.model_dump(mode="json")
+    return JSONResponse(body, status_code=status, headers=accepted_headers(status, body))

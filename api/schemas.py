@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -176,13 +176,23 @@ class EvaluationCreate(In):
     forget_class: int | None = Field(None, ge=0, description="evaluate forgetting every sample of this class")
     method: str = Field(examples=["finetune"])
     params: dict[str, Any] = Field(default_factory=dict)
-    n_models: int = Field(8, ge=1, le=512, description="seeds of the method, and reference models needed")
+    n_models: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="seeds of the method, and reference models needed; default: the fewest whose epsilon-hat "
+        "ceiling reaches LETHE_TARGET_EPSILON_CEILING",
+    )
     delta: float = Field(0.05, ge=0, lt=1)
 
 
 class EvaluationCreated(BaseModel):
     job_id: str
     evaluation_id: str
+    n_models: int | None = Field(None, description="models per group, as requested or chosen")
+    warnings: list[str] = Field(
+        default_factory=list, description="why this group size may not tell the method from retrain"
+    )
 
 
 class EvaluationPublic(BaseModel):
@@ -220,6 +230,13 @@ class EvaluationRow(BaseModel):
     test: float | None = None
     test_ci95: float | None = None
     cost_vs_retrain: float | None = None
+    epsilon_ceiling: float | None = Field(None, description="largest finite epsilon these group sizes allow")
+    n_at_ceiling: int | None = None
+    censored: bool | None = Field(None, description="epsilon-hat at the ceiling or infinite: may be higher")
+    epsilon_hat_ci95_models: list[float | str | None] | None = Field(
+        None, description="[low, high] of epsilon-hat over a bootstrap of the models"
+    )
+    epsilon_hat_smooth: float | str | None = None
 
 
 class EvaluationTable(BaseModel):
@@ -282,3 +299,84 @@ class ForgetRequestPublic(BaseModel):
     result_model_id: str | None
     result_metrics: dict[str, Any] | None
     events: list[AuditEntry]
+
+
+class ScorePublic(BaseModel):
+    """Epsilon-hat of uploaded logits: per approach (a seed-layout zip) or `logits` (an .npz), the figures of
+    `lethe epsilon --json`."""
+
+    id: str
+    input_format: str = Field(description="npz or seed_layout", examples=["seed_layout"])
+    input_sha256: str = Field(description="sha256 of the uploaded file")
+    input_bytes: int
+    filename: str | None
+    delta: float
+    results: dict[str, dict[str, Any]]
+    created_at: datetime
+
+
+class ScoreList(BaseModel):
+    data: list[ScorePublic]
+    count: int
+
+
+class LogitsCreate(In):
+    """Which samples: `ids` of a split, a whole `split`, or the ids a forget request named (training split)."""
+
+    ids: list[SampleId] | None = Field(None, min_length=1, max_length=1_000_000, examples=[[3, 17, 42]])
+    split: Literal["train", "test"] | None = Field(
+        None, description="the split `ids` index; alone, every sample of it", examples=["test"]
+    )
+    forget_request_id: str | None = Field(None, max_length=36, description="the ids a forget request named")
+
+
+class LogitsCreated(BaseModel):
+    job_id: str
+
+
+class Spread(BaseModel):
+    """A figure over several models: mean, 95% half-width (1.96 std / sqrt(n)) and count."""
+
+    mean: float | None
+    ci95: float | None
+    n: int
+
+
+class JobMetrics(BaseModel):
+    """A finished job's figures; which ones depends on its kind, and the rest are null.
+
+    train: train/test accuracy. unlearn: retain/forget/test accuracy (or *_mae for regression), the method,
+    set sizes. reference: each figure as a Spread over the set's models. evaluate: epsilon-hat with its
+    mean, half-width and counts ("inf" when infinite), cost relative to retraining. study: per-method rows.
+    Further figures a server adds are kept as extra fields.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    train_accuracy: float | Spread | None = None
+    retain_accuracy: float | Spread | None = None
+    forget_accuracy: float | Spread | None = None
+    test_accuracy: float | Spread | None = None
+    retain_mae: float | Spread | None = None
+    forget_mae: float | Spread | None = None
+    test_mae: float | Spread | None = None
+    mia_efficacy: float | None = None
+    wall_seconds: float | Spread | None = None
+    method_finished_at: datetime | None = None
+    method: str | None = None
+    n_train: int | None = None
+    n_retain: int | None = None
+    n_forget: int | None = None
+    n_models: int | None = None
+    epsilon_hat: float | str | None = None
+    mean: float | str | None = None
+    ci95: float | str | None = None
+    n_samples: int | None = None
+    n_reference: int | None = None
+    n_unlearned: int | None = None
+    n_infinite: int | None = None
+    n_nan: int | None = None
+    delta: float | None = None
+    cost_vs_retrain: float | None = None
+    budget_vs_retrain: float | None = None
+    kl_to_reference: float | None = None
+    methods: dict[str, dict[str, Any]] | None = Field(None, description="a study's row per method")

@@ -1,5 +1,7 @@
-"""Python client of the Lethe API: `Client(url, api_key)` returns pydantic objects and raises LetheErrors."""
+"""Python client of the Lethe API: `Client(url, api_key)` (or `AsyncClient`) returns pydantic objects and raises
+LetheErrors. It needs only httpx and pydantic (client/pyproject.toml builds it as the `lethe-client` package)."""
 
+from client.aio import AsyncClient
 from client.client import API_KEY_HEADER, DEFAULT_URL, IDEMPOTENCY_HEADER, Client
 from client.errors import (
     Conflict,
@@ -17,6 +19,8 @@ from client.models import (
     FINISHED,
     AuditEntry,
     Dataset,
+    Delivery,
+    DeliveryList,
     Evaluation,
     EvaluationCreated,
     EvaluationRow,
@@ -25,15 +29,20 @@ from client.models import (
     Health,
     Job,
     JobList,
+    JobMetrics,
     Method,
     Model,
     ModelCreated,
     ModelList,
     ReferenceCreated,
     ReferenceSet,
+    Spread,
     Study,
     StudyCreated,
     UnlearnCreated,
+    Webhook,
+    WebhookCreated,
+    WebhookList,
 )
 
 __all__ = [
@@ -41,11 +50,14 @@ __all__ = [
     "DEFAULT_URL",
     "FINISHED",
     "IDEMPOTENCY_HEADER",
+    "AsyncClient",
     "AuditEntry",
     "Client",
     "Conflict",
     "ConnectionFailed",
     "Dataset",
+    "Delivery",
+    "DeliveryList",
     "Evaluation",
     "EvaluationCreated",
     "EvaluationRow",
@@ -56,6 +68,7 @@ __all__ = [
     "InvalidRequest",
     "Job",
     "JobList",
+    "JobMetrics",
     "LetheError",
     "Method",
     "Model",
@@ -66,9 +79,13 @@ __all__ = [
     "ReferenceCreated",
     "ReferenceSet",
     "ServerError",
+    "Spread",
     "Study",
     "StudyCreated",
     "Unauthorized",
     "UnlearnCreated",
     "WaitTimeout",
+    "Webhook",
+    "WebhookCreated",
+    "WebhookList",
 ]

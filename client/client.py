@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
+import re
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -30,6 +34,7 @@ from client.errors import (
 )
 from client.models import (
     Dataset,
+    DeliveryList,
     Evaluation,
     EvaluationCreated,
     EvaluationTable,
@@ -37,6 +42,7 @@ from client.models import (
     Health,
     Job,
     JobList,
+    JobMetrics,
     Method,
     Model,
     ModelCreated,
@@ -46,11 +52,19 @@ from client.models import (
     Study,
     StudyCreated,
     UnlearnCreated,
+    Webhook,
+    WebhookCreated,
+    WebhookList,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRIES = 3
+"""Retries of a request answered 429 or 503 (see retry_wait)."""
+MAX_RETRY_WAIT = 30.0
+"""The longest wait before a retry; a Retry-After beyond it is raised at once, for the caller to decide."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _seg(value: str) -> str:
@@ -81,6 +95,41 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+def retry_wait(
+    request: httpx.Request, response: httpx.Response, attempt: int, max_wait: float
+) -> float | None:
+    """Seconds to wait before retrying this answer, or None when it must not be retried.
+
+    429 was refused before any work, so it is always retried; 503 only for requests that are safe to
+    repeat (GET and the like, or a POST with an Idempotency-Key). Retry-After is honoured; without it the
+    waits grow 0.5, 1, 2 ... seconds with jitter.
+    """
+    status = response.status_code
+    safe = request.method in SAFE_METHODS or IDEMPOTENCY_HEADER in request.headers
+    if status != 429 and not (status == 503 and safe):
+        return None
+    after = _retry_after(response.headers.get("Retry-After"))
+    if after is not None:
+        return after if after <= max_wait else None
+    return min(max_wait, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read in chunks (checkpoints are tens to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _attachment_name(response: httpx.Response, fallback: str) -> str:
+    """The file name of a Content-Disposition attachment, as a bare name (no folders)."""
+    found = re.search(r'filename="?([^";]+)"?', response.headers.get("content-disposition", ""))
+    name = Path(found.group(1)).name if found else ""
+    return name if name not in ("", ".", "..") else fallback
 
 
 def _error(response: httpx.Response) -> LetheError:
@@ -118,10 +167,13 @@ class Client:
         api_key: str | None = None,
         timeout: float = 30.0,
         *,
+        retries: int = RETRIES,
+        max_retry_wait: float = MAX_RETRY_WAIT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {API_KEY_HEADER: api_key} if api_key else {}
         self.url = url.rstrip("/")
+        self.retries, self.max_retry_wait = retries, max_retry_wait
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -135,16 +187,38 @@ class Client:
         self._http.close()
 
     def _send(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
-        """One request; any status outside 2xx (and `ok`) becomes the matching LetheError."""
+        """One request, retried on 429 and 503 (retry_wait); any other status outside 2xx (and `ok`)
+        becomes the matching LetheError."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TimeoutException as exc:
+                raise ConnectionFailed(f"{self.url} did not answer {method} {path} in time ({exc})") from exc
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
+            if response.is_success or response.status_code in ok:
+                return response
+            wait = retry_wait(response.request, response, attempt, self.max_retry_wait)
+            if wait is None or attempt == self.retries:
+                break
+            time.sleep(wait)
+        raise _error(response)
+
+    @contextmanager
+    def _stream(
+        self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        """A streamed request, with the same errors as _send; the body is read by the caller."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            with self._http.stream(method, path, **kwargs) as response:
+                if not response.is_success and response.status_code not in ok:
+                    response.read()
+                    raise _error(response)
+                yield response
         except httpx.TimeoutException as exc:
             raise ConnectionFailed(f"{self.url} did not answer {method} {path} in time ({exc})") from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
-        if not response.is_success and response.status_code not in ok:
-            raise _error(response)
-        return response
 
     def _get(self, path: str, kind: Any, **kwargs: Any) -> Any:
         return self._parse(self._send("GET", path, **kwargs), kind)
@@ -157,11 +231,15 @@ class Client:
     @staticmethod
     def _parse(response: httpx.Response, kind: Any) -> Any:
         """The answer's JSON as `kind`; an answer of another shape is a LetheError, not a ValidationError."""
+        where = f"{response.request.method} {response.request.url.path}"
+        return Client._parse_json(response.content, kind, where, response.status_code)
+
+    @staticmethod
+    def _parse_json(data: str | bytes, kind: Any, where: str, status: int | None = None) -> Any:
         try:
-            return _adapter(kind).validate_json(response.content)
+            return _adapter(kind).validate_json(data)
         except ValidationError as exc:
-            where = f"{response.request.method} {response.request.url.path}"
-            raise LetheError(f"unexpected answer to {where}: {exc}", status=response.status_code) from exc
+            raise LetheError(f"unexpected answer to {where}: {exc}", status=status) from exc
 
     # System and catalog
 
@@ -220,6 +298,36 @@ class Client:
         """A model by id or name, with its lineage."""
         return self._get(f"/models/{_seg(model)}", Model)
 
+    def download_model(self, model: str, dest: str | Path = ".") -> Path:
+        """Stream a ready model's safetensors checkpoint to `dest` and return its path.
+
+        `dest` is a file, or a folder to save into under the server's file name. The bytes are checked
+        against the sha256 the server sends as ETag before they replace anything; a file already at
+        `dest` with that sha256 is kept as it is (the server answers 304 and sends nothing).
+        """
+        dest = Path(dest)
+        headers = {"If-None-Match": f'"{file_sha256(dest)}"'} if dest.is_file() else {}
+        with self._stream("GET", f"/models/{_seg(model)}/weights", ok=(304,), headers=headers) as response:
+            if response.status_code == 304:
+                return dest
+            target = dest / _attachment_name(response, f"{model}.safetensors") if dest.is_dir() else dest
+            expected = response.headers.get("etag", "").removeprefix("W/").strip('"')
+            partial = target.with_name(f".{target.name}.part")
+            digest = hashlib.sha256()
+            try:
+                with partial.open("wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        fh.write(chunk)
+                if expected and digest.hexdigest() != expected:
+                    raise LetheError(
+                        f"the weights of {model} arrived damaged: sha256 {digest.hexdigest()}, expected {expected}"
+                    )
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return target
+
     # Unlearning and jobs
 
     def unlearn(
@@ -256,9 +364,9 @@ class Client:
         """A job's state, progress and result."""
         return self._get(f"/jobs/{_seg(job_id)}", Job)
 
-    def get_job_metrics(self, job_id: str) -> dict[str, Any]:
-        """A finished job's metrics; NotFound until it has some."""
-        return self._get(f"/jobs/{_seg(job_id)}/metrics", dict[str, Any])
+    def get_job_metrics(self, job_id: str) -> JobMetrics:
+        """A finished job's metrics (accuracies, wall time, epsilon-hat ... by kind); NotFound until it has some."""
+        return self._get(f"/jobs/{_seg(job_id)}/metrics", JobMetrics)
 
     def list_jobs(self) -> JobList:
         """Every job (GET /jobs); NotFound, or a LetheError with status 405, from servers without that list."""
@@ -268,18 +376,78 @@ class Client:
         """Cancel a job: a queued one ends at once, a running one at its next step; Conflict once finished."""
         return self._parse(self._send("POST", f"/jobs/{_seg(job_id)}/cancel"), Job)
 
+    def events(self, job_id: str, poll: float = 0.5, read_timeout: float = 60.0) -> Iterator[Job]:
+        """The job from GET /jobs/{id}/events: at once, then on every change, until it has finished.
+
+        The server sends a comment every 15 s while nothing changes, so `read_timeout` ends only a dead
+        stream (httpx.ReadTimeout); NotFound from servers without the stream.
+        """
+        interval = min(10.0, max(0.1, poll))
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
+        path = f"/jobs/{_seg(job_id)}/events"
+        with self._stream("GET", path, params={"interval": interval}, timeout=timeout) as response:
+            event, data = "message", []
+            for line in response.iter_lines():
+                if line.startswith(":"):
+                    continue
+                if line:
+                    field, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        event = value
+                    elif field == "data":
+                        data.append(value)
+                    continue
+                if event == "end":
+                    return
+                if event == "job" and data:
+                    yield self._parse_json("\n".join(data), Job, path)
+                event, data = "message", []
+
     def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None) -> Iterator[Job]:
         """Yield the job each time its status or progress changes; returns once it has finished.
 
-        Raises WaitTimeout when `timeout` seconds pass first (the job keeps running on the server).
+        Follows the server-sent events of GET /jobs/{id}/events, and polls GET /jobs/{id} every `poll`
+        seconds on servers without them or when the stream breaks. Raises WaitTimeout when `timeout`
+        seconds pass first (the job keeps running on the server).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[Any, ...] | None = None
+
+        def changed(job: Job) -> bool:
+            nonlocal seen
+            state = (job.status, job.progress, job.progress_info, job.error)
+            if state == seen:
+                return False
+            seen = state
+            return True
+
+        job = self.get_job(job_id)
+        yield job
+        changed(job)
+        if job.finished:
+            return
+        try:
+            # A stream ends at the job's end, or after the server's longest stream: then follow on.
+            while deadline is None or time.monotonic() < deadline:
+                left = None if deadline is None else max(0.1, deadline - time.monotonic())
+                read_timeout = 60.0 if left is None else min(60.0, left)
+                streamed = False
+                for job in self.events(job_id, poll=poll, read_timeout=read_timeout):
+                    streamed = True
+                    if changed(job):
+                        yield job
+                    if job.finished:
+                        return
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+                if not streamed:
+                    break  # a stream that sends nothing at all is not one to reconnect to
+        except (NotFound, ConnectionFailed, httpx.HTTPError):
+            pass  # no stream on this server, or it broke: poll instead
         while True:
             job = self.get_job(job_id)
-            state = (job.status, job.progress, job.progress_info, job.error)
-            if state != seen:
-                seen = state
+            if changed(job):
                 yield job
             if job.finished:
                 return
@@ -394,3 +562,40 @@ class Client:
     def export_study(self, study_id: str) -> bytes:
         """A finished study's seed layout as zip bytes; Conflict while any method is unscored."""
         return self._send("GET", f"/studies/{_seg(study_id)}/export").content
+
+    # Paging
+
+    def pages(self, path: str, kind: Any, **query: Any) -> Iterator[Any]:
+        """Every item of a list endpoint, page after page: each page's `next_cursor` is sent back as
+        `cursor` until a page has none."""
+        cursor = None
+        while True:
+            page = self._get(path, kind, params=_without_none(**query, cursor=cursor))
+            yield from page.data
+            cursor = getattr(page, "next_cursor", None)
+            if not cursor:
+                return
+
+    # Webhooks
+
+    def create_webhook(self, url: str, events: list[str] | None = None) -> WebhookCreated:
+        """Subscribe `url` to job events (default: succeeded, failed, cancelled); keep the secret it returns."""
+        return self._post("/webhooks", _without_none(url=url, events=events), WebhookCreated)
+
+    def list_webhooks(self) -> WebhookList:
+        """The tenant's webhooks, without their secrets."""
+        return self._get("/webhooks", WebhookList)
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        return self._get(f"/webhooks/{_seg(webhook_id)}", Webhook)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Unsubscribe; its delivery records go with it."""
+        self._send("DELETE", f"/webhooks/{_seg(webhook_id)}")
+
+    def list_deliveries(
+        self, webhook_id: str, *, status: str | None = None, limit: int | None = None
+    ) -> DeliveryList:
+        """Every delivery to a webhook, newest first: status, attempts, last answer, the signed body."""
+        query = _without_none(status=status, limit=limit)
+        return self._get(f"/webhooks/{_seg(webhook_id)}/deliveries", DeliveryList, params=query)

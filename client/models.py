@@ -215,3 +215,81 @@ class Study(Out):
     job_id: str
     evaluation_ids: list[str]
     created_at: datetime
+
+
+class Spread(Out):
+    """A figure over several models: mean, 95% half-width (1.96 std / sqrt(n)) and count."""
+
+    mean: float | None
+    ci95: float | None
+    n: int
+
+
+class JobMetrics(Out):
+    """A finished job's figures; which ones depends on its kind (see the server's JobMetrics), the rest are None."""
+
+    train_accuracy: float | Spread | None = None
+    retain_accuracy: float | Spread | None = None
+    forget_accuracy: float | Spread | None = None
+    test_accuracy: float | Spread | None = None
+    retain_mae: float | Spread | None = None
+    forget_mae: float | Spread | None = None
+    test_mae: float | Spread | None = None
+    mia_efficacy: float | None = None
+    wall_seconds: float | Spread | None = None
+    method_finished_at: datetime | None = None
+    method: str | None = None
+    n_train: int | None = None
+    n_retain: int | None = None
+    n_forget: int | None = None
+    n_models: int | None = None
+    epsilon_hat: float | str | None = Field(None, description='"inf" when infinite')
+    mean: float | str | None = None
+    ci95: float | str | None = None
+    n_samples: int | None = None
+    n_reference: int | None = None
+    n_unlearned: int | None = None
+    n_infinite: int | None = None
+    n_nan: int | None = None
+    delta: float | None = None
+    cost_vs_retrain: float | None = None
+    budget_vs_retrain: float | None = None
+    kl_to_reference: float | None = None
+    methods: dict[str, dict[str, Any]] | None = None
+
+
+class Webhook(Out):
+    id: str
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="key of the X-Lethe-Signature HMAC; shown only once")
+
+
+class WebhookList(Out):
+    data: list[Webhook]
+    count: int
+
+
+class Delivery(Out):
+    id: str
+    webhook_id: str
+    event: str
+    job_id: str
+    status: str
+    attempts: int
+    response_status: int | None
+    error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    log: list[dict[str, Any]]
+    body: str
+
+
+class DeliveryList(Out):
+    data: list[Delivery]
+    count: int

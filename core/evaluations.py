@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import idsets
+from core import idsets, purge
 from core.errors import InvalidInput
 from core.fanout import start_waiting
 from core.jobs import audit, create_job
@@ -199,6 +199,7 @@ def create_evaluation(
     if not 0.0 <= delta < 1.0:
         raise InvalidInput("delta", f"delta must lie in [0, 1), got {delta}")
     model = resolve_model(session, model_ref, tenant_id)
+    purge.require_weights(model, "evaluated")
     if model.status != ModelStatus.ready:
         raise InvalidInput("model_id", f"model {model_ref!r} is {model.status}, not ready")
     ds = session.get(Dataset, model.dataset_id)

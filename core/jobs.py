@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
 from core.tables import FINISHED, AuditEvent, Job, JobStatus, utcnow
+from core.webhooks import record_job_event
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -24,9 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def audit(session: Session, obj_type: str, obj_id: str, event: str, tenant_id: str, **detail: Any) -> None:
+    """Record a state change; a job's also queues its webhook deliveries, in the same transaction."""
     session.add(
         AuditEvent(object_type=obj_type, object_id=obj_id, event=event, tenant_id=tenant_id, detail=detail)
     )
+    if obj_type == "job":
+        record_job_event(session, tenant_id, obj_id, event)
 
 
 def create_job(session: Session, kind: str, *, tenant_id: str, params: dict[str, Any], **fields: Any) -> Job:

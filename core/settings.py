@@ -55,6 +55,39 @@ class Settings(BaseSettings):
         gt=0,
         description="how long `lethe up` lets its worker requeue its jobs and exit before killing it",
     )
+    max_score_unpacked_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="largest total a zip sent to POST /scores may unpack to (its upload is bounded by "
+        "max_upload_bytes)",
+    )
+    target_epsilon_ceiling: float = Field(
+        1.8,
+        gt=0,
+        description="resolution an evaluation without n_models aims for: the fewest models per group whose "
+        "epsilon-hat ceiling reaches it (1.8: 8 models at delta 0.05; 4.3: the study's 80)",
+    )
+    signing_key_file: Path | None = Field(
+        None,
+        description="Ed25519 private key (PEM) that signs certificates; default: one generated once "
+        "into the artifact store",
+    )
+    dashboard_session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="how long a dashboard sign-in lasts before the form is shown again",
+    )
+    webhook_allow_private: bool = Field(
+        False, description="let webhooks target loopback, link-local and private addresses (tests, one host)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="how long one webhook POST may take"
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=20, description="tries of one delivery before it is failed")
+    webhook_retry_seconds: float = Field(
+        10.0, gt=0, description="wait before a delivery's first retry; each later wait is three times longer"
+    )
 
     @property
     def resolved_home(self) -> Path:

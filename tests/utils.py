@@ -9,6 +9,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 TABLES = (
+    "scores",
+    "dashboard_sessions",
+    "tenant_settings",
+    "webhook_deliveries",
+    "webhooks",
     "idempotency_keys",
     "api_keys",
     "tenants",

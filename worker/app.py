@@ -15,7 +15,13 @@ import logging
 import threading
 from typing import Any
 
-from celery.signals import after_setup_logger, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    after_setup_logger,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from core.db import reset_engine
 from core.logs import use_json_logs
@@ -23,12 +29,14 @@ from core.queue import RUN_JOB, get_celery
 from core.settings import get_settings
 from worker import shutdown
 from worker.pool import PoolWatch, pool_processes
+from worker.webhooks import DeliveryLoop
 
 app = get_celery()
 app.conf.worker_concurrency = get_settings().worker_concurrency
 log = logging.getLogger(__name__)
 _pool: list[Any] = []
 """The main process's task pool, once the worker is ready."""
+_deliveries = DeliveryLoop()
 
 
 def _import_handlers() -> None:
@@ -63,6 +71,17 @@ def _watch_pool(sender: Any = None, **_kw: Any) -> None:
     size = len(pool_processes(task_pool))
     controller = getattr(sender, "controller", None)
     PoolWatch(task_pool, size, get_settings().worker_pool_down_seconds, controller).start()
+
+
+@worker_ready.connect
+def _start_deliveries(**_kw: Any) -> None:
+    """Webhook deliveries go out from the main process, beside the pool, never queued behind a job."""
+    _deliveries.start()
+
+
+@worker_shutdown.connect
+def _stop_deliveries(**_kw: Any) -> None:
+    _deliveries.stop()
 
 
 @worker_shutting_down.connect

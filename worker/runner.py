@@ -13,6 +13,7 @@ from core.settings import get_settings
 from core.tables import FINISHED, JobStatus
 from ml.errors import Cancelled
 from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
+from worker import logits as _logits  # noqa: F401  (registers the logits handler)
 from worker import shutdown
 from worker.context import JobContext
 from worker.handlers import HANDLERS

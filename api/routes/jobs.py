@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, select
 from starlette.routing import BaseRoute
 
 from api.deps import SessionDep, TenantDep
-from api.schemas import JobList, JobPublic
+from api.schemas import JobList, JobMetrics, JobPublic
 from core import jobs as job_service
 from core.db import read_connection
 from core.errors import NotFound
@@ -74,7 +74,12 @@ def poll_route() -> BaseRoute:
     return next(r for r in router.routes if getattr(r, "endpoint", None) is read_job)
 
 
-@router.get("/{job_id}/metrics", summary="A finished job's metrics (404 until there are some)")
+@router.get(
+    "/{job_id}/metrics",
+    response_model=JobMetrics,
+    response_model_exclude_unset=True,
+    summary="A finished job's metrics (404 until there are some)",
+)
 def read_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     """A finished job's figures: accuracies and wall time for training and unlearning, epsilon-hat and its spread for evaluations. 404 until there are some."""
     job = get_job(session, job_id, tenant)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -17,6 +17,7 @@ from api.deps import SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.schemas import ModelCreate, ModelCreated, ModelList, ModelPublic
 from core import services
+from core.checkpoints import Weights, model_weights
 from core.errors import InvalidInput
 from core.tables import Dataset, Model
 from core.uploads import import_checkpoint
@@ -157,3 +158,44 @@ def list_models(session: SessionDep, tenant: TenantDep) -> ModelList:
 def get_model(model_ref: str, session: SessionDep, tenant: TenantDep) -> ModelPublic:
     """A model by id or by name: status (training, ready, failed), how it was made, its parent and lineage, how many samples it has forgotten, and its metrics."""
     return to_public(session, services.resolve_model(session, model_ref, tenant))
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names this entity tag (weak or strong, or `*`)."""
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+def weights_response(weights: Weights, if_none_match: str | None) -> Response:
+    """The checkpoint streamed from the store (ranges honoured), or 304 when the caller already has it."""
+    etag = f'"{weights.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(
+        weights.path, media_type="application/octet-stream", filename=weights.filename, headers=headers
+    )
+
+
+@router.get(
+    "/{model_ref}/weights",
+    summary="Download a model's checkpoint (safetensors)",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the safetensors checkpoint; ETag is its sha256",
+        },
+        304: {"description": "If-None-Match names the current ETag: the caller already has these weights"},
+    },
+)
+def download_weights(
+    model_ref: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    if_none_match: str | None = Header(None, description="an ETag from an earlier download"),
+) -> Response:
+    """The model's weights as the safetensors file Lethe stores (plain tensors in the study's parameter names), named after the model; its ETag is the file's sha256, so `If-None-Match` answers 304 when the caller already has them. 409 while the model is not ready."""
+    return weights_response(model_weights(session, model_ref, tenant), if_none_match)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections.abc import Iterator
@@ -46,6 +47,12 @@ COMMANDS = {
     ("jobs", "cancel"): ["--json", "--url", "--api-key"],
     ("models", "list"): ["--json", "--url", "--api-key"],
     ("models", "show"): ["--json", "--url", "--api-key"],
+    ("models", "download"): ["--output", "--json", "--url", "--api-key"],
+    ("models", "upload"): ["--dataset", "--name", "--arch", "--json", "--url", "--api-key"],
+    ("webhooks", "create"): ["--event", "--json", "--url", "--api-key"],
+    ("webhooks", "list"): ["--json", "--url", "--api-key"],
+    ("webhooks", "deliveries"): ["--status", "--json", "--url", "--api-key"],
+    ("webhooks", "delete"): ["--url", "--api-key"],
 }
 
 
@@ -73,7 +80,7 @@ def assert_one_error_line(result, code: int, needle: str) -> None:
 def test_help_lists_the_commands_and_each_subcommand_its_options():
     result = lethe("--help")
     assert result.exit_code == 0
-    for name in ("unlearn", "evaluate", "study", "methods", "jobs", "models"):
+    for name in ("unlearn", "evaluate", "study", "methods", "jobs", "models", "webhooks"):
         assert name in result.stdout
     for path, options in COMMANDS.items():
         result = lethe(*path, "--help")
@@ -81,7 +88,10 @@ def test_help_lists_the_commands_and_each_subcommand_its_options():
         for option in options:
             assert option in result.stdout, (path, option)
     assert "LETHE_URL" in lethe("unlearn", "--help").stdout
-    for group, subcommands in (("jobs", ("list", "show", "cancel")), ("models", ("list", "show"))):
+    for group, subcommands in (
+        ("jobs", ("list", "show", "cancel")),
+        ("models", ("list", "show", "download", "upload")),
+    ):
         out = lethe(group, "--help").stdout
         assert all(s in out for s in subcommands)
 
@@ -114,6 +124,13 @@ def test_help_lists_the_commands_and_each_subcommand_its_options():
         (["unlearn", "tiny", "--method", "none", "--class", "3", "--ids", "1"], "give --class or --ids"),
         (["jobs", "bogus"], "No such command 'bogus'"),
         (["models", "show", "tiny", "--bogus"], "No such option: --bogus"),
+        (["models", "download", "tiny", "-o", "/no/dir/m.safetensors"], "does not exist"),
+        (["models", "upload", "/no/such.pt", "--dataset", "digits"], "is not a file"),
+        (
+            ["models", "upload", __file__, "--dataset", "digits", "--arch", "{wide"],
+            "--arch: '{wide' is not JSON",
+        ),
+        (["models", "upload", __file__, "--dataset", "digits", "--arch", "[4]"], "give a JSON object"),
     ],
 )
 def test_bad_usage_is_one_error_line_and_status_2(args, needle):
@@ -218,6 +235,7 @@ def test_evaluate_and_study_wait_and_export(stack, tmp_path):
         )
         assert evaluated.exit_code == 0, evaluated.output
         assert "epsilon-hat (delta 0.05)" in evaluated.stdout and "inf" in evaluated.stdout
+        assert "censored: at least half the samples" in " ".join(evaluated.stdout.split())  # 2 models: inf
         assert "/plots/" in evaluated.stdout
 
         zipped = tmp_path / "study.zip"
@@ -239,3 +257,77 @@ def test_jobs_list_explains_a_server_without_the_list(stack):
         assert result.exit_code == 0 and isinstance(json.loads(result.stdout), list)
     else:
         assert_one_error_line(result, 1, "has no job list (GET /jobs answered 404)")
+
+
+def test_models_download_then_upload_round_trips_the_weights(stack, tmp_path):
+    """Download writes the checkpoint under the model's name with its sha256; upload makes it a model again."""
+    result = lethe("models", "download", "tiny", "-o", tmp_path, stack=stack)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "tiny.safetensors"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert result.stdout.strip() == f"{path}  sha256 {digest}"
+    again = json.loads(lethe("models", "download", "tiny", "-o", path, "--json", stack=stack).stdout)
+    assert again == {"model": "tiny", "path": str(path), "sha256": digest, "bytes": path.stat().st_size}
+
+    result = lethe(
+        "models",
+        "upload",
+        path,
+        "--dataset",
+        "digits",
+        "--name",
+        "tiny-again",
+        "--arch",
+        '{"width": 4}',
+        "--json",
+        stack=stack,
+    )
+    assert result.exit_code == 0, result.output
+    uploaded = json.loads(result.stdout)
+    assert (
+        uploaded["name"] == "tiny-again" and uploaded["status"] == "ready" and uploaded["made_by"] == "upload"
+    )
+    copy = tmp_path / "copy.safetensors"
+    assert lethe("models", "download", "tiny-again", "-o", copy, stack=stack).exit_code == 0
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == digest
+    result = lethe("models", "upload", path, "--dataset", "digits", "--arch", '{"width": 8}', stack=stack)
+    assert_one_error_line(result, 1, "invalid request: file:")
+
+
+def test_webhooks_create_list_deliveries_and_delete(stack, monkeypatch):
+    """The secret is printed once; a job's events show up as deliveries; delete unsubscribes."""
+    from core.settings import get_settings
+    from core.webhooks import deliver_due
+    from tests.e2e.stack import Receiver
+
+    monkeypatch.setenv("LETHE_WEBHOOK_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()
+    receiver = Receiver()
+    try:
+        result = lethe("webhooks", "create", receiver.url, "-e", "job.queued", "--json", stack=stack)
+        assert result.exit_code == 0, result.output
+        hook = json.loads(result.stdout)
+        assert hook["events"] == ["job.queued"] and len(hook["secret"]) == 64
+        shown = lethe("webhooks", "create", receiver.url, stack=stack).stdout
+        assert "secret (shown once" in shown
+        listed = json.loads(lethe("webhooks", "list", "--json", stack=stack).stdout)
+        assert hook["id"] in [h["id"] for h in listed] and all("secret" not in h for h in listed)
+
+        created = lethe("unlearn", "tiny", "--ids", "1", "--method", "none", "--json", stack=stack)
+        job_id = json.loads(created.stdout)["job_id"]
+        with httpx.Client() as http:
+            deliver_due(http)
+        rows = json.loads(lethe("webhooks", "deliveries", hook["id"], "--json", stack=stack).stdout)
+        assert [(d["event"], d["job_id"], d["status"]) for d in rows] == [("job.queued", job_id, "delivered")]
+        table = lethe("webhooks", "deliveries", hook["id"], "--status", "delivered", stack=stack).stdout
+        assert job_id in table and "delivered" in table
+        assert_one_error_line(
+            lethe("webhooks", "create", "ftp://x/", stack=stack), 1, "url: only http and https"
+        )
+        assert lethe("webhooks", "delete", hook["id"], stack=stack).exit_code == 0
+        assert_one_error_line(lethe("webhooks", "deliveries", hook["id"], stack=stack), 1, "not found")
+        cancel = lethe("jobs", "cancel", job_id, stack=stack)
+        assert cancel.exit_code == 0, cancel.output
+    finally:
+        receiver.close()
+        get_settings.cache_clear()

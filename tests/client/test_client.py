@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -22,6 +23,7 @@ from client import (
     Health,
     InvalidRequest,
     Job,
+    JobMetrics,
     LetheError,
     Model,
     ModelCreated,
@@ -136,8 +138,10 @@ def test_wait_yields_the_progress_of_an_unlearning_job(api, stack, monkeypatch):
     assert child.name == "tiny-forgot" and child.parent_id == stack.model_id and child.made_by == "finetune"
     assert child.lineage == [child.id, stack.model_id] and child.n_forgotten == len(FORGET)
     metrics = api.get_job_metrics(done.id)
-    assert metrics["method"] == "finetune" and metrics["n_forget"] == len(FORGET)
-    assert 0 <= metrics["forget_accuracy"] <= 1
+    assert (
+        isinstance(metrics, JobMetrics) and metrics.method == "finetune" and metrics.n_forget == len(FORGET)
+    )
+    assert 0 <= metrics.forget_accuracy <= 1 and metrics.epsilon_hat is None
     assert api.list_models().data[0].id == child.id  # newest first
 
     audit = api.get_forget_request(request.forget_request_id)
@@ -285,7 +289,7 @@ def test_requests_carry_the_documented_paths_and_bodies():
         assert api.unlearn("m", [1, 2], "finetune", params={"epochs": 1}).forget_request_id == "f1"
         assert api.create_study("m", ["none"], forget_fraction=0.1).study_id == "s1"
         assert api.list_evaluations(study_id="s1").data == []
-        assert api.get_job_metrics("a/b c") == {"epsilon_hat": 1.5}
+        assert api.get_job_metrics("a/b c").epsilon_hat == 1.5
     assert calls == [
         ("GET", "/jobs", {}),
         (
@@ -308,3 +312,34 @@ def test_requests_carry_the_documented_paths_and_bodies():
         ("GET", "/evaluations?study_id=s1", {}),
         ("GET", "/jobs/a%2Fb%20c/metrics", {}),  # an id is always one path segment
     ]
+
+
+def test_download_model_checks_the_sha256_and_keeps_a_file_that_is_current(tmp_path):
+    """Saved under the server's file name, a damaged transfer replaces nothing, a current file is kept (304)."""
+    payload = b"safetensors bytes" * 1000
+    good = hashlib.sha256(payload).hexdigest()
+    sent: list[httpx.Request] = []
+    etag = {"value": good}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if request.headers.get("if-none-match") == f'"{etag["value"]}"':
+            return httpx.Response(304, headers={"ETag": f'"{etag["value"]}"'})
+        headers = {
+            "ETag": f'"{etag["value"]}"',
+            "Content-Disposition": 'attachment; filename="../forgot.safetensors"',
+        }
+        return httpx.Response(200, content=payload, headers=headers)
+
+    with _stand_in(handler) as api:
+        path = api.download_model("forgot", tmp_path)
+        assert path == tmp_path / "forgot.safetensors" and path.read_bytes() == payload
+        assert api.download_model("forgot", path) == path
+        assert sent[-1].headers["if-none-match"] == f'"{good}"'
+        etag["value"] = "0" * 64  # the server now announces other bytes than it sends
+        with pytest.raises(LetheError, match="arrived damaged"):
+            api.download_model("forgot", path)
+        assert path.read_bytes() == payload and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+        with pytest.raises(LetheError, match="arrived damaged"):
+            api.download_model("forgot", tmp_path / "new.safetensors")
+        assert not (tmp_path / "new.safetensors").exists()
