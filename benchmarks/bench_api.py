@@ -53,7 +53,9 @@ from common import (  # noqa: E402
     Backend,
     add_ready_model,
     backends,
+    children,
     drop_queue,
+    exit_on_sigterm,
     fresh_database,
     machine,
     percentile,
@@ -309,12 +311,12 @@ def bench_backend(backend: Backend, args: argparse.Namespace, setup: dict[str, A
     """Serve ours and bare for one backend and load both at every level; returns the result records."""
     import httpx
 
-    from tests.e2e.stack import Processes, free_port, wait_for
+    from tests.e2e.stack import free_port, wait_for
 
     tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-api-"))
     queue = f"lethe-bench-{uuid.uuid4().hex[:8]}"
     records: list[dict[str, Any]] = []
-    procs = Processes(tmp)
+    procs = children(tmp)
     try:
         with fresh_database(backend, tmp / "home") as db_url:
             model_id, key = add_ready_model(db_url, "bench")
@@ -379,6 +381,7 @@ def bench_backend(backend: Backend, args: argparse.Namespace, setup: dict[str, A
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    exit_on_sigterm()
     """Parse arguments, bench every backend that can run here, print one JSON line per figure."""
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter

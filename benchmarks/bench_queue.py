@@ -39,7 +39,9 @@ from common import (  # noqa: E402
     Backend,
     as_utc,
     backends,
+    children,
     drop_queue,
+    exit_on_sigterm,
     fresh_database,
     machine,
     percentile,
@@ -65,7 +67,7 @@ def worker_cmd(queue: str) -> list[str]:
     from cli.main import worker_command
 
     cmd = worker_command(concurrency=1)
-    cmd[cmd.index("--queues") + 1] = queue
+    cmd[cmd.index("--queues") + 1] = f"{queue}.forget,{queue}"  # core.queue.worker_queues() for this queue
     return cmd
 
 
@@ -95,11 +97,11 @@ def bench_backend(backend: Backend, repeats: int, setup: dict[str, Any]) -> dict
     """Start the API and a worker on one backend, time `repeats` none-method jobs; returns the record."""
     import httpx
 
-    from tests.e2e.stack import Processes, free_port, wait_for
+    from tests.e2e.stack import free_port, wait_for
 
     tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-queue-"))
     queue = f"lethe-bench-{uuid.uuid4().hex[:8]}"
-    procs = Processes(tmp)
+    procs = children(tmp)
     try:
         with fresh_database(backend, tmp / "home") as db_url:
             key = register_digits(db_url)
@@ -169,6 +171,7 @@ def bench_backend(backend: Backend, repeats: int, setup: dict[str, Any]) -> dict
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    exit_on_sigterm()
     """Parse arguments and bench every backend that can run here, one JSON line each."""
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter

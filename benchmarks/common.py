@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import socket
 import sys
 import uuid
@@ -99,12 +100,51 @@ def fresh_database(backend: Backend, home: Path) -> Iterator[str]:
 
 
 def drop_queue(backend: Backend, queue: str) -> None:
-    """Delete a benchmark's Redis queue and kombu's binding key for it (the embedded broker dies with home)."""
+    """Delete a benchmark's Redis queues and kombu's binding keys (the embedded broker dies with home)."""
     if backend.name != "postgres":
         return
     import redis
 
-    redis.Redis.from_url(backend.broker_url).delete(queue, f"_kombu.binding.{queue}")
+    names = [f"{queue}.forget", queue]  # core.queue.worker_queues() with LETHE_QUEUE=queue
+    redis.Redis.from_url(backend.broker_url).delete(*names, *(f"_kombu.binding.{n}" for n in names))
+
+
+def exit_on_sigterm() -> None:
+    """A benchmark stopped by SIGTERM (a test's timeout, a CI runner) still runs its `finally` blocks:
+    its servers are stopped and its databases dropped."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
+def _die_with_benchmark() -> None:
+    """In a child, before exec: the kernel SIGKILLs it when the benchmark dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def children(log_dir: Path) -> Any:
+    """tests.e2e.stack.Processes whose processes die with the benchmark, whatever ends it."""
+    import subprocess
+
+    from tests.e2e.stack import Processes, resolve
+
+    class Children(Processes):
+        def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+            log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115  (closed with the process)
+            proc = subprocess.Popen(
+                resolve(cmd),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_benchmark,
+            )
+            self.procs.append((name, proc))
+            return proc
+
+    return Children(log_dir)
 
 
 def service_env(backend: Backend, home: Path, database_url: str, queue: str, **extra: str) -> dict[str, str]:

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
+from common import exit_on_sigterm
 from mlbench import sync, synthetic
 from torch import nn
 
@@ -503,6 +504,7 @@ def ensemble_section(sizes: Sizes, device: torch.device, left: Callable[[], floa
 
 def main(argv: list[str] | None = None) -> None:
     """Pick the device and sizes, print the setup, run the sections within the time budget."""
+    exit_on_sigterm()  # the concurrency section's processes are stopped in its `finally`
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,8 +41,9 @@ def worker_command(concurrency: int | None = None, loglevel: str = "INFO") -> li
     """The Celery worker command line that `lethe up` and docker compose both run.
 
     `concurrency` (default LETHE_WORKER_CONCURRENCY) is the number of jobs run at once, each in its own
-    pool process; several share one GPU.
+    pool process; several share one GPU. It serves both queues, forget requests first.
     """
+    from core.queue import worker_queues
     from core.settings import get_settings
 
     settings = get_settings()
@@ -56,7 +58,7 @@ def worker_command(concurrency: int | None = None, loglevel: str = "INFO") -> li
         "worker.app",
         "worker",
         "--queues",
-        settings.queue,
+        ",".join(worker_queues()),
         "--concurrency",
         str(jobs),
         "--pool",
@@ -187,7 +189,11 @@ def keys_revoke(
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: Linux sends it SIGTERM when `lethe up` dies, even by SIGKILL."""
+    """In the child, before exec: Linux sends it SIGTERM when the thread that started it ends, even by SIGKILL.
+
+    SIGTERM is the worker's warm shutdown: it hands its running jobs back to the queue and exits within
+    LETHE_WORKER_STOP_SECONDS (worker/shutdown.py), so nothing outlives a killed `lethe up`.
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -196,38 +202,64 @@ def _die_with_parent() -> None:
 
 
 class _Supervisor:
-    """Keeps one worker process alive until asked to stop; a crashed worker is started again."""
+    """Keeps one worker process alive until asked to stop; a crashed worker is started again.
 
-    def __init__(self, cmd: list[str]) -> None:
+    One thread starts, watches and stops the worker, and lives until the worker is gone: Linux sends a
+    child its death signal when the thread that started it ends, not the process.
+    """
+
+    def __init__(self, cmd: list[str], stop_seconds: float = 15.0) -> None:
         self.cmd = cmd
+        self.stop_seconds = stop_seconds
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lethe-supervisor")
 
     def start(self) -> None:
-        self.proc = self._spawn()
-        threading.Thread(target=self._watch, daemon=True).start()
+        self._thread.start()
+        self._started.wait()
 
-    def _watch(self) -> None:
-        while not self.stopping.is_set():
-            if self.proc is not None and self.proc.poll() is not None and not self.stopping.is_set():
+    def _run(self) -> None:
+        try:
+            self.proc = self._spawn()
+        finally:
+            self._started.set()
+        while not self.stopping.wait(1.0):
+            if self.proc.poll() is not None:
                 _echo(f"worker exited with code {self.proc.returncode}; starting a new one")
-                time.sleep(1.0)
+                if self.stopping.wait(1.0):
+                    break
                 self.proc = self._spawn()
-            self.stopping.wait(1.0)
+        self._end(self.proc)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.cmd, start_new_session=True, preexec_fn=_die_with_parent)
 
+    def _end(self, proc: subprocess.Popen[bytes]) -> None:
+        """Warm shutdown first (the worker hands its jobs back), then SIGKILL to whatever is left of its group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_seconds + 5  # the worker's own deadline comes first
+        # Wait without reaping, so that the worker's process group id cannot be reused before it is killed.
+        while (
+            time.monotonic() < deadline
+            and os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        ):
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # pool processes, or a worker stuck in its shutdown
+        proc.wait()
+
     def stop(self) -> None:
+        """Stop the worker; returns once it and its pool processes are gone."""
         self.stopping.set()
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()
@@ -244,6 +276,7 @@ def up(
     """Run everything on this machine: migrations, the API and one worker. Ctrl-C stops both."""
     import uvicorn
 
+    from core.maintenance import requeue_orphans
     from core.settings import get_settings
 
     settings = get_settings()
@@ -252,14 +285,21 @@ def up(
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.resolved_home / "metrics"))
     migrate(bootstrap=demo, wait=60.0)
     _echo(f"home {settings.resolved_home}; database {settings.db_url}; broker {settings.broker}")
-    supervisor = _Supervisor(worker_command(concurrency))
-    supervisor.start()
-    _echo(f"worker started; API on http://{host}:{port} (docs at /docs)")
+    if orphans := requeue_orphans():
+        _echo(f"requeued {len(orphans)} job(s) left running by a worker of this machine that is gone")
+    supervisor = _Supervisor(worker_command(concurrency), settings.worker_stop_seconds)
+    # uvicorn shuts down on SIGTERM, then raises it again for the handler it found: the default one would
+    # end this process at once, skipping the `finally` that stops the worker.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        supervisor.start()
+        _echo(f"worker started; API on http://{host}:{port} (docs at /docs)")
         uvicorn.run("api.main:app", host=host, port=port, log_level="info")
     finally:
         _echo("stopping the worker")
         supervisor.stop()
+        if orphans := requeue_orphans():
+            _echo(f"requeued {len(orphans)} job(s) the worker left running")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.jobs import audit
+from core.jobs import audit, finish_unsuccessfully
 from core.tables import FINISHED, Job, JobStatus, utcnow
 
 FANOUT_KINDS = ("reference", "evaluate", "study")
@@ -57,16 +57,77 @@ def wait_state(session: Session, parent: Job) -> WaitState:
 
 
 def cancel_jobs(session: Session, job_ids: list[str], reason: str) -> None:
-    """Queued jobs end cancelled at once; running ones are asked to stop at their next step."""
+    """Queued jobs and fan-out parents end cancelled at once; running runs are asked to stop at their next step."""
     now = utcnow()
-    queued = session.execute(
+    ended = session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.status == JobStatus.queued)
+        .where(
+            Job.id.in_(job_ids),
+            or_(
+                Job.status == JobStatus.queued,
+                and_(Job.status == JobStatus.running, Job.kind.in_(FANOUT_KINDS)),
+            ),
+        )
         .values(status=JobStatus.cancelled, error=reason, finished_at=now, updated_at=now)
         .returning(Job.id, Job.tenant_id)
     ).all()
-    for job_id, tenant in queued:
+    for job_id, tenant in ended:
         audit(session, "job", job_id, "cancelled", tenant, error=reason)
     session.execute(
         update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.running).values(cancel_requested=True)
     )
+
+
+def descendants(session: Session, job_id: str) -> list[str]:
+    """Every job created below this one (by parent_id), children first."""
+    out: list[str] = []
+    frontier = [job_id]
+    while frontier:
+        frontier = list(session.execute(select(Job.id).where(Job.parent_id.in_(frontier))).scalars())
+        out.extend(frontier)
+    return out
+
+
+def cancel_tree(session: Session, root_id: str, reason: str) -> None:
+    """Cancel every job below a parent that no other live parent waits for.
+
+    Reference runs are shared: an evaluation waits for the runs of its reference set that another
+    evaluation queued, and those go on when only the other one is cancelled.
+    """
+    below = descendants(session, root_id)
+    closing = {root_id, *below}
+    rows = session.execute(
+        select(Job.id, Job.params).where(Job.kind.in_(FANOUT_KINDS), Job.status == JobStatus.running)
+    ).all()
+    shared = {j for r in rows if r.id not in closing for j in (r.params or {}).get("waits", [])}
+    cancel_jobs(session, [j for j in below if j not in shared], reason)
+
+
+def end_if_unsuccessful(session: Session, parent: Job) -> bool:
+    """A running parent with a child that failed or was cancelled ends now, and so does everything below it.
+
+    It ends cancelled when every such child was cancelled, failed otherwise; the parents waiting for it
+    are told in turn, so a study never outlives its evaluations. Returns whether it ended.
+    """
+    if parent.status != JobStatus.running:
+        return False
+    state = wait_state(session, parent)
+    if not state.failed:
+        return False
+    failed = [f for f in state.failed if f[1] == JobStatus.failed]
+    status = JobStatus.failed if failed else JobStatus.cancelled
+    child, child_status, error = (failed or state.failed)[0]
+    reason = f"{len(state.failed)} of {state.total} runs did not succeed; first: job {child} {child_status}: {error}"
+    if not finish_unsuccessfully(session, parent.id, status, reason):
+        return False
+    cancel_tree(session, parent.id, f"parent job {parent.id} {status}")
+    end_parents_of(session, parent.id)
+    return True
+
+
+def end_parents_of(session: Session, job_id: str) -> None:
+    """After a job ended without success: the parents waiting for it end too."""
+    for parent_id in parents_of(session, job_id):
+        parent = session.get(Job, parent_id, populate_existing=True)
+        if parent is not None:
+            end_if_unsuccessful(session, parent)

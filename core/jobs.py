@@ -112,6 +112,15 @@ def claim(session: Session, job_id: str) -> Job | None:
     return job
 
 
+def requeue(session: Session, job_id: str, reason: str) -> bool:
+    """running -> queued, to run again from the start on any worker; the next claim counts the attempt."""
+    moved = _transition(session, job_id, (JobStatus.running,), status=JobStatus.queued, worker=None)
+    if moved:
+        tenant = session.execute(select(Job.tenant_id).where(Job.id == job_id)).scalar_one()
+        audit(session, "job", job_id, "requeued", tenant, reason=reason)
+    return moved
+
+
 def report_progress(session: Session, job_id: str, fraction: float, info: dict[str, Any]) -> bool:
     """Store progress and heartbeat; returns True when a cancel has been requested."""
     now = utcnow()
@@ -163,15 +172,16 @@ def is_finished(job: Job) -> bool:
 
 def cancel(session: Session, job_id: str, tenant_id: str) -> Job:
     """Cancel a job: queued and fan-out jobs end now (with their children); running ones stop at their next step."""
-    from core.fanout import FANOUT_KINDS, cancel_jobs
+    from core.fanout import FANOUT_KINDS, cancel_tree, end_parents_of
 
     job = get_job(session, job_id, tenant_id)
     if job.status in FINISHED:
         raise Conflict(f"job {job_id} is already {job.status}")
     if job.status == JobStatus.queued or job.kind in FANOUT_KINDS:
         finish_unsuccessfully(session, job_id, JobStatus.cancelled, "cancelled on request")
-        cancel_jobs(session, _descendants(session, job_id), f"parent job {job_id} was cancelled")
+        cancel_tree(session, job_id, f"parent job {job_id} was cancelled")
         fail_training_model(session, job)
+        end_parents_of(session, job_id)
     else:
         session.execute(
             update(Job).where(Job.id == job_id).values(cancel_requested=True, updated_at=utcnow())
@@ -179,15 +189,6 @@ def cancel(session: Session, job_id: str, tenant_id: str) -> Job:
         audit(session, "job", job_id, "cancel_requested", tenant_id)
     session.flush()
     return get_job(session, job_id, tenant_id)
-
-
-def _descendants(session: Session, job_id: str) -> list[str]:
-    out: list[str] = []
-    frontier = [job_id]
-    while frontier:
-        frontier = list(session.execute(select(Job.id).where(Job.parent_id.in_(frontier))).scalars())
-        out.extend(frontier)
-    return out
 
 
 def fail_training_model(session: Session, job: Job, reason: str = "its training job did not succeed") -> None:

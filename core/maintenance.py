@@ -1,4 +1,5 @@
-"""Keep every job moving: requeue jobs whose worker died, republish jobs whose message was lost, start due batches.
+"""Keep every job moving: requeue jobs whose worker died, republish jobs whose message was lost, end or score
+fan-out parents whose children ended unnoticed, and start due batches.
 
 Runs in every API process (a background thread) and from `lethe maintain`; every change is a
 conditional update, so any number of them can run at once.
@@ -7,13 +8,15 @@ conditional update, so any number of them can run at once.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from core import jobs
+from core import fanout, jobs
 from core.batching import sweep_batches
 from core.db import session_scope
 from core.fanout import FANOUT_KINDS
@@ -30,6 +33,10 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     republished: list[str] = field(default_factory=list)
+    ended_parents: list[str] = field(default_factory=list)
+    """Fan-out parents ended because a child had failed or was cancelled unnoticed."""
+    parents_to_score: list[str] = field(default_factory=list)
+    """Fan-out parents whose children all succeeded unnoticed: sent to a worker, which scores them."""
 
 
 def reap_stale(report: SweepReport) -> None:
@@ -61,6 +68,70 @@ def reap_stale(report: SweepReport) -> None:
                 report.requeued.append(job_id)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def requeue_orphans() -> list[str]:
+    """Running jobs whose worker process on this machine is gone: requeued and published now.
+
+    `lethe up` calls it as it starts and after it stopped its worker, so a job left behind by a killed
+    worker runs again at once instead of after LETHE_STALE_AFTER_SECONDS. Only this host's jobs are
+    looked at (the worker column is "host:pid"); a job past LETHE_MAX_ATTEMPTS fails with the reason.
+    """
+    settings = get_settings()
+    host = socket.gethostname()
+    requeued: list[str] = []
+    with session_scope() as session:
+        rows = session.execute(
+            select(Job.id, Job.worker, Job.attempts).where(
+                Job.status == JobStatus.running, Job.worker.like(f"{host}:%")
+            )
+        ).all()
+        for job_id, worker, attempts in rows:
+            pid = worker.rsplit(":", 1)[1]
+            if not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            if attempts >= settings.max_attempts:
+                reason = f"worker lost: its process ended, after {attempts} attempts"
+                if jobs.finish_unsuccessfully(session, job_id, JobStatus.failed, reason):
+                    jobs.fail_training_model(session, session.get(Job, job_id), reason)
+            elif jobs.requeue(session, job_id, "its worker process is gone"):
+                requeued.append(job_id)
+    publish_jobs(requeued)
+    return requeued
+
+
+def reap_parents(report: SweepReport) -> None:
+    """Fan-out parents not settled for stale_after: a worker that died after a child ended never told them.
+
+    A parent with a failed or cancelled child ends here; one whose children all succeeded is published, and
+    the worker that takes it runs its final scoring. Either way it is looked at once per stale_after.
+    """
+    settings = get_settings()
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings.stale_after_seconds)
+    with session_scope() as session:
+        parents = session.execute(
+            select(Job).where(
+                Job.status == JobStatus.running, Job.kind.in_(FANOUT_KINDS), Job.heartbeat_at < cutoff
+            )
+        ).scalars()
+        for parent in list(parents):
+            if fanout.end_if_unsuccessful(session, parent):
+                report.ended_parents.append(parent.id)
+                continue
+            if fanout.wait_state(session, parent).complete:
+                report.parents_to_score.append(parent.id)
+            parent.heartbeat_at = now
+
+
 def lost_messages(report: SweepReport) -> None:
     """Queued jobs older than requeue_after while the broker's queue is empty: their messages were lost."""
     settings = get_settings()
@@ -84,17 +155,26 @@ def sweep() -> SweepReport:
     """One pass: reap, then republish what is queued but not in the broker."""
     report = SweepReport()
     reap_stale(report)
+    reap_parents(report)
     lost_messages(report)
-    publish_jobs(report.requeued + report.republished)
+    publish_jobs(report.requeued + report.republished + report.parents_to_score)
     publish_jobs(
         sweep_batches().publish
     )  # after the jobs above: a failing batch pass must not hold them back
-    if report.requeued or report.failed or report.republished:
+    if (
+        report.requeued
+        or report.failed
+        or report.republished
+        or report.ended_parents
+        or report.parents_to_score
+    ):
         log.warning(
-            "maintenance: requeued %d, failed %d, republished %d",
+            "maintenance: requeued %d, failed %d, republished %d, parents ended %d, parents sent to be scored %d",
             len(report.requeued),
             len(report.failed),
             len(report.republished),
+            len(report.ended_parents),
+            len(report.parents_to_score),
         )
     return report
 

@@ -7,39 +7,79 @@ the job's state. No result backend.
 from __future__ import annotations
 
 from functools import lru_cache
+from queue import Empty
+from typing import Any
 
 from celery import Celery
+from kombu import Queue
+from kombu.exceptions import ChannelError
+from kombu.utils.scheduling import FairCycle
 
 from core.settings import get_settings
 
 RUN_JOB = "lethe.run_job"
 
 
+FORGET_KINDS = frozenset({"unlearn", "forget_batch"})
+"""Job kinds that answer deletion requests: they run on their own queue, ahead of research work."""
+
+
+def forget_queue(base: str) -> str:
+    return f"{base}.forget"
+
+
+def queue_for(kind: str | None) -> str:
+    """The queue a job kind is published to: forget requests on `<LETHE_QUEUE>.forget`, the rest on LETHE_QUEUE."""
+    base = get_settings().queue
+    return forget_queue(base) if kind in FORGET_KINDS else base
+
+
+def worker_queues() -> list[str]:
+    """Every queue, in the order workers take from them: a forget request before any research job."""
+    base = get_settings().queue
+    return [forget_queue(base), base]
+
+
 def _transport_options(broker: str) -> dict[str, object]:
     """Redis redelivers unacknowledged messages after visibility_timeout: keep it above any job's run time.
 
-    kombu's SQLAlchemy transport passes its options to create_engine, so it gets engine options only.
+    Redis is asked for the queues in the order the worker consumes them, never round-robin, so a forget
+    request waits at most for the job already running. kombu's SQLAlchemy transport passes its options to
+    create_engine, so it gets engine options only (its queue order is set in _tune_embedded_broker).
     """
     if broker.startswith("sqla+"):
         return {"connect_args": {"timeout": 30}}
-    return {"visibility_timeout": VISIBILITY_TIMEOUT}
+    return {"visibility_timeout": VISIBILITY_TIMEOUT, "queue_order_strategy": "priority"}
 
 
-def _poll_embedded_broker_every(seconds: float) -> None:
+class _InOrder(FairCycle):
+    """kombu's virtual transports poll their queues round-robin; this polls them in order every time."""
+
+    def get(self, callback: Any, **kwargs: Any) -> Any:
+        self.pos = 0
+        return super().get(callback, **kwargs)
+
+
+def _in_order_cycle(channel: Any) -> None:
+    channel._cycle = _InOrder(channel._get_and_deliver, channel._active_queues, Empty)
+
+
+def _tune_embedded_broker(seconds: float) -> None:
     """kombu's SQLAlchemy transport checks for messages once a second, its virtual transports' default,
-    which a job waits half of on average before it starts. Its polling_interval cannot come through
-    broker_transport_options (that transport hands every option to create_engine), so it is set on the
-    transport class: one process talks to one broker."""
+    which a job waits half of on average before it starts, and it takes from its queues in turn. Neither
+    can come through broker_transport_options (that transport hands every option to create_engine), so
+    both are set on its classes: one process talks to one broker."""
     from kombu.transport import sqlalchemy
 
     sqlalchemy.Transport.polling_interval = seconds
+    sqlalchemy.Channel._reset_cycle = _in_order_cycle
 
 
 @lru_cache
 def get_celery() -> Celery:
     settings = get_settings()
     if settings.broker.startswith("sqla+"):
-        _poll_embedded_broker_every(settings.broker_poll_seconds)
+        _tune_embedded_broker(settings.broker_poll_seconds)
     if settings.broker.startswith("sqla+sqlite"):
         settings.ensure_dirs()
     app = Celery("lethe", broker=settings.broker)
@@ -58,14 +98,13 @@ def get_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings.broker),
         worker_hijack_root_logger=False,
+        worker_proc_alive_timeout=settings.worker_start_seconds,
         enable_utc=True,
         # Task events let Flower show tasks; the embedded SQLite broker has no fanout to carry them.
         worker_send_task_events=not settings.broker.startswith("sqla+"),
         task_send_sent_event=not settings.broker.startswith("sqla+"),
     )
-    from kombu import Queue
-
-    app.conf.task_queues = [Queue(settings.queue)]
+    app.conf.task_queues = [Queue(name) for name in worker_queues()]
     return app
 
 
@@ -89,19 +128,22 @@ def publish_job(job_id: str, kind: str | None = None) -> None:
         RUN_JOB,
         args=[job_id],
         task_id=job_id,
-        queue=get_settings().queue,
+        queue=queue_for(kind),
         soft_time_limit=hard - 60,
         time_limit=hard,
     )
 
 
 def queue_length() -> int:
-    """Messages waiting in the job queue (not counting those a worker holds)."""
+    """Messages waiting in the job queues (not counting those a worker holds)."""
+    total = 0
     with get_celery().connection_for_write() as conn:
-        try:
-            return int(conn.default_channel.queue_declare(get_settings().queue, passive=True).message_count)
-        except conn.channel_errors:
-            return 0  # the queue does not exist (yet, or any more): nothing is waiting in it
+        for name in worker_queues():
+            try:
+                total += int(conn.default_channel.queue_declare(name, passive=True).message_count)
+            except (*conn.channel_errors, ChannelError):
+                continue  # the queue does not exist (yet, or any more): nothing is waiting in it
+    return total
 
 
 def broker_ok(timeout: float = 2.0) -> bool:

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )
+    worker_start_seconds: float = Field(
+        120.0, gt=0, description="how long a new pool process may take to report ready before Celery kills it"
+    )
+    worker_pool_down_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="a worker whose pool has lacked a process this long exits (code 1) to be restarted",
+    )
+    worker_stop_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="how long `lethe up` lets its worker requeue its jobs and exit before killing it",
+    )
     max_score_unpacked_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1024,

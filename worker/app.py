@@ -5,40 +5,73 @@ Tasks are thin: the message carries only the job id; the runner re-reads the job
 Jobs at once: LETHE_WORKER_CONCURRENCY prefork pool processes, unless --concurrency says otherwise. Several
 can share one GPU: each pool process imports PyTorch and creates its own CUDA context after the fork, and
 this parent process never imports PyTorch (CUDA initialised before a fork is unusable in the children).
+
+Queues: every declared queue, forget requests' first (core/queue.py), unless --queues says otherwise.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
-from celery.signals import after_setup_logger, worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from core.db import reset_engine
 from core.logs import use_json_logs
 from core.queue import RUN_JOB, get_celery
 from core.settings import get_settings
+from worker import shutdown
+from worker.pool import PoolWatch, pool_processes
 from worker.webhooks import DeliveryLoop
 
 app = get_celery()
 app.conf.worker_concurrency = get_settings().worker_concurrency
 log = logging.getLogger(__name__)
+_pool: list[Any] = []
+"""The main process's task pool, once the worker is ready."""
 _deliveries = DeliveryLoop()
+
+
+def _import_handlers() -> None:
+    """PyTorch and the handlers take seconds to import (most of a minute on a loaded machine)."""
+    try:
+        import worker.runner  # noqa: F401
+    except Exception:  # the task's own import raises it again, with the job to fail
+        log.exception("importing the job handlers failed")
 
 
 @worker_process_init.connect
 def _init_child(**_kw: Any) -> None:
-    """A forked pool process must not share the parent's database connections."""
+    """A forked pool process must not share the parent's database connections.
+
+    The handlers (and PyTorch) are imported in a thread, so the process reports ready to Celery at once:
+    Celery kills a new pool process that is silent for worker_proc_alive_timeout, and one that imported
+    PyTorch first was killed over and over on a loaded machine. A job that arrives meanwhile waits for
+    the import to finish.
+    """
     reset_engine()
-    # Import PyTorch and the handlers now, not when the first job arrives: a message the pool holds
-    # while importing for many seconds would look lost to the sweeper and be published twice.
-    import worker.runner  # noqa: F401
+    shutdown.listen_in_pool_process()
+    threading.Thread(target=_import_handlers, daemon=True, name="lethe-import").start()
 
-    threads = get_settings().torch_threads
-    if threads:
-        import torch
 
-        torch.set_num_threads(threads)
+@worker_ready.connect
+def _watch_pool(sender: Any = None, **_kw: Any) -> None:
+    """In the main process: end the worker if its pool cannot keep its processes up."""
+    task_pool = getattr(sender, "pool", None)
+    if task_pool is None or not pool_processes(task_pool):
+        return
+    _pool[:] = [task_pool]
+    size = len(pool_processes(task_pool))
+    controller = getattr(sender, "controller", None)
+    PoolWatch(task_pool, size, get_settings().worker_pool_down_seconds, controller).start()
 
 
 @worker_ready.connect
@@ -60,6 +93,15 @@ def _serve_metrics(**_kw: Any) -> None:
         from core.jobmetrics import serve_worker_metrics
 
         serve_worker_metrics(port)
+
+
+@worker_shutting_down.connect
+def _hand_back_jobs(how: str = "", **_kw: Any) -> None:
+    """In the main process: a shutdown asks the pool's running jobs to stop and requeue themselves."""
+    for task_pool in _pool:
+        shutdown.tell_pool_processes(p.pid for p in pool_processes(task_pool) if p.pid)
+    if how == "Warm":
+        shutdown.cold_after(get_settings().worker_stop_seconds)
 
 
 @after_setup_logger.connect

@@ -18,6 +18,7 @@ from core import jobs
 from core.db import session_scope
 from core.settings import get_settings
 from ml.trainer import compile_by_default
+from worker import shutdown
 
 REPORT_EVERY_S = 0.5
 
@@ -61,7 +62,12 @@ class JobContext:
 
     def should_stop(self) -> bool:
         """Checked every training step; refreshed by progress reports and by the heartbeat."""
-        return self._cancel
+        return self._cancel or shutdown.stopping()
+
+    @property
+    def handing_back(self) -> bool:
+        """Stopped because the worker shuts down, not because someone cancelled the job."""
+        return shutdown.stopping() and not self._cancel
 
     def __enter__(self) -> JobContext:
         """Beat while the job runs, so a job between progress reports is never taken for a dead one."""

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from core import jobs
 from core.db import session_scope
 from core.logs import current_job
+from core.services import publish_jobs
 from core.settings import get_settings
-from core.tables import JobStatus
+from core.tables import FINISHED, JobStatus
 from ml.errors import Cancelled
 from worker import batch as _batch  # noqa: F401  (registers the forget_batch handler)
 from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
 from worker import logits as _logits  # noqa: F401  (registers the logits handler)
+from worker import shutdown
 from worker.context import JobContext
 from worker.handlers import HANDLERS
-from worker.settle import notify
+from worker.settle import notify, settle
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,26 @@ def use_compile(setting: bool, device: str) -> bool:
     return setting and device.startswith("cuda")
 
 
+@lru_cache(maxsize=1)
+def _use_torch_threads() -> None:
+    """LETHE_TORCH_THREADS, set once per process from the thread that runs the jobs."""
+    threads = get_settings().torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def run_job(job_id: str) -> str | None:
     """Run the job, then settle any fan-out parent waiting for it; its log lines carry its id."""
     token = current_job.set(job_id)
     try:
+        _use_torch_threads()
         status = _run(job_id)
-        if status is not None:
+        if status in FINISHED:
             notify(job_id)
+        elif status is None:
+            settle(job_id)  # a fan-out parent the sweep sent because its runs ended unnoticed: score it
         return status
     finally:
         current_job.reset(token)
@@ -54,6 +70,9 @@ def run_job(job_id: str) -> str | None:
 
 def _run(job_id: str) -> str | None:
     """Returns the final status, or None when the job was not ours to run (finished or taken)."""
+    if shutdown.stopping():  # taken from the broker as the worker shuts down: left to the next worker
+        publish_jobs([job_id])
+        return None
     with session_scope() as session:
         job = jobs.claim(session, job_id)
         if job is None:
@@ -70,6 +89,8 @@ def _run(job_id: str) -> str | None:
         with ctx:
             outcome = handler.run(ctx)
     except Cancelled:
+        if ctx.handing_back:
+            return _hand_back(job_id)
         with session_scope() as session:
             jobs.finish_unsuccessfully(session, job_id, JobStatus.cancelled, "cancelled on request")
         _after_failure(job_id, handler, "cancelled")
@@ -84,6 +105,15 @@ def _run(job_id: str) -> str | None:
         if jobs.succeed(session, job_id, result=outcome.result, metrics=outcome.metrics) and outcome.apply:
             outcome.apply(session)
     return JobStatus.succeeded
+
+
+def _hand_back(job_id: str) -> str:
+    """The worker is shutting down: the job goes back to the queue for the next worker to run."""
+    with session_scope() as session:
+        jobs.requeue(session, job_id, "its worker shut down")
+    publish_jobs([job_id])
+    log.info("job %s handed back to the queue: the worker is shutting down", job_id)
+    return JobStatus.queued
 
 
 def _fail(job_id: str, handler: object, reason: str) -> str:

@@ -21,26 +21,19 @@ def notify(job_id: str) -> None:
 
 
 def settle(parent_id: str) -> None:
+    """Record a fan-out parent's progress; end it when a child did not succeed; score it when all did."""
     with session_scope() as session:
         parent = session.get(Job, parent_id)
-        if parent is None or parent.status != JobStatus.running:
+        if parent is None or parent.status != JobStatus.running or parent.kind not in fanout.FANOUT_KINDS:
             return
         state = fanout.wait_state(session, parent)
         if state.failed:
-            child, status, error = state.failed[0]
-            reason = f"{len(state.failed)} of {state.total} runs did not succeed; first: job {child} {status}: {error}"
-            if jobs.finish_unsuccessfully(session, parent_id, JobStatus.failed, reason):
-                fanout.cancel_jobs(session, parent.params.get("waits", []), f"parent job {parent_id} failed")
-            finished = True
-        else:
-            parent.progress = state.finished / state.total if state.total else 1.0
-            parent.heartbeat_at = utcnow()
-            parent.progress_info = {"stage": "runs", "finished": state.finished, "total": state.total}
-            finished = False
-            kind = parent.kind
-    if finished:
-        notify(parent_id)
-        return
+            fanout.end_if_unsuccessful(session, parent)  # and its own parents
+            return
+        parent.progress = state.finished / state.total if state.total else 1.0
+        parent.heartbeat_at = utcnow()
+        parent.progress_info = {"stage": "runs", "finished": state.finished, "total": state.total}
+        kind = parent.kind
     if not state.complete:
         return
     try:

@@ -44,3 +44,13 @@ def test_compose_sets_the_workers_concurrency_through_the_setting():
     assert worker["environment"]["LETHE_DEVICE"] == "auto"  # the shared settings are still merged in
     cpu = (REPO / "docker-compose.cpu.yml").read_text()
     assert 'LETHE_WORKER_CONCURRENCY: "1"' in cpu
+
+
+def test_the_worker_serves_the_forget_queue_first_everywhere(monkeypatch, tmp_path):
+    """`lethe up` names both queues, forget requests first; compose's worker serves every declared queue."""
+    configure(monkeypatch, home=tmp_path, queue="base")
+    cmd = worker_command()
+    assert cmd[cmd.index("--queues") + 1] == "base.forget,base"
+    worker = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["worker"]
+    assert "--queues" not in worker["command"] and "-Q" not in worker["command"]
+    assert worker["environment"]["LETHE_QUEUE"] == "lethe"

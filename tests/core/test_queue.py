@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+from kombu import Queue
 from kombu.transport import sqlalchemy as sqla_transport
 
-from core.queue import get_celery
+from core.queue import get_celery, queue_for, queue_length, worker_queues
 from tests.utils import configure
+
+
+def _require_redis() -> str:
+    url = os.environ.get("LETHE_TEST_BROKER_URL", "")
+    if not url:
+        pytest.skip("LETHE_TEST_BROKER_URL is not set")
+    return url
 
 
 def test_embedded_broker_is_polled_at_the_configured_interval(tmp_path, monkeypatch):
@@ -55,10 +66,50 @@ def test_publishing_jobs_just_committed_needs_no_query(pg_env):
         publish_jobs([earlier], session)  # not in this session: looked up
         assert len(statements) == 1 and "FROM jobs" in statements[0]
     event.remove(get_engine(), "before_cursor_execute", record)
-    queued = [
-        json.loads(m)
-        for m in redis.Redis.from_url(pg_env["LETHE_BROKER_URL"]).lrange(pg_env["LETHE_QUEUE"], 0, -1)
-    ]
+    broker = redis.Redis.from_url(pg_env["LETHE_BROKER_URL"])
+    queued = [json.loads(m) for q in worker_queues() for m in broker.lrange(q, 0, -1)]
+    broker.delete(*worker_queues())
     limits = {m["headers"]["id"]: m["headers"]["timelimit"] for m in queued}
     assert limits[job.id] == [TIME_LIMITS["unlearn"], TIME_LIMITS["unlearn"] - 60]
     assert limits[earlier] == [TIME_LIMITS["train"], TIME_LIMITS["train"] - 60]
+
+
+def test_forget_requests_have_their_own_queue_which_workers_take_first(tmp_path, monkeypatch):
+    configure(monkeypatch, home=tmp_path, queue="q1")
+    assert queue_for("unlearn") == "q1.forget"
+    assert {queue_for(k) for k in ("train", "reference_run", "unlearn_run", "evaluate", None)} == {"q1"}
+    assert worker_queues() == ["q1.forget", "q1"]
+    assert [q.name for q in get_celery().conf.task_queues] == ["q1.forget", "q1"]
+    get_celery.cache_clear()
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_a_consumer_takes_every_forget_message_before_any_other(backend, tmp_path, monkeypatch):
+    """Not round-robin (kombu's default): with both queues full, the forget queue empties first."""
+    import uuid
+
+    values = {"queue": f"lethe-order-{uuid.uuid4().hex[:8]}"}
+    if backend == "redis":
+        values["broker_url"] = _require_redis()
+    configure(monkeypatch, home=tmp_path, **values)
+    app = get_celery()
+    taken: list[str] = []
+    with app.connection_for_write() as conn:
+        for i in range(3):
+            for kind in ("train", "unlearn"):
+                app.send_task("t", args=[kind], queue=queue_for(kind), connection=conn, task_id=f"{kind}-{i}")
+        assert queue_length() == 6
+        queues = [Queue(name) for name in worker_queues()]
+        with conn.Consumer(queues, accept=["json"], prefetch_count=1) as consumer:
+
+            def on_message(body, message) -> None:
+                taken.append(message.headers["id"].split("-")[0])
+                message.ack()
+
+            consumer.register_callback(on_message)
+            while len(taken) < 6:
+                conn.drain_events(timeout=10)
+        for name in worker_queues():
+            conn.default_channel.queue_delete(name)
+    get_celery.cache_clear()
+    assert taken == ["unlearn"] * 3 + ["train"] * 3

@@ -189,7 +189,17 @@ def test_sgd_without_momentum_drops_nesterov() -> None:
     assert opt.param_groups[0]["nesterov"] is False
 
 
+REGRESSION_SEEDS = 4
+
+
 def test_regression_trains_on_scaled_targets_without_accuracy(digits: ArrayDataset) -> None:
+    """The test error over the error of always answering the training mean, averaged over seeds.
+
+    One seed's ratio is numerical noise across CPUs and thread counts: over seeds 0-7 it spread from 0.63 to
+    0.88 with one thread and 0.66 to 0.79 with two (sd 0.07 pooled), and another CPU gave 0.88 for seed 0
+    where this one gives 0.68. The mean of 4 seeds measured 0.707 to 0.731 (sd of such a mean about 0.035),
+    so 0.85 leaves more than three of them and still says "clearly better than the mean".
+    """
     scale = 10.0
     reg = replace(
         digits,
@@ -199,16 +209,17 @@ def test_regression_trains_on_scaled_targets_without_accuracy(digits: ArrayDatas
         train_y=(digits.train_y * scale).astype(np.float32),
         test_y=(digits.test_y * scale).astype(np.float32),
     )
-    torch.manual_seed(0)
-    model = build_model(ARCH, 1, 1)
-    events: list[ProgressEvent] = []
-    # Eight epochs: after four the test error still swung with the seed (26, 1317 and 91 for seeds 0-2,
-    # against 24 for the mean), so the test passed or failed on numerical noise.
-    fit(model, reg, None, epochs=8, lr=0.02, batch_size=32, seed=0, progress=events.append)
-    assert all(e.accuracy is None and np.isfinite(e.loss) for e in events)
-    assert events[-1].loss < events[0].loss
-    # Clearly better than always answering the training mean (seeds 0-2 give 0.63-0.74 of it here).
-    assert mae(model, reg, None, split="test") < 0.85 * np.abs(reg.test_y - reg.train_y.mean()).mean()
+    baseline = np.abs(reg.test_y - reg.train_y.mean()).mean()
+    ratios = []
+    for seed in range(REGRESSION_SEEDS):
+        torch.manual_seed(seed)
+        model = build_model(ARCH, 1, 1)
+        events: list[ProgressEvent] = []
+        fit(model, reg, None, epochs=8, lr=0.02, batch_size=32, seed=seed, progress=events.append)
+        assert all(e.accuracy is None and np.isfinite(e.loss) for e in events)
+        assert events[-1].loss < events[0].loss
+        ratios.append(mae(model, reg, None, split="test") / baseline)
+    assert np.mean(ratios) < 0.85, ratios
 
 
 def test_crop_flip_takes_windows_of_the_reflect_padded_image() -> None:
