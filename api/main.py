@@ -14,6 +14,7 @@ from api.fastpath import JobPollFastPath
 from api.limits import BodySizeLimit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
+from api.requestid import RequestId
 from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
 from api.schemas import ERRORS
 from core.db import poll_pool_open
@@ -60,6 +61,7 @@ def create_app() -> FastAPI:
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )
+    app.add_middleware(RequestId)  # outermost: every answer, the fast path's and the 413 included, carries it
     return app
 
 

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+
+from ml.methods.params import METHOD_SPECS
+
+INT32_MAX = 2**31 - 1
+"""The largest value an INTEGER column holds; seeds and sample ids stay below it (numpy takes seeds < 2^32)."""
+MAX_FORGET_IDS = 1_000_000
+"""The most ids any request body may carry; a deployment's own limit (LETHE_MAX_FORGET_IDS) may be lower."""
+NO_NUL = r"^[^\x00]*$"
+"""Strings are stored in Postgres, whose text cannot hold a NUL character."""
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes: mark them, so every reply carries its time zone (RFC 3339)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+Seed = Annotated[
+    int, Field(ge=0, le=INT32_MAX, description="random seed, 0 to 2^31-1 (what the database and numpy hold)")
+]
+Ref = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL, description="an id or a name")]
+MethodName = Literal[tuple(METHOD_SPECS)]  # type: ignore[valid-type]
+"""A registered unlearning method: the schema lists them, so an unknown name is refused by the schema."""
 
 
 class ErrorItem(BaseModel):
@@ -35,7 +58,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Health(BaseModel):
@@ -46,12 +69,12 @@ class Health(BaseModel):
 
 class ModelCreate(In):
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    dataset: str = Field(description="registered data set name or id", examples=["digits"])
+    dataset: Ref = Field(description="registered data set name or id", examples=["digits"])
     arch: dict[str, Any] | None = Field(
         None, description="ArchSpec: form, width, head", examples=[{"width": 16}]
     )
     recipe: dict[str, Any] | None = Field(None, description="overrides of the data set's default recipe")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ModelCreated(BaseModel):
@@ -74,28 +97,49 @@ class ModelPublic(BaseModel):
     seed: int
     metrics: dict[str, Any]
     job_id: str | None
-    created_at: datetime
+    created_at: Timestamp
+
+
+NEXT_CURSOR = Field(None, description="pass as `cursor` for the next page; null on the last page")
 
 
 class ModelList(BaseModel):
     data: list[ModelPublic]
-    count: int
+    count: int = Field(description="all matching models; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
-SampleId = Annotated[StrictInt, Field(description="index in the data set's training split")]
+SampleId = Annotated[
+    StrictInt,
+    Field(ge=0, le=INT32_MAX, description="index in the data set's training split (below its n_train)"),
+]
+ForgetIds = Annotated[
+    list[SampleId],
+    Field(
+        min_length=1,
+        max_length=MAX_FORGET_IDS,
+        json_schema_extra={"uniqueItems": True},
+        description="distinct training-sample ids; at most LETHE_MAX_FORGET_IDS (default 50,000) per request",
+    ),
+]
+ClassId = Annotated[
+    int, Field(ge=0, le=INT32_MAX, description="a class of the data set (below its num_classes)")
+]
 
 
 class UnlearnCreate(In):
-    model_id: str = Field(description="model id or name", examples=["demo"])
-    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000, examples=[[3, 17, 42]])
-    forget_class: int | None = Field(
-        None, ge=0, description="forget every training sample of this class instead"
+    model_id: Ref = Field(description="model id or name", examples=["demo"])
+    forget_ids: ForgetIds | None = Field(None, examples=[[3, 17, 42]])
+    forget_class: ClassId | None = Field(
+        None, description="forget every training sample of this class instead"
     )
-    method: str = Field(examples=["finetune"])
+    method: MethodName = Field(examples=["finetune"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 5, "lr": 0.001}])
-    seed: int = 0
+    seed: Seed = 0
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    requested_by: str | None = Field(None, max_length=200, description="who asked (for the audit record)")
+    requested_by: str | None = Field(
+        None, max_length=200, pattern=NO_NUL, description="who asked (for the audit record)"
+    )
 
 
 class UnlearnCreated(BaseModel):
@@ -114,15 +158,16 @@ class JobPublic(BaseModel):
     model_id: str | None
     forget_request_id: str | None
     result: dict[str, Any] | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    updated_at: Timestamp
 
 
 class JobList(BaseModel):
     data: list[JobPublic]
     count: int = Field(description="all matching jobs; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class MethodPublic(BaseModel):
@@ -142,12 +187,18 @@ class DatasetPublic(BaseModel):
     task: str
 
 
+class DatasetList(BaseModel):
+    data: list[DatasetPublic]
+    count: int = Field(description="all the tenant's data sets; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
+
+
 class ReferenceCreate(In):
-    model_id: str | None = Field(
+    model_id: Ref | None = Field(
         None, description="model id or name: its data set, architecture and recipe", examples=["demo"]
     )
-    dataset: str | None = Field(None, description="a data set instead of a model (with arch and recipe)")
-    forget_ids: list[SampleId] = Field(max_length=1_000_000)
+    dataset: Ref | None = Field(None, description="a data set instead of a model (with arch and recipe)")
+    forget_ids: ForgetIds
     n_models: int = Field(8, ge=1, le=512, examples=[8])
     arch: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = Field(None, description="overrides of the model's (or data set's) recipe")
@@ -167,14 +218,14 @@ class ReferenceSetPublic(BaseModel):
     arch: dict[str, Any]
     recipe: dict[str, Any]
     runs: dict[str, int] = Field(description="reference runs by job status")
-    created_at: datetime
+    created_at: Timestamp
 
 
 class EvaluationCreate(In):
-    model_id: str = Field(examples=["demo"])
-    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000)
-    forget_class: int | None = Field(None, ge=0, description="evaluate forgetting every sample of this class")
-    method: str = Field(examples=["finetune"])
+    model_id: Ref = Field(examples=["demo"])
+    forget_ids: ForgetIds | None = None
+    forget_class: ClassId | None = Field(None, description="evaluate forgetting every sample of this class")
+    method: MethodName = Field(examples=["finetune"])
     params: dict[str, Any] = Field(default_factory=dict)
     n_models: int = Field(8, ge=1, le=512, description="seeds of the method, and reference models needed")
     delta: float = Field(0.05, ge=0, lt=1)
@@ -197,7 +248,7 @@ class EvaluationPublic(BaseModel):
     status: str
     job_id: str
     results: dict[str, Any] | None
-    created_at: datetime
+    created_at: Timestamp
 
 
 class EvaluationRow(BaseModel):
@@ -224,19 +275,25 @@ class EvaluationRow(BaseModel):
 
 class EvaluationTable(BaseModel):
     data: list[EvaluationRow]
-    count: int
+    count: int = Field(description="all matching evaluations; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class StudyCreate(In):
-    model_id: str = Field(examples=["demo"])
-    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000)
+    model_id: Ref = Field(examples=["demo"])
+    forget_ids: ForgetIds | None = None
     forget_fraction: float | None = Field(
         None, gt=0, lt=1, description="draw this share of the training split"
     )
-    methods: list[str] = Field(min_length=1, examples=[["none", "finetune", "retrain"]])
+    methods: list[MethodName] = Field(
+        min_length=1,
+        max_length=len(METHOD_SPECS),
+        json_schema_extra={"uniqueItems": True},
+        examples=[["none", "finetune", "retrain"]],
+    )
     n_models: int = Field(8, ge=1, le=512)
     delta: float = Field(0.05, ge=0, lt=1)
-    seed: int = Field(0, description="seed of the forget-set draw with forget_fraction")
+    seed: Seed = Field(0, description="seed of the forget-set draw with forget_fraction")
 
 
 class StudyCreated(BaseModel):
@@ -253,11 +310,11 @@ class StudyPublic(BaseModel):
     status: str
     job_id: str
     evaluation_ids: list[str]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class AuditEntry(BaseModel):
-    at: datetime
+    at: Timestamp
     object_type: str
     object_id: str
     event: str
@@ -270,7 +327,7 @@ class ForgetRequestPublic(BaseModel):
     id: str
     tenant: str
     requested_by: str | None
-    created_at: datetime
+    created_at: Timestamp
     model_id: str
     n_ids: int
     ids_sha256: str

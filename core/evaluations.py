@@ -20,7 +20,9 @@ from core.errors import InvalidInput
 from core.fanout import start_waiting
 from core.jobs import audit, create_job
 from core.services import (
+    check_retain_left,
     get_dataset,
+    require_ready,
     resolve_forget,
     resolve_model,
     validate_forget_ids,
@@ -33,10 +35,10 @@ from core.tables import (
     Evaluation,
     Job,
     JobStatus,
-    ModelStatus,
     ReferenceSet,
     Run,
     Study,
+    new_id,
 )
 from ml.specs import ArchSpec, Recipe, default_recipe
 
@@ -97,6 +99,21 @@ def find_or_create_reference_set(
     return rs, True
 
 
+def queue_run_job(session: Session, kind: str, *, tenant_id: str, seed: int, parent_id: str | None) -> Job:
+    """A queued run job added without a flush of its own: a fan-out's hundreds of rows go out in one batch."""
+    job = Job(
+        id=new_id(),
+        kind=kind,
+        tenant_id=tenant_id,
+        params={"seed": seed},
+        status=JobStatus.queued,
+        parent_id=parent_id,
+    )
+    session.add(job)
+    audit(session, "job", job.id, "queued", tenant_id, kind=kind)
+    return job
+
+
 def usable_reference_runs(session: Session, rs_id: str) -> list[tuple[Run, Job]]:
     """Runs of the set that succeeded or may still succeed, by seed."""
     rows = session.execute(
@@ -120,9 +137,7 @@ def ensure_reference_runs(
         while seed in taken:
             seed += 1
         taken.add(seed)
-        job = create_job(
-            session, "reference_run", tenant_id=rs.tenant_id, params={"seed": seed}, parent_id=parent_id
-        )
+        job = queue_run_job(session, "reference_run", tenant_id=rs.tenant_id, seed=seed, parent_id=parent_id)
         session.add(
             Run(tenant_id=rs.tenant_id, kind="reference", reference_set_id=rs.id, seed=seed, job_id=job.id)
         )
@@ -157,6 +172,7 @@ def create_reference_request(
     check_n_models(n_models)
     model, ds = _source(session, tenant_id, model_ref, dataset_ref)
     forget = validate_forget_ids(forget_ids, ds.n_train)
+    check_retain_left(ds, forget, model.forgotten_ids if model else None)
     base_arch = model.arch if model else {}
     base_recipe = model.recipe if model else default_recipe(ds.kind).model_dump(mode="json")
     arch_d = validate_spec(ArchSpec, {**base_arch, **(arch or {})}, "arch").model_dump(mode="json")
@@ -171,6 +187,8 @@ def create_reference_request(
         arch=arch_d,
         recipe=recipe_d,
     )
+    if model is not None:
+        require_ready(model, model_ref or model.id)
     if len(usable_reference_runs(session, rs.id)) >= n_models:
         return rs, None
     parent = create_job(
@@ -199,11 +217,13 @@ def create_evaluation(
     if not 0.0 <= delta < 1.0:
         raise InvalidInput("delta", f"delta must lie in [0, 1), got {delta}")
     model = resolve_model(session, model_ref, tenant_id)
-    if model.status != ModelStatus.ready:
-        raise InvalidInput("model_id", f"model {model_ref!r} is {model.status}, not ready")
     ds = session.get(Dataset, model.dataset_id)
     forget = resolve_forget(ds, forget_ids, forget_class)
+    check_retain_left(
+        ds, forget, model.forgotten_ids, "forget_class" if forget_class is not None else "forget_ids"
+    )
     clean = validate_method(method, params)
+    require_ready(model, model_ref)
     excluded = np.setdiff1d(idsets.decode(model.forgotten_ids), forget)
     rs, _ = find_or_create_reference_set(
         session,
@@ -237,12 +257,8 @@ def create_evaluation(
     session.flush()
     waits = ensure_reference_runs(session, rs, n_models, parent_id=parent.id)
     for i in range(n_models):
-        job = create_job(
-            session,
-            "unlearn_run",
-            tenant_id=tenant_id,
-            params={"seed": UNLEARN_SEED_BASE + i},
-            parent_id=parent.id,
+        job = queue_run_job(
+            session, "unlearn_run", tenant_id=tenant_id, seed=UNLEARN_SEED_BASE + i, parent_id=parent.id
         )
         session.add(
             Run(
@@ -254,6 +270,7 @@ def create_evaluation(
             )
         )
         waits.append(job.id)
+    session.flush()
     parent.params = {**parent.params, "evaluation_id": evaluation.id, "reference_set_id": rs.id}
     start_waiting(parent, waits)
     audit(
@@ -299,6 +316,8 @@ def create_study(
         count = max(1, round(forget_fraction * ds.n_train))
         rng = np.random.default_rng(seed)
         forget_ids = np.sort(rng.choice(candidates, size=min(count, candidates.size), replace=False)).tolist()
+    check_retain_left(ds, validate_forget_ids(forget_ids, ds.n_train), model.forgotten_ids)
+    require_ready(model, model_ref)
     parent = create_job(
         session,
         "study",
