@@ -50,7 +50,7 @@ def parse_body(model: type[M], raw: bytes) -> M:
     if (where := _nul_at(data)) is not None:
         raise _refuse(where, "strings may not contain the NUL character (\\u0000)", "string_nul")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)  # as the schema says: no "3" for 3, no 1 for true
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ml.methods.params import METHOD_SPECS
 
@@ -22,10 +22,22 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer; bodies are validated strictly otherwise (no "3" for 3)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+INTEGRAL = BeforeValidator(_integral)
+"""Goes after an int's constraints, so that the schema still shows them (minimum, maximum)."""
+ModelCount = Annotated[int, Field(ge=1, le=512), INTEGRAL]
 Seed = Annotated[
-    int, Field(ge=0, le=INT32_MAX, description="random seed, 0 to 2^31-1 (what the database and numpy hold)")
+    int,
+    Field(ge=0, le=INT32_MAX, description="random seed, 0 to 2^31-1 (what the database and numpy hold)"),
+    INTEGRAL,
 ]
+Settings = Annotated[dict[str, Any], Field(json_schema_extra={"propertyNames": {"pattern": NO_NUL}})]
+"""Free-form settings (a method's params, an architecture, a recipe), checked against their own schema."""
 Ref = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL, description="an id or a name")]
 MethodName = Literal[tuple(METHOD_SPECS)]  # type: ignore[valid-type]
 """A registered unlearning method: the schema lists them, so an unknown name is refused by the schema."""
@@ -70,10 +82,8 @@ class Health(BaseModel):
 class ModelCreate(In):
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     dataset: Ref = Field(description="registered data set name or id", examples=["digits"])
-    arch: dict[str, Any] | None = Field(
-        None, description="ArchSpec: form, width, head", examples=[{"width": 16}]
-    )
-    recipe: dict[str, Any] | None = Field(None, description="overrides of the data set's default recipe")
+    arch: Settings | None = Field(None, description="ArchSpec: form, width, head", examples=[{"width": 16}])
+    recipe: Settings | None = Field(None, description="overrides of the data set's default recipe")
     seed: Seed = 0
 
 
@@ -110,8 +120,9 @@ class ModelList(BaseModel):
 
 
 SampleId = Annotated[
-    StrictInt,
+    int,
     Field(ge=0, le=INT32_MAX, description="index in the data set's training split (below its n_train)"),
+    INTEGRAL,
 ]
 ForgetIds = Annotated[
     list[SampleId],
@@ -123,18 +134,23 @@ ForgetIds = Annotated[
     ),
 ]
 ClassId = Annotated[
-    int, Field(ge=0, le=INT32_MAX, description="a class of the data set (below its num_classes)")
+    int, Field(ge=0, le=INT32_MAX, description="a class of the data set (below its num_classes)"), INTEGRAL
 ]
 
 
+EXACTLY_ONE = "give exactly one of the two, and omit the other"
+
+
 class UnlearnCreate(In):
-    model_id: Ref = Field(description="model id or name", examples=["demo"])
-    forget_ids: ForgetIds | None = Field(None, examples=[[3, 17, 42]])
-    forget_class: ClassId | None = Field(
-        None, description="forget every training sample of this class instead"
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["forget_ids"]}, {"required": ["forget_class"]}]}
     )
+
+    model_id: Ref = Field(description="model id or name", examples=["demo"])
+    forget_ids: ForgetIds = Field(None, examples=[[3, 17, 42]], description=f"or forget_class: {EXACTLY_ONE}")
+    forget_class: ClassId = Field(None, description="forget every training sample of this class instead")
     method: MethodName = Field(examples=["finetune"])
-    params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 5, "lr": 0.001}])
+    params: Settings = Field(default_factory=dict, examples=[{"epochs": 5, "lr": 0.001}])
     seed: Seed = 0
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     requested_by: str | None = Field(
@@ -194,14 +210,20 @@ class DatasetList(BaseModel):
 
 
 class ReferenceCreate(In):
-    model_id: Ref | None = Field(
-        None, description="model id or name: its data set, architecture and recipe", examples=["demo"]
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["model_id"]}, {"required": ["dataset"]}]}
     )
-    dataset: Ref | None = Field(None, description="a data set instead of a model (with arch and recipe)")
+
+    model_id: Ref = Field(
+        None,
+        description=f"model id or name: its data set, architecture and recipe; or dataset: {EXACTLY_ONE}",
+        examples=["demo"],
+    )
+    dataset: Ref = Field(None, description="a data set instead of a model (with arch and recipe)")
     forget_ids: ForgetIds
-    n_models: int = Field(8, ge=1, le=512, examples=[8])
-    arch: dict[str, Any] | None = None
-    recipe: dict[str, Any] | None = Field(None, description="overrides of the model's (or data set's) recipe")
+    n_models: ModelCount = Field(8, examples=[8])
+    arch: Settings | None = None
+    recipe: Settings | None = Field(None, description="overrides of the model's (or data set's) recipe")
 
 
 class ReferenceCreated(BaseModel):
@@ -222,12 +244,16 @@ class ReferenceSetPublic(BaseModel):
 
 
 class EvaluationCreate(In):
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["forget_ids"]}, {"required": ["forget_class"]}]}
+    )
+
     model_id: Ref = Field(examples=["demo"])
-    forget_ids: ForgetIds | None = None
-    forget_class: ClassId | None = Field(None, description="evaluate forgetting every sample of this class")
+    forget_ids: ForgetIds = Field(None, description=f"or forget_class: {EXACTLY_ONE}")
+    forget_class: ClassId = Field(None, description="evaluate forgetting every sample of this class")
     method: MethodName = Field(examples=["finetune"])
-    params: dict[str, Any] = Field(default_factory=dict)
-    n_models: int = Field(8, ge=1, le=512, description="seeds of the method, and reference models needed")
+    params: Settings = Field(default_factory=dict)
+    n_models: ModelCount = Field(8, description="seeds of the method, and reference models needed")
     delta: float = Field(0.05, ge=0, lt=1)
 
 
@@ -280,18 +306,20 @@ class EvaluationTable(BaseModel):
 
 
 class StudyCreate(In):
-    model_id: Ref = Field(examples=["demo"])
-    forget_ids: ForgetIds | None = None
-    forget_fraction: float | None = Field(
-        None, gt=0, lt=1, description="draw this share of the training split"
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["forget_ids"]}, {"required": ["forget_fraction"]}]}
     )
+
+    model_id: Ref = Field(examples=["demo"])
+    forget_ids: ForgetIds = Field(None, description=f"or forget_fraction: {EXACTLY_ONE}")
+    forget_fraction: float = Field(None, gt=0, lt=1, description="draw this share of the training split")
     methods: list[MethodName] = Field(
         min_length=1,
         max_length=len(METHOD_SPECS),
         json_schema_extra={"uniqueItems": True},
         examples=[["none", "finetune", "retrain"]],
     )
-    n_models: int = Field(8, ge=1, le=512)
+    n_models: ModelCount = 8
     delta: float = Field(0.05, ge=0, lt=1)
     seed: Seed = Field(0, description="seed of the forget-set draw with forget_fraction")
 

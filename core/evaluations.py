@@ -148,6 +148,8 @@ def ensure_reference_runs(
 
 def _source(session: Session, tenant_id: str, model_ref: str | None, dataset_ref: str | None):
     """The model (if any) and data set an evaluation or reference set is about."""
+    if model_ref and dataset_ref:
+        raise InvalidInput("dataset", "give model_id or dataset, not both (a model names its data set)")
     if model_ref:
         model = resolve_model(session, model_ref, tenant_id)
         ds = session.get(Dataset, model.dataset_id)

@@ -114,7 +114,7 @@ def test_nul_in_a_path_or_query_is_422(m1, url):
         ("/studies", {**POSTS["/studies"], "seed": 2**70}),
         ("/unlearn", {**POSTS["/unlearn"], "seed": 2**70}),
         ("/unlearn", {**POSTS["/unlearn"], "seed": 2**32}),
-        ("/unlearn", {**POSTS["/unlearn"], "forget_ids": None, "forget_class": 2**40}),
+        ("/unlearn", {"model_id": "m1", "method": "none", "forget_class": 2**40}),
     ],
 )
 def test_out_of_range_integers_are_422(m1, path, body):
@@ -209,6 +209,31 @@ def test_a_model_that_is_not_ready_is_409_everywhere_after_the_body_is_validated
         bad = m1.post(path, json={**body, "forget_ids": [5000]})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:2] == ["body", "forget_ids"], path
     assert _stored() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/unlearn", {**POSTS["/unlearn"], "forget_class": 1}),
+        ("/unlearn", {"model_id": "m1", "method": "none"}),
+        ("/unlearn", {**POSTS["/unlearn"], "forget_ids": None}),
+        ("/references", {**POSTS["/references"], "dataset": "digits"}),
+        ("/studies", {**POSTS["/studies"], "forget_fraction": 0.1}),
+        ("/unlearn", {**POSTS["/unlearn"], "seed": "5"}),
+        ("/unlearn", {**POSTS["/unlearn"], "seed": True}),
+        ("/evaluations", {**POSTS["/evaluations"], "n_models": 1.5}),
+    ],
+)
+def test_what_the_schema_refuses_is_refused(m1, path, body):
+    """Exactly one of two alternatives, and JSON types as the schema states them (no "5" for 5)."""
+    r = m1.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert _stored() == (0, 0)
+
+
+def test_integral_numbers_are_integers_as_json_schema_says(m1):
+    r = m1.post("/unlearn", json={**POSTS["/unlearn"], "forget_ids": [1.0, 2], "seed": 3.0})
+    assert r.status_code == 202, r.text
 
 
 def test_405_names_every_method_of_the_path(m1):

@@ -50,12 +50,8 @@ ID_PARAMS = {
 DATA_DEPENDENT = {
     ("query", "cursor"): "a cursor is valid only if a list handed it out",
     ("body", "file"): "an uploaded checkpoint must load and fit the architecture",
-    (
-        "body",
-        "forget_ids",
-    ): "ids lie below the data set's n_train; one of forget_ids, forget_class, forget_fraction",
+    ("body", "forget_ids"): "ids lie below the data set's n_train",
     ("body", "forget_class"): "classes lie below the data set's num_classes",
-    ("body", "model_id"): "a reference set names a model or a data set",
     ("body", "params"): "a method's parameters depend on the method",
     ("body", "arch"): "an architecture is checked against the registered forms",
     ("body", "recipe"): "a recipe is checked as a whole (milestones within epochs)",
