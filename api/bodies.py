@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import pydantic_core
+from annotated_types import MaxLen
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +36,18 @@ def _nul_at(value: Any, where: tuple[str | int, ...] = ()) -> tuple[str | int, .
     return None
 
 
+def _too_long(model: type[BaseModel], data: Any) -> RequestValidationError | None:
+    """A list longer than its field allows, found before anything walks or validates its million items."""
+    if not isinstance(data, dict):
+        return None
+    for name, field in model.model_fields.items():
+        value = data.get(field.alias or name)
+        limit = next((m.max_length for m in field.metadata if isinstance(m, MaxLen)), None)
+        if isinstance(value, list) and limit is not None and len(value) > limit:
+            return _refuse((name,), f"List should have at most {limit} items, not {len(value)}", "too_long")
+    return None
+
+
 def _refuse(loc: tuple[str | int, ...], msg: str, kind: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind}])
 
@@ -47,6 +60,8 @@ def parse_body(model: type[M], raw: bytes) -> M:
         raise _refuse(
             (), f"the body is not valid JSON (NaN and Infinity are not JSON): {exc}", "json_invalid"
         ) from None
+    if (too_long := _too_long(model, data)) is not None:
+        raise too_long
     if (where := _nul_at(data)) is not None:
         raise _refuse(where, "strings may not contain the NUL character (\\u0000)", "string_nul")
     try:

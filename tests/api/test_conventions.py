@@ -119,3 +119,20 @@ def test_json_log_lines_carry_the_request_id(m1, capsys):
         json.loads(line) for line in capsys.readouterr().err.splitlines() if "inside the request" in line
     ]
     assert lines and lines[0]["request_id"] == "req-7"
+
+
+def test_the_client_pages_through_a_list(m1):
+    from client.client import Client
+    from client.models import JobList
+
+    for i in range(5):
+        m1.post("/unlearn", json={"model_id": "m1", "forget_ids": [i], "method": "none"})
+    with Client("http://testserver", api_key=m1.headers["X-API-Key"], transport=m1._transport) as api:
+        first = api.list_jobs(limit=2)
+        assert len(first.data) == 2 and first.count == 5 and first.next_cursor
+        second = api.list_jobs(limit=2, cursor=first.next_cursor)
+        assert {j.id for j in first.data}.isdisjoint(j.id for j in second.data)
+        every = list(api.pages("/jobs", JobList, limit=2))
+        assert len({j.id for j in every}) == 5
+        assert [d.name for d in api.list_datasets()] == ["digits"]
+        assert api.get_job(every[0].id).created_at.tzinfo is not None
