@@ -179,6 +179,8 @@ def create_reference_request(
     base_recipe = model.recipe if model else default_recipe(ds.kind).model_dump(mode="json")
     arch_d = validate_spec(ArchSpec, {**base_arch, **(arch or {})}, "arch").model_dump(mode="json")
     recipe_d = validate_spec(Recipe, {**base_recipe, **(recipe or {})}, "recipe").model_dump(mode="json")
+    if model is not None:
+        require_ready(model, model_ref or model.id)
     excluded = np.setdiff1d(idsets.decode(model.forgotten_ids) if model else np.zeros(0, np.int64), forget)
     rs, _ = find_or_create_reference_set(
         session,
@@ -189,8 +191,6 @@ def create_reference_request(
         arch=arch_d,
         recipe=recipe_d,
     )
-    if model is not None:
-        require_ready(model, model_ref or model.id)
     if len(usable_reference_runs(session, rs.id)) >= n_models:
         return rs, None
     parent = create_job(
