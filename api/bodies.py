@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _nul_at(value: Any, where: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+def nul_at(value: Any, where: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """Where the first string (key or value) holding a NUL character is; None when there is none."""
     if isinstance(value, str):
         return where if "\x00" in value else None
@@ -27,11 +27,11 @@ def _nul_at(value: Any, where: tuple[str | int, ...] = ()) -> tuple[str | int, .
         for key, item in value.items():
             if "\x00" in key:
                 return (*where, key.replace("\x00", "\\u0000"))
-            if (found := _nul_at(item, (*where, key))) is not None:
+            if (found := nul_at(item, (*where, key))) is not None:
                 return found
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            if isinstance(item, str | dict | list) and (found := _nul_at(item, (*where, i))) is not None:
+            if isinstance(item, str | dict | list) and (found := nul_at(item, (*where, i))) is not None:
                 return found
     return None
 
@@ -62,7 +62,7 @@ def parse_body(model: type[M], raw: bytes) -> M:
         ) from None
     if (too_long := _too_long(model, data)) is not None:
         raise too_long
-    if (where := _nul_at(data)) is not None:
+    if (where := nul_at(data)) is not None:
         raise _refuse(where, "strings may not contain the NUL character (\\u0000)", "string_nul")
     try:
         return model.model_validate(data, strict=True)  # as the schema says: no "3" for 3, no 1 for true

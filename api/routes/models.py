@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 
+import pydantic_core
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api.bodies import parse_body
+from api.bodies import nul_at, parse_body
 from api.deps import PathRef, SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.pagination import Cursor, Limit, page
@@ -122,9 +122,11 @@ async def _upload(request: Request, session: SessionDep, tenant: str) -> JSONRes
         raise InvalidInput("dataset", "dataset: name the registered data set the checkpoint was trained on")
     name = form.get("name") or None
     try:
-        arch = json.loads(str(form.get("arch") or "{}"))
-    except json.JSONDecodeError:
-        raise InvalidInput("arch", "arch: not valid JSON") from None
+        arch = pydantic_core.from_json(str(form.get("arch") or "{}"), allow_inf_nan=False)
+    except ValueError:
+        raise InvalidInput("arch", "arch: not valid JSON (NaN and Infinity are not JSON)") from None
+    if nul_at(arch) is not None:
+        raise InvalidInput("arch", "arch: strings may not contain the NUL character")
     if name is not None and not NAME_PATTERN.match(str(name)):
         raise InvalidInput("name", "name: letters, digits, '_', '.' or '-', starting with a letter or digit")
     data = await upload.read()

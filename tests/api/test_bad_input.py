@@ -241,3 +241,9 @@ def test_405_names_every_method_of_the_path(m1):
     assert r.status_code == 405 and r.headers["Allow"] == "GET, POST"
     r = m1.delete("/evaluations")
     assert r.status_code == 405 and r.headers["Allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize("arch", ['{"width": NaN}', '{"form": "a\\u0000b"}', "{not json"])
+def test_an_uploads_arch_is_strict_json_too(m1, arch):
+    r = m1.post("/models", data={"dataset": "digits", "arch": arch}, files={"file": ("m.safetensors", b"x")})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "arch"], r.text
