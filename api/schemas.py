@@ -60,11 +60,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown id, or another tenant's"},
     409: {
         "model": ErrorBody,
-        "description": "conflict: name taken, job finished, key reused with another body",
+        "description": "conflict: name taken, job finished, key reused with another body, model not ready",
     },
     413: {"model": ErrorBody, "description": "request body too large"},
     422: {"model": ErrorBody, "description": "bad input, each bad field named"},
-    429: {"model": ErrorBody, "description": "rate limit exceeded; see Retry-After"},
+    429: {
+        "model": ErrorBody,
+        "description": "rate limit, or the tenant's limit on queued work, exceeded; see Retry-After",
+    },
     503: {"model": ErrorBody, "description": "the database is unavailable; retry shortly"},
 }
 
