@@ -82,6 +82,10 @@ def test_every_response_carries_a_request_id(m1, caplog):
     for insane in ("a b", "x" * 200, "ü"):
         echoed = m1.get("/health", headers={"X-Request-ID": insane.encode("utf-8")}).headers["X-Request-ID"]
         assert echoed != insane and re.fullmatch(r"[0-9a-f]{32}", echoed)
+    job = m1.post("/unlearn", json={"model_id": "m1", "forget_ids": [1], "method": "none"}).json()["job_id"]
+    polls = [m1.get(f"/jobs/{job}", headers={"X-Request-ID": f"poll-{i}"}) for i in range(3)]  # the fast path
+    assert [p.headers["X-Request-ID"] for p in polls] == ["poll-0", "poll-1", "poll-2"]
+    assert len({p.content for p in polls}) == 1
     for answer in (
         m1.get("/jobs/nope"),
         m1.get("/health"),
