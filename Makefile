@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LETHE_TEST_DATABASE_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
 export LETHE_TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+# `make run HOST=0.0.0.0 PORT=8001`: where the API and dashboard listen.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: install run test lint bench clean
 
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/lethe up
+	$(BIN)/lethe up --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

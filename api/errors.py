@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, TooLarge
 from core.quotas import QuotaExceeded
 
 MAX_ERRORS = 20
@@ -52,6 +52,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=404)
+
+    @app.exception_handler(TooLarge)
+    async def _too_large(_req: Request, exc: TooLarge) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=413)
 
     @app.exception_handler(Conflict)
     async def _conflict(_req: Request, exc: Conflict) -> JSONResponse:

@@ -79,6 +79,10 @@ async def check_rate(tenant: str) -> None:
         )
 
 
+UPLOAD_PATHS = frozenset({"/models", "/scores"})
+"""Routes whose multipart uploads may reach max_upload_bytes rather than max_body_bytes."""
+
+
 class BodySizeLimit:
     """413 for a request body above max_bytes, whether it declares its length or streams it."""
 
@@ -93,10 +97,10 @@ class BodySizeLimit:
             return
         headers = dict(scope.get("headers") or [])
         limit = self.max_bytes
-        if scope["path"] == "/models" and headers.get(b"content-type", b"").startswith(
+        if scope["path"] in UPLOAD_PATHS and headers.get(b"content-type", b"").startswith(
             b"multipart/form-data"
         ):
-            limit = self.max_upload_bytes  # checkpoints are large; only their route takes them
+            limit = self.max_upload_bytes  # checkpoints and logits are large; only their routes take them
         await self._limited(scope, receive, send, headers, limit)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, headers: dict, limit: int) -> None:

@@ -14,8 +14,22 @@ from api.fastpath import JobPollFastPath
 from api.limits import BodySizeLimit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
+from api.redact import redact_keys_in_logs
 from api.requestid import RequestId
-from api.routes import catalog, dashboard, evaluations, forget_requests, jobs, models, system, unlearn
+from api.routes import (
+    catalog,
+    dashboard,
+    evaluations,
+    forget_requests,
+    jobs,
+    logits,
+    models,
+    scores,
+    system,
+    unlearn,
+)
+from api.routes import certificates as certificate_routes
+from api.routes import purge as purge_routes
 from api.schemas import ERRORS
 from core.db import poll_pool_open
 from core.logs import use_json_logs
@@ -26,6 +40,7 @@ from core.settings import get_settings
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Sweep for lost and stalled jobs in the background while the API runs; hold the poll-read pool."""
+    redact_keys_in_logs()
     if get_settings().log_json:
         use_json_logs()
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -53,8 +68,11 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_router)
-    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog):
+    for module in (models, unlearn, forget_requests, jobs, evaluations, catalog, logits, scores):
         app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
+    for module in (purge_routes, certificate_routes):
+        app.include_router(module.router, dependencies=[Depends(get_tenant)], responses=ERRORS)
+    app.include_router(certificate_routes.public_router)
     settings = get_settings()
     app.add_middleware(JobPollFastPath, route=jobs.poll_route())
     app.add_middleware(RequestTimer)

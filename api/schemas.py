@@ -256,13 +256,21 @@ class EvaluationCreate(In):
     forget_class: ClassId = Field(None, description="evaluate forgetting every sample of this class")
     method: MethodName = Field(examples=["finetune"])
     params: Settings = Field(default_factory=dict)
-    n_models: ModelCount = Field(8, description="seeds of the method, and reference models needed")
+    n_models: ModelCount = Field(
+        None,
+        description="seeds of the method, and reference models needed; omit for the fewest whose epsilon-hat "
+        "ceiling reaches LETHE_TARGET_EPSILON_CEILING",
+    )
     delta: float = Field(0.05, ge=0, lt=1)
 
 
 class EvaluationCreated(BaseModel):
     job_id: str
     evaluation_id: str
+    n_models: int | None = Field(None, description="models per group, as requested or chosen")
+    warnings: list[str] = Field(
+        default_factory=list, description="why this group size may not tell the method from retrain"
+    )
 
 
 class EvaluationPublic(BaseModel):
@@ -300,6 +308,13 @@ class EvaluationRow(BaseModel):
     test: float | None = None
     test_ci95: float | None = None
     cost_vs_retrain: float | None = None
+    epsilon_ceiling: float | None = Field(None, description="largest finite epsilon these group sizes allow")
+    n_at_ceiling: int | None = None
+    censored: bool | None = Field(None, description="epsilon-hat at the ceiling or infinite: may be higher")
+    epsilon_hat_ci95_models: list[float | str | None] | None = Field(
+        None, description="[low, high] of epsilon-hat over a bootstrap of the models"
+    )
+    epsilon_hat_smooth: float | str | None = None
 
 
 class EvaluationTable(BaseModel):
@@ -370,3 +385,56 @@ class ForgetRequestPublic(BaseModel):
     result_model_id: str | None
     result_metrics: dict[str, Any] | None
     events: list[AuditEntry]
+
+
+class ScorePublic(BaseModel):
+    """Epsilon-hat of uploaded logits: per approach (a seed-layout zip) or `logits` (an .npz), the figures of
+    `lethe epsilon --json`."""
+
+    id: str
+    input_format: str = Field(description="npz or seed_layout", examples=["seed_layout"])
+    input_sha256: str = Field(description="sha256 of the uploaded file")
+    input_bytes: int
+    filename: str | None
+    delta: float
+    results: dict[str, dict[str, Any]]
+    created_at: datetime
+
+
+class ScoreList(BaseModel):
+    data: list[ScorePublic]
+    count: int
+
+
+class LogitsCreate(In):
+    """Which samples: `ids` of a split, a whole `split`, or the ids a forget request named (training split)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["ids"], "not": {"required": ["forget_request_id"]}},
+                {
+                    "required": ["split"],
+                    "not": {"anyOf": [{"required": ["ids"]}, {"required": ["forget_request_id"]}]},
+                },
+                {
+                    "required": ["forget_request_id"],
+                    "not": {"anyOf": [{"required": ["ids"]}, {"required": ["split"]}]},
+                },
+            ]
+        }
+    )
+
+    ids: Annotated[list[SampleId], Field(min_length=1, max_length=MAX_FORGET_IDS)] = Field(
+        None, examples=[[3, 17, 42]], description="with or without split; not with forget_request_id"
+    )
+    split: Literal["train", "test"] = Field(
+        None, description="the split `ids` index; alone, every sample of it", examples=["test"]
+    )
+    forget_request_id: str = Field(
+        None, max_length=36, pattern=NO_NUL, description="the ids a forget request named; alone"
+    )
+
+
+class LogitsCreated(BaseModel):
+    job_id: str

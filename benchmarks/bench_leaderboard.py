@@ -3,7 +3,9 @@
 One original model (ResNet-18, CIFAR form) trains on the whole training split; a seeded random forget set
 is drawn; N reference models retrain from scratch on the retain set (seeds 0..N-1) and every method runs N
 times on the original model with its default parameters (seeds 10000+i). Per method it prints one JSON
-line: epsilon-hat (delta 0.05) with its ci95 and counts, the NeurIPS 2023 score (null below MIN_MODELS),
+line: epsilon-hat (delta 0.05) with its resolution (epsilon_ceiling, n_at_ceiling, n_infinite, censored),
+its bootstrap interval over models (epsilon_hat_ci95_models), the smooth estimate, the per-sample ci95 and
+counts, the NeurIPS 2023 score (null below MIN_MODELS),
 retain / forget / test accuracy (mean and 95% half-width over seeds), MIA-efficacy (SVC attack, retain vs
 test, at most 2000 samples each), the mean KL of the reference group's forget-set predictions to the
 method's, the measured wall time over the mean retrain's, and the compute budget ml.methods.cost assigns
@@ -37,9 +39,10 @@ from ml.data.forget import random_forget_ids
 from ml.logits import evaluate, logits
 from ml.methods import METHOD_SPECS, UnlearnData, cost, run_method
 from ml.metrics.divergence import mean_kl
-from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat
+from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
 from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
+from ml.metrics.resolution import resolution
 from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
 from ml.trainer import resolve_device, train
@@ -155,9 +158,11 @@ def summarise(name: str, refs: Group, group: Group, data: UnlearnData, ref_secon
         else None
     )
     seconds = spread(group.metrics["seconds"])
+    res = resolution(eps, hinge_statistic(ref_out, labels), hinge_statistic(unl_out, labels))
     return {
         "method": name,
         **eps.to_json(),
+        **res.to_json(),
         "delta": DEFAULT_DELTA,
         "neurips": neurips,
         **{k: spread(group.metrics[k]) for k in (*ACCURACIES, "mia_efficacy")},
@@ -191,22 +196,28 @@ def _order(line: dict[str, Any]) -> tuple[int, float, str]:
 
 
 def markdown(lines: list[dict[str, Any]], reference: dict[str, Any]) -> str:
-    """The leaderboard as a Markdown table sorted by epsilon-hat, with the reference group's own row last."""
+    """The leaderboard as a Markdown table sorted by epsilon-hat, with the reference group's own row last.
+
+    Every epsilon-hat shows its bootstrap interval over models and its ceiling; a censored one is marked,
+    since the true value may lie anywhere above it.
+    """
     head = (
-        "| method | epsilon-hat ± ci95 | inf samples | NeurIPS | retain | forget | test | MIA | KL"
-        " | time/retrain | budget/retrain |"
+        "| method | epsilon-hat [95% over models] | ceiling | at ceiling / inf | smooth | NeurIPS | retain"
+        " | forget | test | MIA | KL | time/retrain | budget/retrain |"
     )
-    rows = [head, "|" + " --- |" * 11]
+    rows = [head, "|" + " --- |" * 13]
     for line in sorted(lines, key=_order):
-        ci = "n/a" if line["ci95"] is None else f"{line['ci95']:.3f}"
-        eps = _num(line["epsilon_hat"])
+        low, high = (_num(v) for v in line["epsilon_hat_ci95_models"])
+        eps = _num(line["epsilon_hat"]) + (" (censored)" if line["censored"] else "")
         rows.append(
             "| "
             + " | ".join(
                 [
                     f"`{line['method']}`",
-                    eps if eps in ("inf", "–") else f"{eps} ± {ci}",
-                    f"{line['n_infinite']}/{line['n_samples']}",
+                    f"{eps} [{low}, {high}]",
+                    _num(line["epsilon_ceiling"]),
+                    f"{line['n_at_ceiling']} / {line['n_infinite']} of {line['n_samples']}",
+                    _num(line["epsilon_hat_smooth"]),
                     _num(None if line["neurips"] is None else line["neurips"]["score"]),
                     *(_pm(line[k]) for k in ACCURACIES),
                     _num(line["mia_efficacy"]["mean"]),
@@ -218,7 +229,7 @@ def markdown(lines: list[dict[str, Any]], reference: dict[str, Any]) -> str:
             + " |"
         )
     rows.append(
-        "| *reference (retrained)* | – | – | – | "
+        "| *reference (retrained)* | – | – | – | – | – | "
         + " | ".join(_pm(reference[k]) for k in ACCURACIES)
         + f" | {_num(reference['mia_efficacy']['mean'])} | – | 1.000 | 1.000 |"
     )

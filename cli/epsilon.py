@@ -1,11 +1,14 @@
 """`lethe epsilon`: epsilon-hat of unlearned vs reference models, from the study's folders or our own arrays.
 
-    lethe epsilon --seed-dir DIR --approach NAME [--delta 0.05] [--json] [--plot FILE.png]
-    lethe epsilon --seed-dir DIR --all [--delta 0.05] [--json] [--plot FILE.png]
+    lethe epsilon --seed-dir DIR --approach NAME [--delta 0.05] [--json] [--plot FILE.png] [--bootstrap B]
+    lethe epsilon --seed-dir DIR --all [--delta 0.05] [--json] [--plot FILE.png] [--bootstrap B]
     lethe epsilon --retain R.npy --unlearn U.npy --labels L.npy [--delta 0.05] [--json] [--plot FILE.png]
 
 R and U are logits [models, samples, classes] of the reference and unlearned models, L the true classes
-[samples]. Bad arguments print one line starting with "error:" and exit with status 2.
+[samples]. Beside the study's epsilon-hat every result states its resolution (the ceiling its group sizes
+allow, the samples at it, whether the figure is censored, in words), the bootstrap interval over models
+and the smooth estimate (ml.metrics.resolution). Bad arguments print one line starting with "error:" and
+exit with status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ml.metrics.epsilon import DEFAULT_DELTA, EpsilonResult, epsilon_hat
+from ml.metrics.epsilon import DEFAULT_DELTA, EpsilonResult, epsilon_hat, hinge_statistic
+from ml.metrics.resolution import Resolution, resolution
 from ml.metrics.seed_layout import SeedLayoutError, list_approaches, load_approach
 
 EXIT_BAD_ARGUMENTS = 2
@@ -55,10 +59,19 @@ def epsilon_command(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="write the epsilon-hat-over-delta curve to this PNG file")
     ] = None,
+    bootstrap: Annotated[
+        int | None,
+        typer.Option(
+            "--bootstrap",
+            help="replicates of the bootstrap over models (default 1000, fewer for large inputs)",
+        ),
+    ] = None,
 ) -> None:
     """Epsilon-hat of unlearned vs reference logits, so an unlearning run can be judged against retraining."""
     if not 0 <= delta < 1:
         _fail(f"--delta must lie in [0, 1), got {delta}")
+    if bootstrap is not None and bootstrap < 1:
+        _fail(f"--bootstrap must be at least 1, got {bootstrap}")
     if plot is not None and not plot.parent.is_dir():
         _fail(f"--plot: folder {plot.parent} does not exist")
     own = [retain, unlearn, labels]
@@ -73,11 +86,14 @@ def epsilon_command(
             names = list_approaches(seed_dir) if all_approaches else [str(approach)]
             if not names:
                 _fail(f"--seed-dir: no approaches in {seed_dir}")
-            results, accuracies = {}, {}
+            results, accuracies, resolutions = {}, {}, {}
             for name in names:
                 data = load_approach(seed_dir, name)
                 results[name] = epsilon_hat(
                     data.reference_logits, data.unlearned_logits, data.labels, delta=delta
+                )
+                resolutions[name] = _resolution(
+                    results[name], data.reference_logits, data.unlearned_logits, data.labels, bootstrap
                 )
                 accuracies[name] = data.unlearned_accuracy.means() if data.unlearned_accuracy else {}
         else:
@@ -89,6 +105,7 @@ def epsilon_command(
                 _load_array(flag, p) for flag, p in zip(_OWN_FLAGS, own, strict=True)
             )
             results = {"logits": epsilon_hat(reference, unlearned, classes, delta=delta)}
+            resolutions = {"logits": _resolution(results["logits"], reference, unlearned, classes, bootstrap)}
             accuracies = {}
     except (SeedLayoutError, ValueError, OSError) as exc:
         _fail(str(exc))
@@ -99,9 +116,23 @@ def epsilon_command(
         epsilon_curve_png(results, plot)
         typer.echo(f"plot written to {plot}", err=True)
     if all_approaches:
-        _print_table(results, accuracies, as_json, delta)
+        _print_table(results, resolutions, accuracies, as_json, delta)
     else:
-        _print_one(next(iter(results.items())), as_json)
+        name = next(iter(results))
+        _print_one(name, results[name], resolutions[name], as_json)
+
+
+def _resolution(
+    result: EpsilonResult,
+    reference: np.ndarray,
+    unlearned: np.ndarray,
+    labels: np.ndarray,
+    n_boot: int | None,
+) -> Resolution:
+    """The resolution, model-draw interval and smooth estimate of one result, from the same logits."""
+    return resolution(
+        result, hinge_statistic(reference, labels), hinge_statistic(unlearned, labels), n_boot=n_boot
+    )
 
 
 def _fail(message: str) -> NoReturn:
@@ -125,19 +156,27 @@ def _number(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else str(value)
 
 
-def _print_one(item: tuple[str, EpsilonResult], as_json: bool) -> None:
-    """One result as JSON or as a two-column table."""
-    name, result = item
+def _interval(res: Resolution) -> str:
+    """The bootstrap interval over models as [low, high]."""
+    return f"[{_number(res.interval.low)}, {_number(res.interval.high)}]"
+
+
+def _print_one(name: str, result: EpsilonResult, res: Resolution, as_json: bool) -> None:
+    """One result as JSON or as a two-column table followed by the resolution in words."""
     if as_json:
-        typer.echo(json.dumps(result.to_json()))
+        typer.echo(json.dumps(result.to_json() | res.to_json()))
         return
     table = Table(title=f"epsilon-hat: {name}", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
         (f"epsilon-hat (delta {result.delta:g})", _number(result.epsilon_hat)),
+        ("95% interval over models (bootstrap)", _interval(res)),
+        ("smooth estimate (Gaussian LR test)", _number(res.smooth)),
+        ("ceiling at these group sizes", _number(result.epsilon_ceiling)),
+        ("samples at the ceiling", str(result.n_at_ceiling)),
         ("mean", _number(result.mean)),
-        ("95% half-width", _number(result.ci95)),
+        ("per-sample 95% half-width", _number(result.ci95)),
         ("samples", str(result.n_samples)),
         ("reference models", str(result.n_reference)),
         ("unlearned models", str(result.n_unlearned)),
@@ -147,29 +186,59 @@ def _print_one(item: tuple[str, EpsilonResult], as_json: bool) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+    typer.echo(res.note())
 
 
 def _print_table(
-    results: dict[str, EpsilonResult], accuracies: dict[str, dict[str, float]], as_json: bool, delta: float
+    results: dict[str, EpsilonResult],
+    resolutions: dict[str, Resolution],
+    accuracies: dict[str, dict[str, float]],
+    as_json: bool,
+    delta: float,
 ) -> None:
-    """Every approach as JSON or as a table like the study's Table 1."""
+    """Every approach as JSON or as a table like the study's Table 1, censored figures named below it."""
     if as_json:
         typer.echo(
-            json.dumps({name: result.to_json() | accuracies[name] for name, result in results.items()})
+            json.dumps(
+                {
+                    name: result.to_json() | resolutions[name].to_json() | accuracies[name]
+                    for name, result in results.items()
+                }
+            )
         )
         return
     table = Table(title=f"epsilon-hat at delta {delta:g}; mean accuracies of the unlearned models")
-    for header in ("approach", "epsilon-hat", "infinite", "retain acc", "forget acc", "test acc"):
+    headers = (
+        "approach",
+        "epsilon-hat",
+        "95% over models",
+        "ceiling",
+        "at ceiling",
+        "infinite",
+        "smooth",
+        "retain acc",
+        "forget acc",
+        "test acc",
+    )
+    for header in headers:
         table.add_column(header, justify="left" if header == "approach" else "right", overflow="fold")
     for name, result in results.items():
         acc = accuracies[name]
+        res = resolutions[name]
         table.add_row(
             name,
-            _number(result.epsilon_hat),
+            _number(result.epsilon_hat) + (" (censored)" if result.censored else ""),
+            _interval(res),
+            _number(result.epsilon_ceiling),
+            str(result.n_at_ceiling),
             str(result.n_infinite),
+            _number(res.smooth),
             *(
                 f"{acc[k]:.4f}" if k in acc else "-"
                 for k in ("retain_accuracy", "forget_accuracy", "test_accuracy")
             ),
         )
     Console().print(table)
+    for name, res in resolutions.items():
+        if res.censored:
+            typer.echo(f"{name}: {res.note()}")

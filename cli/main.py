@@ -12,9 +12,11 @@ import time
 
 import typer
 
+from cli.certificate import certificate_app
 from cli.commands import register
 from cli.datasets import datasets_app
 from cli.epsilon import epsilon_command
+from cli.tenants import tenants_app
 
 app = typer.Typer(
     help="Lethe: make a trained classifier forget samples, and measure how well it forgot.",
@@ -22,6 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(certificate_app, name="certificate")
 app.command(
     "epsilon", help="Epsilon-hat of unlearned vs reference logits (the study's forget-quality metric)."
 )(epsilon_command)

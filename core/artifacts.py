@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -57,6 +58,17 @@ class ArtifactStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> bool:
+        """Remove an artifact (and its folder once empty); False when it was already gone."""
+        target = self.path(key)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()
+        return True
 
 
 def get_store() -> ArtifactStore:

@@ -1,17 +1,22 @@
-"""API keys: random secrets shown once, stored as sha256, each belonging to one tenant."""
+"""API keys: random secrets shown once, stored as sha256, each belonging to one tenant.
+
+Dashboard sessions: a browser signs in once with a key and then carries only a random session token,
+stored as its sha256 too; a session ends when it expires, when its browser signs out, or when its key is
+revoked."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import secrets
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit
-from core.tables import ApiKey, Tenant, utcnow
+from core.tables import ApiKey, DashboardSession, Tenant, utcnow
 
 KEY_PREFIX = "lethe_"
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -76,4 +81,74 @@ def revoke_key(session: Session, key_or_prefix: str) -> ApiKey:
         raise Conflict(f"key {row.prefix} was already revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}")
     row.revoked_at = utcnow()
     audit(session, "api_key", row.id, "revoked", row.tenant_id, prefix=row.prefix)
+    session.execute(
+        update(DashboardSession)
+        .where(DashboardSession.api_key_id == row.id, DashboardSession.ended_at.is_(None))
+        .values(ended_at=row.revoked_at)
+    )
     return row
+
+
+PRUNE_AFTER = timedelta(days=1)
+"""Expired sessions are deleted this long after they expire (the audit trail keeps their sign-in)."""
+
+
+def start_session(session: Session, key: str, lifetime: timedelta) -> tuple[str, str] | None:
+    """Sign a browser in with a key: (the session token for its cookie, the tenant), or None for a bad key."""
+    row = session.execute(
+        select(ApiKey).where(ApiKey.key_sha256 == digest(key), ApiKey.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    now = utcnow()
+    session.execute(delete(DashboardSession).where(DashboardSession.expires_at < now - PRUNE_AFTER))
+    token = secrets.token_urlsafe(32)
+    signed_in = DashboardSession(
+        token_sha256=digest(token),
+        tenant_id=row.tenant_id,
+        api_key_id=row.id,
+        created_at=now,
+        expires_at=now + lifetime,
+    )
+    session.add(signed_in)
+    session.flush()
+    audit(
+        session,
+        "dashboard_session",
+        signed_in.id,
+        "signed_in",
+        row.tenant_id,
+        key_prefix=row.prefix,
+        expires_at=signed_in.expires_at.isoformat(timespec="seconds"),
+    )
+    return token, row.tenant_id
+
+
+def tenant_for_session(session: Session, token: str | None) -> str | None:
+    """The tenant of a live session (not ended, not expired, its key not revoked), or None."""
+    if not token:
+        return None
+    return session.execute(
+        select(DashboardSession.tenant_id)
+        .join(ApiKey, ApiKey.id == DashboardSession.api_key_id)
+        .where(
+            DashboardSession.token_sha256 == digest(token),
+            DashboardSession.ended_at.is_(None),
+            DashboardSession.expires_at > utcnow(),
+            ApiKey.revoked_at.is_(None),
+        )
+    ).scalar_one_or_none()
+
+
+def end_session(session: Session, token: str) -> bool:
+    """Sign a browser out; False when its session had already ended."""
+    row = session.execute(
+        select(DashboardSession).where(
+            DashboardSession.token_sha256 == digest(token), DashboardSession.ended_at.is_(None)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    row.ended_at = utcnow()
+    audit(session, "dashboard_session", row.id, "signed_out", row.tenant_id)
+    return True

@@ -33,3 +33,7 @@ class InvalidInput(LetheError):
         """FastAPI-shaped error entries: the named field first, then any further ones."""
         head = {"loc": ["body", *self.field.split(".")], "msg": self.message, "type": "value_error"}
         return [head, *self.extra]
+
+
+class TooLarge(LetheError):
+    """An input over a configured size: 413."""

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import idsets
+from core import idsets, purge
 from core.errors import InvalidInput
 from core.fanout import start_waiting
 from core.jobs import audit, create_job
@@ -225,6 +225,7 @@ def create_evaluation(
         ds, forget, model.forgotten_ids, "forget_class" if forget_class is not None else "forget_ids"
     )
     clean = validate_method(method, params)
+    purge.require_weights(model, "evaluated")
     require_ready(model, model_ref)
     excluded = np.setdiff1d(idsets.decode(model.forgotten_ids), forget)
     rs, _ = find_or_create_reference_set(

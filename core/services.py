@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from core import idsets
+from core import idsets, purge
 from core.artifacts import get_store
 from core.db import read_session
 from core.errors import Conflict, InvalidInput, NotFound
@@ -47,15 +47,13 @@ def validate_method(method: str, params: dict[str, Any] | None) -> dict[str, Any
     return validate_spec(spec.params, params, "params").model_dump(mode="json")
 
 
-def validate_forget_ids(ids: list[int], n_train: int) -> np.ndarray:
-    """Reject empty, duplicated, negative or out-of-range ids with a message naming them."""
+def validate_forget_ids(ids: list[int], n_train: int, field: str = "forget_ids") -> np.ndarray:
+    """Reject empty, duplicated, negative or out-of-range ids with a message naming them (and `field`)."""
     if not ids:
-        raise InvalidInput("forget_ids", "forget_ids is empty: give at least one training-sample id")
+        raise InvalidInput(field, f"{field} is empty: give at least one sample id")
     limit = get_settings().max_forget_ids
     if len(ids) > limit:
-        raise InvalidInput(
-            "forget_ids", f"forget_ids has {len(ids)} ids; one request may name at most {limit}"
-        )
+        raise InvalidInput(field, f"{field} has {len(ids)} ids; one request may name at most {limit}")
     try:
         arr = np.asarray(ids, dtype=np.int64)
     except OverflowError:  # an id beyond int64: find the out-of-range ones without numpy
@@ -68,14 +66,14 @@ def validate_forget_ids(ids: list[int], n_train: int) -> np.ndarray:
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
         raise InvalidInput(
-            "forget_ids",
-            f"forget_ids out of range [0, {n_train}) for this data set: {shown} ({len(bad)} in all)",
+            field,
+            f"{field} out of range [0, {n_train}) for this data set: {shown} ({len(bad)} in all)",
         )
     uniq, counts = np.unique(arr, return_counts=True)
     dup = uniq[counts > 1]
     if dup.size:
         shown = ", ".join(map(str, dup[:5].tolist())) + (" ..." if dup.size > 5 else "")
-        raise InvalidInput("forget_ids", f"forget_ids has duplicates: {shown} ({dup.size} in all)")
+        raise InvalidInput(field, f"{field} has duplicates: {shown} ({dup.size} in all)")
     return uniq
 
 
@@ -260,6 +258,7 @@ def create_unlearn(
         ds, ids, model.forgotten_ids, "forget_class" if forget_class is not None else "forget_ids"
     )
     clean_params = validate_method(method, params)
+    purge.require_weights(model, "unlearned")
     require_ready(model, model_ref)
     check_name_free(session, name, tenant_id)
     job_id = new_id()

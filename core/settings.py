@@ -51,6 +51,29 @@ class Settings(BaseSettings):
     tenant_retry_after_seconds: int = Field(
         60, ge=1, description="Retry-After of a 429 for a tenant at one of its limits"
     )
+    max_score_unpacked_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="largest total a zip sent to POST /scores may unpack to (its upload is bounded by "
+        "max_upload_bytes)",
+    )
+    target_epsilon_ceiling: float = Field(
+        1.8,
+        gt=0,
+        description="resolution an evaluation without n_models aims for: the fewest models per group whose "
+        "epsilon-hat ceiling reaches it (1.8: 8 models at delta 0.05; 4.3: the study's 80)",
+    )
+    signing_key_file: Path | None = Field(
+        None,
+        description="Ed25519 private key (PEM) that signs certificates; default: one generated once "
+        "into the artifact store",
+    )
+    dashboard_session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="how long a dashboard sign-in lasts before the form is shown again",
+    )
 
     @property
     def resolved_home(self) -> Path:

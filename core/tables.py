@@ -61,6 +61,7 @@ class ModelStatus(StrEnum):
     training = "training"
     ready = "ready"
     failed = "failed"
+    purged = "purged"
 
 
 class Dataset(Base):
@@ -104,6 +105,9 @@ class Model(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of the stored checkpoint file; kept after a purge deletes the file."""
+    purged_at: Mapped[datetime | None] = mapped_column()
     __table_args__ = (Index("uq_models_tenant_name", "tenant_id", "name", unique=True),)
 
 
@@ -273,3 +277,40 @@ class IdempotencyKey(Base):
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (Index("uq_idempotency_keys_tenant_key", "tenant_id", "key", unique=True),)
+
+
+class Score(Base):
+    """Epsilon-hat of logits made elsewhere (POST /scores): the figures and the sha256 of what was sent."""
+
+    __tablename__ = "scores"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    input_format: Mapped[str] = mapped_column(String(20))
+    input_sha256: Mapped[str] = mapped_column(String(64))
+    input_bytes: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str | None] = mapped_column(String(200))
+    delta: Mapped[float] = mapped_column(Float)
+    results: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DashboardSession(Base):
+    """A signed-in browser: the cookie holds a random token, the table only its sha256."""
+
+    __tablename__ = "dashboard_sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+class TenantSettings(Base):
+    """Per-tenant choices that change what the service does on its own (absent row: every default)."""
+
+    __tablename__ = "tenant_settings"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    auto_purge_parents: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def import_checkpoint(
             raise InvalidInput("file", f"file: {exc}") from None
     model_id = new_id()
     key = f"models/{model_id}/model.safetensors"
-    get_store().write_bytes(key, checkpoint.to_bytes(net))
+    weights = checkpoint.to_bytes(net)
+    get_store().write_bytes(key, weights)
     model = Model(
         id=model_id,
         tenant_id=tenant_id,
@@ -56,6 +58,7 @@ def import_checkpoint(
         status=ModelStatus.ready,
         made_by="upload",
         checkpoint=key,
+        checkpoint_sha256=hashlib.sha256(weights).hexdigest(),
         metrics={},
     )
     session.add(model)

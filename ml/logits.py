@@ -9,6 +9,7 @@ For regression data sets, `evaluate` reports mean absolute errors in the targets
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Literal
 
@@ -51,8 +52,12 @@ def logits(
     split: Split = "train",
     device: str | torch.device = "cpu",
     batch_size: int = 512,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
-    """float32 [n, C] outputs of `model` (moved to `device`) on rows `ids` of a split (None = all)."""
+    """float32 [n, C] outputs of `model` (moved to `device`) on rows `ids` of a split (None = all).
+
+    `progress` hears the fraction of rows done after each batch (one host sync each, so only when asked).
+    """
     x, _ = _split(dataset, split)
     rows = _rows(x, ids)
     dev = resolve_device(device)
@@ -71,6 +76,8 @@ def logits(
             for start in range(0, len(rows), batch_size):
                 xb = to_device(torch.from_numpy(x[rows[start : start + batch_size]]), dev)
                 outs.append(model(normalise(xb)).float())
+                if progress is not None:
+                    progress(min(1.0, (start + batch_size) / len(rows)))
     finally:
         model.train(was_training)
     if not outs:

@@ -37,8 +37,9 @@ from ml.data.base import ArrayDataset
 from ml.errors import Cancelled, Diverged
 from ml.specs import AugmentSpec, Recipe
 
-REPORT_EVERY = 25
-"""Steps between progress reports; each report is one host-device synchronisation."""
+REPORT_SECONDS = 1.0
+"""Seconds between progress reports: each report is one host-device synchronisation, so reports go by the
+clock (a job page moves about once a second however slow a step is) rather than every so many steps."""
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,8 @@ def fit(
     labels: np.ndarray | None = None,
     stage: str = "train",
     until: Callable[[], bool] | None = None,
-    report_every: int = REPORT_EVERY,
+    report_every: int | None = None,
+    report_seconds: float = REPORT_SECONDS,
     fast: bool | None = None,
     compile_model: bool | None = None,
     compile_backend: Backend | None = None,
@@ -261,6 +263,8 @@ def fit(
     `fast` (default: on CUDA only) trains under bf16 autocast with channels_last weights and inputs.
     `compile_model` trains through torch.compile(model, backend=compile_backend); unset, both come from
     compile_by_default (off outside such a block). A compile error falls back to eager with a warning.
+    Progress is reported at each epoch's end and every `report_seconds` in between (or, with
+    `report_every`, every that many steps instead).
     """
     rows = select_ids(dataset, ids)
     targets = _targets(dataset, rows, labels)
@@ -292,6 +296,7 @@ def fit(
     cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True) if cuda else nullcontext()
     started = time.perf_counter()
     step = 0
+    last_report = time.monotonic()
     samples = 0
     epoch_loss, epoch_acc = float("nan"), None
     try:
@@ -337,7 +342,13 @@ def fit(
                     seen += len(yb)
                     step += 1
                     last = i == steps_per_epoch - 1
-                    if last or (progress is not None and step % report_every == 0):
+                    due = progress is not None and (
+                        step % report_every == 0
+                        if report_every is not None
+                        else time.monotonic() - last_report >= report_seconds
+                    )
+                    if last or due:
+                        last_report = time.monotonic()
                         epoch_loss = loss_sum.item() / seen
                         epoch_acc = None if regression else correct.item() / seen
                         if not math.isfinite(epoch_loss):

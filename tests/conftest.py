@@ -92,3 +92,15 @@ def golden_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"the study's published logits are not at {path}")
     return path
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_client(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """`client` on Postgres + Redis, then the same on the embedded default (SQLite database and broker)."""
+    from tests.embedded import embedded_client
+
+    if request.param == "postgres":
+        yield request.getfixturevalue("client")
+        return
+    with embedded_client(tmp_path / "embedded", monkeypatch) as client:
+        yield client

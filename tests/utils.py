@@ -9,6 +9,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 TABLES = (
+    "scores",
+    "dashboard_sessions",
+    "tenant_settings",
     "idempotency_keys",
     "api_keys",
     "tenants",

@@ -27,6 +27,7 @@ from ml.metrics.epsilon import (
 )
 from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
+from ml.metrics.resolution import null_epsilon, resolution
 from ml.plots import epsilon_curve_png, statistic_histograms_png
 from ml.specs import ArchSpec, Recipe
 from worker.context import JobContext
@@ -185,6 +186,8 @@ def score_runs(
     ref_wall = spread([r.metrics["wall_seconds"] for r in refs])
     results = {
         **eps.to_json(),
+        **resolution(eps, ref_stat, unl_stat).to_json(),
+        "epsilon_hat_retrain": json_number(null_epsilon(len(refs), len(unls), delta).epsilon_hat),
         "delta": delta,
         "neurips": neurips,
         "kl_to_reference": kl,
@@ -242,6 +245,11 @@ def finalize_evaluation(parent_id: str) -> Outcome:
             "n_unlearned",
             "n_infinite",
             "n_nan",
+            "epsilon_ceiling",
+            "n_at_ceiling",
+            "censored",
+            "epsilon_hat_ci95_models",
+            "epsilon_hat_smooth",
             "delta",
             "cost_vs_retrain",
             "budget_vs_retrain",
@@ -293,7 +301,19 @@ def finalize_study(parent_id: str) -> Outcome:
             session.execute(select(Evaluation).where(Evaluation.study_id == study.id)).scalars()
         )
         table = {
-            e.method: {k: e.results.get(k) for k in ("epsilon_hat", "ci95", "n_infinite", "cost_vs_retrain")}
+            e.method: {
+                k: e.results.get(k)
+                for k in (
+                    "epsilon_hat",
+                    "epsilon_hat_ci95_models",
+                    "epsilon_ceiling",
+                    "n_at_ceiling",
+                    "n_infinite",
+                    "epsilon_hat_smooth",
+                    "ci95",
+                    "cost_vs_retrain",
+                )
+            }
             for e in evaluations
         }
         study_id = study.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from core import idsets
 from core.artifacts import get_store
 from core.db import session_scope
 from core.jobs import audit, fail_training_model
+from core.purge import auto_purge_parent, require_weights
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id, utcnow
 from ml import checkpoint
 from ml.data import ArrayDataset
@@ -99,7 +101,8 @@ def train_from_scratch(
 def unlearn_from(
     ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
 ) -> Trained:
-    """Apply a method to a stored model; the parent's checkpoint is only read."""
+    """Apply a method to a stored model; the parent's checkpoint is only read (a purged one fails saying so)."""
+    require_weights(parent, "unlearned")
     arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
     data = load_for(ds_row)
     net = checkpoint.from_bytes(
@@ -144,12 +147,14 @@ def train_model(ctx: JobContext) -> Outcome:
         "method_finished_at": done.finished_at.isoformat(),
         "n_train": int(done.udata.retain_ids.size),
     }
-    get_store().write_bytes(_checkpoint_key(model_id), checkpoint.to_bytes(net))
+    weights = checkpoint.to_bytes(net)
+    get_store().write_bytes(_checkpoint_key(model_id), weights)
 
     def apply(session: Session) -> None:
         row = session.get(Model, model_id)
         row.status = ModelStatus.ready
         row.checkpoint = _checkpoint_key(model_id)
+        row.checkpoint_sha256 = hashlib.sha256(weights).hexdigest()
         row.metrics = metrics
         audit(session, "model", model_id, "ready", row.tenant_id, **metrics)
 
@@ -185,7 +190,8 @@ def unlearn(ctx: JobContext) -> Outcome:
         "n_retain": int(done.udata.retain_ids.size),
     }
     child_id = new_id()
-    get_store().write_bytes(_checkpoint_key(child_id), checkpoint.to_bytes(done.net))
+    weights = checkpoint.to_bytes(done.net)
+    get_store().write_bytes(_checkpoint_key(child_id), weights)
     cumulative = np.union1d(already, forget)
 
     def apply(session: Session) -> None:
@@ -205,6 +211,7 @@ def unlearn(ctx: JobContext) -> Outcome:
                 n_forgotten=int(cumulative.size),
                 forgotten_sha256=idsets.sha256(cumulative),
                 checkpoint=_checkpoint_key(child_id),
+                checkpoint_sha256=hashlib.sha256(weights).hexdigest(),
                 metrics=metrics,
                 job_id=ctx.job_id,
             )
@@ -213,5 +220,6 @@ def unlearn(ctx: JobContext) -> Outcome:
         session.get(ForgetRequest, request_id).result_model_id = child_id
         audit(session, "model", child_id, "ready", tenant_id, parent_id=parent_id, method=method)
         audit(session, "forget_request", request_id, "fulfilled", tenant_id, model_id=child_id)
+        auto_purge_parent(session, parent_id, child_id, ctx.job_id)
 
     return Outcome(result={"model_id": child_id}, metrics=metrics, apply=apply)

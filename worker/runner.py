@@ -11,6 +11,7 @@ from core.settings import get_settings
 from core.tables import JobStatus
 from ml.errors import Cancelled
 from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
+from worker import logits as _logits  # noqa: F401  (registers the logits handler)
 from worker.context import JobContext
 from worker.handlers import HANDLERS
 from worker.settle import notify

@@ -32,7 +32,9 @@ from core import services
 from core.artifacts import get_store
 from core.errors import NotFound
 from core.export import study_zip
+from core.group_size import plan_n_models
 from core.quotas import check_tenant_queue
+from core.settings import get_settings
 from core.tables import Evaluation, Job, ReferenceSet, Run, Study
 
 router = APIRouter(tags=["evaluations"])
@@ -112,7 +114,8 @@ def create_evaluation(
     body: Annotated[EvaluationCreate, json_body(EvaluationCreate)],
     idempotency_key: IdempotencyHeader = None,
 ) -> EvaluationCreated:
-    """Runs the method with N seeds on the model and obtains N reference models (reusing a matching reference set), then scores them: epsilon-hat with mean, 95% half-width and counts, the NeurIPS score, MIA-efficacy, KL to the references, accuracies with their spread, and cost relative to one retrain."""
+    """Runs the method with N seeds on the model and obtains N reference models (reusing a matching reference set), then scores them: epsilon-hat with its resolution, bootstrap interval over models and smooth estimate, the NeurIPS score, MIA-efficacy, KL to the references, accuracies with their spread, and cost relative to one retrain. Without n_models, N is the fewest whose epsilon-hat ceiling reaches LETHE_TARGET_EPSILON_CEILING; `warnings` says when N cannot tell the method from retrain."""
+    n_models, warnings = plan_n_models(body.n_models, body.delta, get_settings().target_epsilon_ceiling)
 
     def create() -> Created:
         evaluation, job = ev.create_evaluation(
@@ -123,12 +126,15 @@ def create_evaluation(
             forget_class=body.forget_class,
             method=body.method,
             params=body.params,
-            n_models=body.n_models,
+            n_models=n_models,
             delta=body.delta,
         )
         children = ev.queued_children(session, job.id)
         check_tenant_queue(session, tenant, new_jobs=1, new_runs=len(children))
-        return EvaluationCreated(job_id=job.id, evaluation_id=evaluation.id), children, 202
+        created = EvaluationCreated(
+            job_id=job.id, evaluation_id=evaluation.id, n_models=n_models, warnings=warnings
+        )
+        return created, children, 202
 
     return idempotent(session, tenant, idempotency_key, "POST /evaluations", body, create)
 
@@ -173,6 +179,11 @@ def _row(session: SessionDep, e: Evaluation) -> EvaluationRow:
                     "n_unlearned",
                     "n_infinite",
                     "cost_vs_retrain",
+                    "epsilon_ceiling",
+                    "n_at_ceiling",
+                    "censored",
+                    "epsilon_hat_ci95_models",
+                    "epsilon_hat_smooth",
                 )
             },
             "measure": measure,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -40,7 +41,7 @@ from ml.methods.study import DRAWS, REPAIR, STAGE_1, STAGE_2, compared, random_l
 from ml.models import build_model
 from ml.specs import AugmentSpec
 from ml.trainer import (
-    REPORT_EVERY,
+    REPORT_SECONDS,
     Optimizer,
     Progress,
     ProgressEvent,
@@ -230,17 +231,20 @@ class _Loop:
         self.step = 0
         self._loss = torch.zeros((), device=run.device)
         self._seen = 0
+        self._reported = time.monotonic()
 
     def before(self) -> None:
         """Raise Cancelled when asked to stop."""
         self.run.check()
 
     def after(self, loss: torch.Tensor, n: int, epoch: int) -> None:
-        """Count a finished step; every REPORT_EVERY steps and at the last, check the loss and report it."""
+        """Count a finished step; about once a second and at the last, check the loss and report it."""
         self.step += 1
         self._loss += loss.detach() * n
         self._seen += n
-        if self.step == self.steps or (self.progress is not None and self.step % REPORT_EVERY == 0):
+        due = self.progress is not None and time.monotonic() - self._reported >= REPORT_SECONDS
+        if self.step == self.steps or due:
+            self._reported = time.monotonic()
             mean = self._loss.item() / self._seen
             if not math.isfinite(mean):
                 raise Diverged(f"{self.stage}: loss became {mean} at epoch {epoch}")

@@ -38,7 +38,13 @@ Choices this module makes and documents:
   their sizes. (The study labels the concatenated scores as if M_r = M_u, so for unequal groups its labels
   are wrong; with equal groups this module gives the study's numbers.)
 * Summaries follow the study: mean is the NaN-ignoring mean (+inf if any sample is infinite), ci95 is
-  1.96 * NaN-ignoring std / sqrt(n) with n all samples (NaN when an infinity is present).
+  1.96 * NaN-ignoring std / sqrt(n) with n all samples (NaN when an infinity is present). It is the spread
+  of the per-sample values, not the uncertainty of epsilon-hat over the draw of models; JSON also names it
+  ci95_samples, and ml.metrics.resolution gives the interval over models.
+* Resolution. With M_r and M_u models, a sample that is not perfectly separable has at least one model of
+  each group on the wrong side of every threshold, so its epsilon is at most the value at FPR = 1/M_neg,
+  FNR = 1/M_pos (`epsilon_ceiling`); anything more separable is +inf. Results carry that ceiling and the
+  number of samples at it (`n_at_ceiling`); a median at the ceiling or infinite is censored.
 
 Everything is vectorised over samples and thresholds: scores are sorted once per sample and all (FPR, FNR)
 pairs come from cumulative counts. The only Python loops are over the two possible positive groups and
@@ -75,6 +81,9 @@ class EpsilonResult:
     n_unlearned: int
     n_infinite: int
     n_nan: int
+    epsilon_ceiling: float
+    """The largest finite per-sample epsilon these group sizes and delta allow (NaN if none is finite)."""
+    n_at_ceiling: int
     per_sample: np.ndarray
     """Per-sample epsilon at `delta`, [n]; +inf for perfectly separable samples, NaN where undefined."""
     deltas: np.ndarray
@@ -82,18 +91,58 @@ class EpsilonResult:
     curve: np.ndarray
     """epsilon-hat (median over samples) at each delta of `deltas`, [D]."""
 
-    def to_json(self) -> dict[str, float | int | str | None]:
+    @property
+    def censored(self) -> bool:
+        """True when the median leans on samples at the ceiling or infinite: the true value may lie above it.
+
+        That is when they are at least half of the defined samples (for an even count the median then
+        averages in a censored value).
+        """
+        defined = self.n_samples - self.n_nan
+        return defined > 0 and 2 * (self.n_at_ceiling + self.n_infinite) >= defined
+
+    def to_json(self) -> dict[str, float | int | str | bool | None]:
         """Summary as a JSON-safe dict: infinities become the strings "inf"/"-inf" and NaN becomes null."""
         return {
             "epsilon_hat": json_number(self.epsilon_hat),
             "mean": json_number(self.mean),
             "ci95": json_number(self.ci95),
+            "ci95_samples": json_number(self.ci95),
             "n_samples": self.n_samples,
             "n_reference": self.n_reference,
             "n_unlearned": self.n_unlearned,
             "n_infinite": self.n_infinite,
             "n_nan": self.n_nan,
+            "epsilon_ceiling": json_number(self.epsilon_ceiling),
+            "n_at_ceiling": self.n_at_ceiling,
+            "censored": self.censored,
         }
+
+
+def epsilon_ceiling(n_reference: int, n_unlearned: int, delta: float = DEFAULT_DELTA) -> float:
+    """Largest finite per-sample epsilon for these group sizes: one model of each group on the wrong side.
+
+    Both forms of the epsilon fall as FPR or FNR grows, and a sample that is not perfectly separable has
+    FPR >= 1/M_neg and FNR >= 1/M_pos at every threshold it keeps; the arrangement with exactly one model of
+    each group on the wrong side attains both minima at once. The two forms at that corner swap when the
+    groups swap roles, so the value does not depend on which group is positive. NaN when neither form is
+    defined there (a group of one model at delta > 1e-8), when no per-sample value can be finite. Computed
+    with the same floating-point operations as the per-sample values, so a sample at the ceiling equals it.
+    """
+    if n_reference < 1 or n_unlearned < 1:
+        raise ValueError(f"group sizes must be at least 1, got {n_reference} and {n_unlearned}")
+    d = float(_deltas(np.asarray([delta]))[0])
+    with np.errstate(all="ignore"):
+        forms = np.log(1 - d - np.array([1 / n_reference, 1 / n_unlearned]) + LOG_OFFSET) - np.log(
+            np.array([1 / n_unlearned, 1 / n_reference]) + LOG_OFFSET
+        )
+    return math.nan if np.isnan(forms).all() else float(np.nanmax(forms))
+
+
+def at_ceiling(value: np.ndarray | float, ceiling: float) -> np.ndarray | bool:
+    """Whether finite values sit at the ceiling (to 1e-9, a rounding residue; the next value below is far)."""
+    with np.errstate(all="ignore"):
+        return np.isfinite(value) & (np.abs(np.asarray(value) - ceiling) <= 1e-9)
 
 
 def json_number(value: float) -> float | str | None:
@@ -177,6 +226,7 @@ def epsilon_from_statistics(
     eps = _per_sample_epsilons(ref, unl, np.concatenate([[main], grid]))
     per_sample = eps[0]
     median, mean, ci95 = summarize(per_sample)
+    ceiling = epsilon_ceiling(ref.shape[1], unl.shape[1], main)
     return EpsilonResult(
         epsilon_hat=median,
         mean=mean,
@@ -187,6 +237,8 @@ def epsilon_from_statistics(
         n_unlearned=unl.shape[1],
         n_infinite=int(np.isinf(per_sample).sum()),
         n_nan=int(np.isnan(per_sample).sum()),
+        epsilon_ceiling=ceiling,
+        n_at_ceiling=int(at_ceiling(per_sample, ceiling).sum()),
         per_sample=per_sample,
         deltas=grid,
         curve=nanmedian_rows(eps[1:]),

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from ml.metrics.epsilon import epsilon_ceiling
 from tests.benchmarks import run_benchmark
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,9 @@ def test_leaderboard_prints_one_scored_line_per_method() -> None:
     for name, record in by_method.items():
         assert "epsilon_hat" in record, record
         assert record["n_reference"] == record["n_unlearned"] == 3
+        assert record["epsilon_ceiling"] == pytest.approx(epsilon_ceiling(3, 3))  # 0.615 with 3 + 3 models
+        assert len(record["epsilon_hat_ci95_models"]) == 2 and isinstance(record["censored"], bool)
+        assert record["n_at_ceiling"] + record["n_infinite"] <= record["n_samples"]
         for key in ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_efficacy"):
             assert record[key]["n"] == 3 and math.isfinite(record[key]["mean"]), (name, key)
             assert 0 <= record[key]["mean"] <= 1, (name, key)
@@ -51,5 +55,6 @@ def test_leaderboard_prints_one_scored_line_per_method() -> None:
         assert math.isfinite(record["kl_to_reference"]) and record["time_vs_retrain"] > 0
     assert by_method["none"]["budget_vs_retrain"] == 0 and by_method["retrain"]["budget_vs_retrain"] == 1
     assert by_method["none"]["n_infinite"] == by_method["none"]["n_samples"]  # every run is the same model
+    assert by_method["none"]["censored"] and by_method["none"]["epsilon_hat_ci95_models"] == ["inf", "inf"]
     table = [line for line in out if line.startswith("| `")]
     assert len(table) == len(METHODS)

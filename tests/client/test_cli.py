@@ -218,6 +218,7 @@ def test_evaluate_and_study_wait_and_export(stack, tmp_path):
         )
         assert evaluated.exit_code == 0, evaluated.output
         assert "epsilon-hat (delta 0.05)" in evaluated.stdout and "inf" in evaluated.stdout
+        assert "censored: at least half the samples" in " ".join(evaluated.stdout.split())  # 2 models: inf
         assert "/plots/" in evaluated.stdout
 
         zipped = tmp_path / "study.zip"

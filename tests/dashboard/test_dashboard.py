@@ -87,36 +87,55 @@ def text_of(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
-def test_sign_in_sets_an_http_only_strict_cookie_and_a_wrong_key_gets_the_form(client):
+def sign_in(browser: TestClient, key: str, *, next_page: str = "/") -> Any:
+    """Fill in and POST the sign-in form as a browser does: the CSRF token comes from the form's page."""
+    form = browser.get(next_page)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    after = re.search(r'name="next" value="([^"]*)"', form.text).group(1)
+    return browser.post("/ui/login", data={"key": key, "csrf": csrf, "next": after}, follow_redirects=False)
+
+
+def test_sign_in_posts_the_key_once_and_the_cookie_carries_only_a_session(client):
     key = client.headers["X-API-Key"]
     browser = anonymous(client)
 
     page = browser.get("/")
     assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
-    assert re.search(r'<form[^>]*method="get"[^>]*action="/"', page.text) and 'name="key"' in page.text
-    assert "unknown" not in page.text and "lethe_key" not in browser.cookies
+    assert (
+        re.search(r'<form[^>]*method="post"[^>]*action="/ui/login"', page.text) and 'name="key"' in page.text
+    )
+    assert "unknown" not in page.text and "lethe_session" not in browser.cookies
 
-    wrong = browser.get("/", params={"key": "lethe_wrong"}, follow_redirects=False)
+    wrong = sign_in(browser, "lethe_wrong")
     assert wrong.status_code == 401 and "unknown or revoked" in wrong.text and 'name="key"' in wrong.text
-    assert "set-cookie" not in wrong.headers
+    assert "lethe_session" not in wrong.headers.get("set-cookie", "")
 
     assert browser.get("/ui/jobs.json").status_code == 401
     assert browser.get("/ui/models/tiny").status_code == 401
 
-    signed = browser.get("/", params={"key": key}, follow_redirects=False)
+    signed = sign_in(browser, key)
     assert signed.status_code == 303 and signed.headers["location"] == "/"
     cookie = signed.headers["set-cookie"]
-    assert cookie.startswith(f"lethe_key={key};")
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    token = re.match(r"lethe_session=([^;]+);", cookie).group(1)
+    assert key not in cookie and len(token) >= 40
+    assert (
+        "HttpOnly" in cookie
+        and "SameSite=strict" in cookie
+        and "Path=/" in cookie
+        and "Max-Age=43200" in cookie
+    )
 
     home = browser.get("/")
     assert home.status_code == 200 and "Overview" in home.text and "local" in home.text
+    assert key not in home.text and token not in home.text
     assert "no-store" in home.headers["cache-control"]
     assert "script-src 'nonce-" in home.headers["content-security-policy"]
     assert browser.get("/ui/jobs.json").json() == {"jobs": []}
 
-    browser.get("/ui/logout")
-    assert browser.get("/").status_code == 401
+    # The old way in is closed: a key in the address signs nobody in.
+    stranger = anonymous(client)
+    old = stranger.get("/", params={"key": key}, follow_redirects=False)
+    assert old.status_code == 400 and "never accepted" in old.text and "lethe_session" not in stranger.cookies
 
     # The header the API takes works on the pages too, and an empty key is no key.
     assert client.get("/").status_code == 200
@@ -196,7 +215,7 @@ def test_pages_show_jobs_lineage_audit_trail_and_evaluations(client):
 def anonymous_with_cookie(client: TestClient) -> TestClient:
     """A browser-like client signed in by cookie only, as an <img> request would be."""
     browser = anonymous(client)
-    assert browser.get("/", params={"key": client.headers["X-API-Key"]}).status_code == 200
+    assert sign_in(browser, client.headers["X-API-Key"]).status_code == 303
     return browser
 
 
@@ -283,12 +302,15 @@ def test_the_browser_shows_a_figure_and_a_running_jobs_progress_live(client, tmp
     s = seed(client, second_method=None)
     key = client.headers["X-API-Key"]
     with serve() as url, chromium() as driver:
-        driver.get(f"{url}/?key={key}")
-        assert driver.current_url == f"{url}/", "the key is not left in the address bar"
+        driver.get(f"{url}/")
+        driver.find_element("css selector", 'input[name="key"]').send_keys(key)
+        driver.find_element("css selector", 'form.login button[type="submit"]').click()
+        until(lambda: driver.find_elements("id", "models"), 15, "the overview after signing in")
+        assert driver.current_url == f"{url}/" and key not in driver.current_url
         assert driver.find_element("css selector", "h1").text == "Overview"
         assert "tiny-forgot" in driver.find_element("id", "models").text
-        cookie = driver.get_cookie("lethe_key")
-        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        cookie = driver.get_cookie("lethe_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and key not in cookie["value"]
 
         driver.find_element("css selector", f'a[href="/ui/evaluations/{s.evaluation_id}"]').click()
         width = until(
@@ -341,3 +363,10 @@ def test_the_browser_shows_a_figure_and_a_running_jobs_progress_live(client, tmp
             10,
             "the cancelled status to reach the page",
         )
+        driver.find_element("css selector", 'form.sign-out button[type="submit"]').click()
+        until(
+            lambda: driver.find_elements("css selector", "form.login"),
+            15,
+            "the sign-in form after signing out",
+        )
+        assert driver.get_cookie("lethe_session") is None

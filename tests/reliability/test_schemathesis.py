@@ -37,8 +37,8 @@ CLI_EXAMPLES = 10
 """Examples per operation and phase of the schemathesis run: about a thousand requests per backend."""
 MIN_REQUESTS = 600
 """A run that sent fewer requests than this did not test the API, whatever it reports."""
-PUBLIC = {"GET /health", "GET /metrics"}
-"""Operations served without a key on purpose: liveness and the Prometheus scrape."""
+PUBLIC = {"GET /health", "GET /metrics", "GET /certificates/public-key"}
+"""Operations served without a key on purpose: liveness, the Prometheus scrape, the certificates' public key."""
 ID_PARAMS = {
     "model_ref": "model",
     "job_id": "job",
@@ -52,6 +52,7 @@ DATA_DEPENDENT = {
     ("body", "file"): "an uploaded checkpoint must load and fit the architecture",
     ("body", "forget_ids"): "ids lie below the data set's n_train",
     ("body", "forget_class"): "classes lie below the data set's num_classes",
+    ("body", "ids"): "sample ids lie below the size of the split they index",
     ("body", "params"): "a method's parameters depend on the method",
     ("body", "arch"): "an architecture is checked against the registered forms",
     ("body", "recipe"): "a recipe is checked as a whole (milestones within epochs)",

@@ -232,21 +232,29 @@ def test_to_json_is_json_safe() -> None:
         "epsilon_hat",
         "mean",
         "ci95",
+        "ci95_samples",
         "n_samples",
         "n_reference",
         "n_unlearned",
         "n_infinite",
         "n_nan",
+        "epsilon_ceiling",
+        "n_at_ceiling",
+        "censored",
     ]
     assert data == {
         "epsilon_hat": "inf",
         "mean": "inf",
         "ci95": None,
+        "ci95_samples": None,
         "n_samples": 3,
         "n_reference": 4,
         "n_unlearned": 4,
         "n_infinite": 3,
         "n_nan": 0,
+        "epsilon_ceiling": pytest.approx(math.log((1 - 0.05 - 1 / 4) * 4), abs=1e-7),
+        "n_at_ceiling": 0,
+        "censored": True,
     }
     assert json.loads(json.dumps(data, allow_nan=False)) == data
     assert [json_number(v) for v in (1.5, -math.inf, math.nan)] == [1.5, "-inf", None]

@@ -12,7 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from cli.epsilon import epsilon_command
-from ml.metrics.epsilon import epsilon_hat
+from ml.metrics.epsilon import EpsilonResult, epsilon_hat, hinge_statistic
+from ml.metrics.resolution import resolution
 from ml.metrics.seed_layout import load_approach
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "seed-cifar10"
@@ -54,6 +55,12 @@ def seed_dir(tmp_path: Path) -> Path:
     return root
 
 
+def expected_json(result: EpsilonResult, ref: np.ndarray, unl: np.ndarray, labels: np.ndarray) -> dict:
+    """What --json prints: the study's figures and their resolution, interval over models and smooth estimate."""
+    res = resolution(result, hinge_statistic(ref, labels), hinge_statistic(unl, labels))
+    return json.loads(json.dumps(result.to_json() | res.to_json()))
+
+
 def invoke(*args: str | Path) -> tuple[int, str, str]:
     result = runner.invoke(app, [str(a) for a in args])
     return result.exit_code, result.stdout, result.stderr
@@ -64,8 +71,11 @@ def test_one_approach_as_json(seed_dir: Path) -> None:
     assert code == 0
     data = load_approach(seed_dir, "alpha")
     expected = epsilon_hat(data.reference_logits, data.unlearned_logits, data.labels, delta=0.1)
-    assert json.loads(out) == json.loads(json.dumps(expected.to_json()))
+    assert json.loads(out) == expected_json(
+        expected, data.reference_logits, data.unlearned_logits, data.labels
+    )
     assert json.loads(out)["n_reference"] == json.loads(out)["n_unlearned"] == N_MODELS
+    assert json.loads(out)["bootstrap_replicates"] == 1000
 
 
 def test_baseline_splits_the_reference_models(seed_dir: Path) -> None:
@@ -119,7 +129,7 @@ def test_own_layout_and_plot(tmp_path: Path) -> None:
     )
     assert code == 0
     expected = epsilon_hat(ref, unl, labels)
-    assert json.loads(out) == json.loads(json.dumps(expected.to_json()))
+    assert json.loads(out) == expected_json(expected, ref, unl, labels)
     assert (json.loads(out)["n_reference"], json.loads(out)["n_unlearned"], json.loads(out)["n_samples"]) == (
         5,
         7,
@@ -239,3 +249,32 @@ def test_malformed_seed_folder(seed_dir: Path, corrupt: Callable[[Path], None], 
     code, out, err = invoke("--seed-dir", seed_dir, "--approach", "alpha")
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and message in err
+
+
+def test_resolution_in_words_and_bootstrap_replicates(seed_dir: Path) -> None:
+    code, out, _ = invoke("--seed-dir", seed_dir, "--approach", "alpha", "--json", "--bootstrap", "30")
+    assert code == 0
+    data = json.loads(out)
+    assert data["bootstrap_replicates"] == 30 and data["epsilon_ceiling"] == pytest.approx(1.5475625)
+    low, high = data["epsilon_hat_ci95_models"]
+    assert low == "inf" or low <= (high if high != "inf" else float("inf"))
+    code, out, _ = invoke("--seed-dir", seed_dir, "--approach", "alpha")
+    assert code == 0 and "ceiling at these group sizes" in out and "1.548" in out
+    assert data["resolution_note"].split(":")[0] in out
+    code, _, err = invoke("--seed-dir", seed_dir, "--approach", "alpha", "--bootstrap", "0")
+    assert code == 2 and err.startswith("error: --bootstrap")
+
+
+def test_censored_figures_are_named_in_words(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, size=10)
+    ref = rng.normal(size=(3, 10, 3))
+    unl = rng.normal(size=(3, 10, 3))
+    unl[:, np.arange(10), labels] += 30.0  # every sample perfectly separable: infinite
+    for name, array in (("R.npy", ref), ("U.npy", unl), ("L.npy", labels)):
+        np.save(tmp_path / name, array)
+    args = ("--retain", tmp_path / "R.npy", "--unlearn", tmp_path / "U.npy", "--labels", tmp_path / "L.npy")
+    code, out, _ = invoke(*args)
+    assert code == 0 and "censored: at least half the samples are at the ceiling 0.615 or infinite" in out
+    code, out, _ = invoke(*args, "--json")
+    assert json.loads(out)["censored"] is True and json.loads(out)["epsilon_hat"] == "inf"
