@@ -398,12 +398,13 @@ class ScorePublic(BaseModel):
     filename: str | None
     delta: float
     results: dict[str, dict[str, Any]]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class ScoreList(BaseModel):
     data: list[ScorePublic]
-    count: int
+    count: int = Field(description="all the tenant's scores; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class LogitsCreate(In):

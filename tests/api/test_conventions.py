@@ -48,6 +48,7 @@ def test_every_list_pages_past_its_first_page(m1):
     for path, limit, expected in (("/evaluations", 2, 7), ("/models", 1, 1), ("/datasets", 1, 1)):
         rows, pages, count = _walk_pages(m1, path, limit)
         assert len(rows) == count == expected and pages == -(-expected // limit), path
+    assert m1.get("/scores", params={"limit": 1}).json() == {"data": [], "count": 0, "next_cursor": None}
     evaluations, _, _ = _walk_pages(m1, "/evaluations", 4)
     assert len({e["evaluation_id"] for e in evaluations}) == 7
 
