@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from cachetools import TTLCache
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
 from api.limits import check_rate
+from api.schemas import NO_NUL
 from core.auth import digest, tenant_for_digest
 from core.db import get_read_sessionmaker, get_sessionmaker, read_session
 from core.settings import get_settings
@@ -102,3 +103,6 @@ async def get_tenant(key: Annotated[str | None, Security(API_KEY)]) -> str:
 
 SessionDep = Annotated[Session, Depends(get_db)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+PathRef = Annotated[
+    str, Path(min_length=1, max_length=100, pattern=NO_NUL, description="an id (or a model's name)")
+]

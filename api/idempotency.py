@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 
 from core.errors import Conflict
 from core.services import publish_jobs
@@ -60,7 +61,7 @@ def idempotent(
     body: BaseModel,
     create: Callable[[], Created],
 ) -> BaseModel | JSONResponse:
-    """Run `create` once per (tenant, key); commit its rows with the remembered answer, then publish."""
+    """Run `create` once per (tenant, key); commit its rows with the remembered answer, answer, then publish."""
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     if key is not None and (replay := _replay(session, tenant, key, endpoint, digest)) is not None:
         return replay
@@ -85,6 +86,12 @@ def idempotent(
         if replay is None:
             raise
         return replay
-    publish_jobs(job_ids, session)
     body = response.model_dump(mode="json")
-    return JSONResponse(body, status_code=status, headers=accepted_headers(status, body))
+    # Published once the answer is out: a fan-out's hundreds of messages take seconds on the embedded broker,
+    # and a job whose message is lost stays queued and is published again by the maintenance sweep.
+    return JSONResponse(
+        body,
+        status_code=status,
+        headers=accepted_headers(status, body),
+        background=BackgroundTask(publish_jobs, job_ids),
+    )

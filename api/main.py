@@ -15,6 +15,7 @@ from api.limits import BodySizeLimit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
 from api.redact import redact_keys_in_logs
+from api.requestid import RequestId
 from api.routes import (
     catalog,
     dashboard,
@@ -93,6 +94,7 @@ def create_app() -> FastAPI:
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )
+    app.add_middleware(RequestId)  # outermost: every answer, the fast path's and the 413 included, carries it
     return app
 
 

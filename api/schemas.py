@@ -2,10 +2,45 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from ml.methods.params import METHOD_SPECS
+
+INT32_MAX = 2**31 - 1
+"""The largest value an INTEGER column holds; seeds and sample ids stay below it (numpy takes seeds < 2^32)."""
+MAX_FORGET_IDS = 1_000_000
+"""The most ids any request body may carry; a deployment's own limit (LETHE_MAX_FORGET_IDS) may be lower."""
+NO_NUL = r"^[^\x00]*$"
+"""Strings are stored in Postgres, whose text cannot hold a NUL character."""
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes: mark them, so every reply carries its time zone (RFC 3339)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer; bodies are validated strictly otherwise (no "3" for 3)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+INTEGRAL = BeforeValidator(_integral)
+"""Goes after an int's constraints, so that the schema still shows them (minimum, maximum)."""
+ModelCount = Annotated[int, Field(ge=1, le=512), INTEGRAL]
+Seed = Annotated[
+    int,
+    Field(ge=0, le=INT32_MAX, description="random seed, 0 to 2^31-1 (what the database and numpy hold)"),
+    INTEGRAL,
+]
+Settings = Annotated[dict[str, Any], Field(json_schema_extra={"propertyNames": {"pattern": NO_NUL}})]
+"""Free-form settings (a method's params, an architecture, a recipe), checked against their own schema."""
+Ref = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL, description="an id or a name")]
+MethodName = Literal[tuple(METHOD_SPECS)]  # type: ignore[valid-type]
+"""A registered unlearning method: the schema lists them, so an unknown name is refused by the schema."""
 
 
 class ErrorItem(BaseModel):
@@ -25,17 +60,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown id, or another tenant's"},
     409: {
         "model": ErrorBody,
-        "description": "conflict: name taken, job finished, key reused with another body",
+        "description": "conflict: name taken, job finished, key reused with another body, model not ready",
     },
     413: {"model": ErrorBody, "description": "request body too large"},
     422: {"model": ErrorBody, "description": "bad input, each bad field named"},
-    429: {"model": ErrorBody, "description": "rate limit exceeded; see Retry-After"},
+    429: {
+        "model": ErrorBody,
+        "description": "rate limit, or the tenant's limit on queued work, exceeded; see Retry-After",
+    },
     503: {"model": ErrorBody, "description": "the database is unavailable; retry shortly"},
 }
 
 
 class In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Health(BaseModel):
@@ -46,12 +84,10 @@ class Health(BaseModel):
 
 class ModelCreate(In):
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    dataset: str = Field(description="registered data set name or id", examples=["digits"])
-    arch: dict[str, Any] | None = Field(
-        None, description="ArchSpec: form, width, head", examples=[{"width": 16}]
-    )
-    recipe: dict[str, Any] | None = Field(None, description="overrides of the data set's default recipe")
-    seed: int = 0
+    dataset: Ref = Field(description="registered data set name or id", examples=["digits"])
+    arch: Settings | None = Field(None, description="ArchSpec: form, width, head", examples=[{"width": 16}])
+    recipe: Settings | None = Field(None, description="overrides of the data set's default recipe")
+    seed: Seed = 0
 
 
 class ModelCreated(BaseModel):
@@ -74,28 +110,55 @@ class ModelPublic(BaseModel):
     seed: int
     metrics: dict[str, Any]
     job_id: str | None
-    created_at: datetime
+    created_at: Timestamp
+
+
+NEXT_CURSOR = Field(None, description="pass as `cursor` for the next page; null on the last page")
 
 
 class ModelList(BaseModel):
     data: list[ModelPublic]
-    count: int
+    count: int = Field(description="all matching models; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
-SampleId = Annotated[StrictInt, Field(description="index in the data set's training split")]
+SampleId = Annotated[
+    int,
+    Field(ge=0, le=INT32_MAX, description="index in the data set's training split (below its n_train)"),
+    INTEGRAL,
+]
+ForgetIds = Annotated[
+    list[SampleId],
+    Field(
+        min_length=1,
+        max_length=MAX_FORGET_IDS,
+        json_schema_extra={"uniqueItems": True},
+        description="distinct training-sample ids; at most LETHE_MAX_FORGET_IDS (default 50,000) per request",
+    ),
+]
+ClassId = Annotated[
+    int, Field(ge=0, le=INT32_MAX, description="a class of the data set (below its num_classes)"), INTEGRAL
+]
+
+
+EXACTLY_ONE = "give exactly one of the two, and omit the other"
 
 
 class UnlearnCreate(In):
-    model_id: str = Field(description="model id or name", examples=["demo"])
-    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000, examples=[[3, 17, 42]])
-    forget_class: int | None = Field(
-        None, ge=0, description="forget every training sample of this class instead"
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["forget_ids"]}, {"required": ["forget_class"]}]}
     )
-    method: str = Field(examples=["finetune"])
-    params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 5, "lr": 0.001}])
-    seed: int = 0
+
+    model_id: Ref = Field(description="model id or name", examples=["demo"])
+    forget_ids: ForgetIds = Field(None, examples=[[3, 17, 42]], description=f"or forget_class: {EXACTLY_ONE}")
+    forget_class: ClassId = Field(None, description="forget every training sample of this class instead")
+    method: MethodName = Field(examples=["finetune"])
+    params: Settings = Field(default_factory=dict, examples=[{"epochs": 5, "lr": 0.001}])
+    seed: Seed = 0
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    requested_by: str | None = Field(None, max_length=200, description="who asked (for the audit record)")
+    requested_by: str | None = Field(
+        None, max_length=200, pattern=NO_NUL, description="who asked (for the audit record)"
+    )
 
 
 class UnlearnCreated(BaseModel):
@@ -114,15 +177,16 @@ class JobPublic(BaseModel):
     model_id: str | None
     forget_request_id: str | None
     result: dict[str, Any] | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    updated_at: Timestamp
 
 
 class JobList(BaseModel):
     data: list[JobPublic]
     count: int = Field(description="all matching jobs; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class MethodPublic(BaseModel):
@@ -142,15 +206,27 @@ class DatasetPublic(BaseModel):
     task: str
 
 
+class DatasetList(BaseModel):
+    data: list[DatasetPublic]
+    count: int = Field(description="all the tenant's data sets; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
+
+
 class ReferenceCreate(In):
-    model_id: str | None = Field(
-        None, description="model id or name: its data set, architecture and recipe", examples=["demo"]
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["model_id"]}, {"required": ["dataset"]}]}
     )
-    dataset: str | None = Field(None, description="a data set instead of a model (with arch and recipe)")
-    forget_ids: list[SampleId] = Field(max_length=1_000_000)
-    n_models: int = Field(8, ge=1, le=512, examples=[8])
-    arch: dict[str, Any] | None = None
-    recipe: dict[str, Any] | None = Field(None, description="overrides of the model's (or data set's) recipe")
+
+    model_id: Ref = Field(
+        None,
+        description=f"model id or name: its data set, architecture and recipe; or dataset: {EXACTLY_ONE}",
+        examples=["demo"],
+    )
+    dataset: Ref = Field(None, description="a data set instead of a model (with arch and recipe)")
+    forget_ids: ForgetIds
+    n_models: ModelCount = Field(8, examples=[8])
+    arch: Settings | None = None
+    recipe: Settings | None = Field(None, description="overrides of the model's (or data set's) recipe")
 
 
 class ReferenceCreated(BaseModel):
@@ -167,20 +243,22 @@ class ReferenceSetPublic(BaseModel):
     arch: dict[str, Any]
     recipe: dict[str, Any]
     runs: dict[str, int] = Field(description="reference runs by job status")
-    created_at: datetime
+    created_at: Timestamp
 
 
 class EvaluationCreate(In):
-    model_id: str = Field(examples=["demo"])
-    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000)
-    forget_class: int | None = Field(None, ge=0, description="evaluate forgetting every sample of this class")
-    method: str = Field(examples=["finetune"])
-    params: dict[str, Any] = Field(default_factory=dict)
-    n_models: int | None = Field(
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["forget_ids"]}, {"required": ["forget_class"]}]}
+    )
+
+    model_id: Ref = Field(examples=["demo"])
+    forget_ids: ForgetIds = Field(None, description=f"or forget_class: {EXACTLY_ONE}")
+    forget_class: ClassId = Field(None, description="evaluate forgetting every sample of this class")
+    method: MethodName = Field(examples=["finetune"])
+    params: Settings = Field(default_factory=dict)
+    n_models: ModelCount = Field(
         None,
-        ge=1,
-        le=512,
-        description="seeds of the method, and reference models needed; default: the fewest whose epsilon-hat "
+        description="seeds of the method, and reference models needed; omit for the fewest whose epsilon-hat "
         "ceiling reaches LETHE_TARGET_EPSILON_CEILING",
     )
     delta: float = Field(0.05, ge=0, lt=1)
@@ -207,7 +285,7 @@ class EvaluationPublic(BaseModel):
     status: str
     job_id: str
     results: dict[str, Any] | None
-    created_at: datetime
+    created_at: Timestamp
 
 
 class EvaluationRow(BaseModel):
@@ -241,19 +319,27 @@ class EvaluationRow(BaseModel):
 
 class EvaluationTable(BaseModel):
     data: list[EvaluationRow]
-    count: int
+    count: int = Field(description="all matching evaluations; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class StudyCreate(In):
-    model_id: str = Field(examples=["demo"])
-    forget_ids: list[SampleId] | None = Field(None, max_length=1_000_000)
-    forget_fraction: float | None = Field(
-        None, gt=0, lt=1, description="draw this share of the training split"
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["forget_ids"]}, {"required": ["forget_fraction"]}]}
     )
-    methods: list[str] = Field(min_length=1, examples=[["none", "finetune", "retrain"]])
-    n_models: int = Field(8, ge=1, le=512)
+
+    model_id: Ref = Field(examples=["demo"])
+    forget_ids: ForgetIds = Field(None, description=f"or forget_fraction: {EXACTLY_ONE}")
+    forget_fraction: float = Field(None, gt=0, lt=1, description="draw this share of the training split")
+    methods: list[MethodName] = Field(
+        min_length=1,
+        max_length=len(METHOD_SPECS),
+        json_schema_extra={"uniqueItems": True},
+        examples=[["none", "finetune", "retrain"]],
+    )
+    n_models: ModelCount = 8
     delta: float = Field(0.05, ge=0, lt=1)
-    seed: int = Field(0, description="seed of the forget-set draw with forget_fraction")
+    seed: Seed = Field(0, description="seed of the forget-set draw with forget_fraction")
 
 
 class StudyCreated(BaseModel):
@@ -270,11 +356,11 @@ class StudyPublic(BaseModel):
     status: str
     job_id: str
     evaluation_ids: list[str]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class AuditEntry(BaseModel):
-    at: datetime
+    at: Timestamp
     object_type: str
     object_id: str
     event: str
@@ -300,7 +386,7 @@ class ForgetRequestPublic(BaseModel):
     id: str
     tenant: str
     requested_by: str | None
-    created_at: datetime
+    created_at: Timestamp
     model_id: str
     n_ids: int
     ids_sha256: str
@@ -330,22 +416,43 @@ class ScorePublic(BaseModel):
     filename: str | None
     delta: float
     results: dict[str, dict[str, Any]]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class ScoreList(BaseModel):
     data: list[ScorePublic]
-    count: int
+    count: int = Field(description="all the tenant's scores; data holds at most `limit` of them")
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class LogitsCreate(In):
     """Which samples: `ids` of a split, a whole `split`, or the ids a forget request named (training split)."""
 
-    ids: list[SampleId] | None = Field(None, min_length=1, max_length=1_000_000, examples=[[3, 17, 42]])
-    split: Literal["train", "test"] | None = Field(
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["ids"], "not": {"required": ["forget_request_id"]}},
+                {
+                    "required": ["split"],
+                    "not": {"anyOf": [{"required": ["ids"]}, {"required": ["forget_request_id"]}]},
+                },
+                {
+                    "required": ["forget_request_id"],
+                    "not": {"anyOf": [{"required": ["ids"]}, {"required": ["split"]}]},
+                },
+            ]
+        }
+    )
+
+    ids: Annotated[list[SampleId], Field(min_length=1, max_length=MAX_FORGET_IDS)] = Field(
+        None, examples=[[3, 17, 42]], description="with or without split; not with forget_request_id"
+    )
+    split: Literal["train", "test"] = Field(
         None, description="the split `ids` index; alone, every sample of it", examples=["test"]
     )
-    forget_request_id: str | None = Field(None, max_length=36, description="the ids a forget request named")
+    forget_request_id: str = Field(
+        None, max_length=36, pattern=NO_NUL, description="the ids a forget request named; alone"
+    )
 
 
 class LogitsCreated(BaseModel):

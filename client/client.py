@@ -34,6 +34,7 @@ from client.errors import (
 )
 from client.models import (
     Dataset,
+    DatasetList,
     DeliveryList,
     Evaluation,
     EvaluationCreated,
@@ -252,8 +253,8 @@ class Client:
         return self._get("/methods", list[Method])
 
     def list_datasets(self) -> list[Dataset]:
-        """The registered data sets and their sizes (sample ids run from 0 to n_train - 1)."""
-        return self._get("/datasets", list[Dataset])
+        """The registered data sets and their sizes (sample ids run from 0 to n_train - 1), every page."""
+        return list(self.pages("/datasets", DatasetList))
 
     # Models
 
@@ -290,9 +291,9 @@ class Client:
         response = self._send("POST", "/models", data=form, files={"file": (filename, data)})
         return self._parse(response, ModelCreated)
 
-    def list_models(self) -> ModelList:
-        """Every model, newest first."""
-        return self._get("/models", ModelList)
+    def list_models(self, *, limit: int | None = None, cursor: str | None = None) -> ModelList:
+        """One page of models, newest first; `next_cursor` asks for the next (or use pages("/models", ModelList))."""
+        return self._get("/models", ModelList, params=_without_none(limit=limit, cursor=cursor))
 
     def get_model(self, model: str) -> Model:
         """A model by id or name, with its lineage."""
@@ -368,9 +369,18 @@ class Client:
         """A finished job's metrics (accuracies, wall time, epsilon-hat ... by kind); NotFound until it has some."""
         return self._get(f"/jobs/{_seg(job_id)}/metrics", JobMetrics)
 
-    def list_jobs(self) -> JobList:
-        """Every job (GET /jobs); NotFound, or a LetheError with status 405, from servers without that list."""
-        return self._get("/jobs", JobList)
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of jobs, newest first (GET /jobs); `next_cursor` asks for the next."""
+        return self._get(
+            "/jobs", JobList, params=_without_none(status=status, kind=kind, limit=limit, cursor=cursor)
+        )
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job: a queued one ends at once, a running one at its next step; Conflict once finished."""
@@ -516,10 +526,17 @@ class Client:
         return self._get(f"/evaluations/{_seg(evaluation_id)}", Evaluation)
 
     def list_evaluations(
-        self, *, reference_set_id: str | None = None, study_id: str | None = None
+        self,
+        *,
+        reference_set_id: str | None = None,
+        study_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> EvaluationTable:
-        """Evaluations side by side (the study's Table 1), optionally of one reference set or study."""
-        query = _without_none(reference_set_id=reference_set_id, study_id=study_id)
+        """One page of evaluations side by side (the study's Table 1), optionally of one reference set or study."""
+        query = _without_none(
+            reference_set_id=reference_set_id, study_id=study_id, limit=limit, cursor=cursor
+        )
         return self._get("/evaluations", EvaluationTable, params=query)
 
     def evaluations_csv(self, *, reference_set_id: str | None = None, study_id: str | None = None) -> str:

@@ -55,6 +55,7 @@ class Model(Out):
 class ModelList(Out):
     data: list[Model]
     count: int
+    next_cursor: str | None = None
 
 
 class UnlearnCreated(Out):
@@ -130,6 +131,13 @@ class Job(Out):
 class JobList(Out):
     data: list[Job]
     count: int
+    next_cursor: str | None = None
+
+
+class DatasetList(Out):
+    data: list[Dataset]
+    count: int
+    next_cursor: str | None = None
 
 
 class Method(Out):
@@ -218,6 +226,7 @@ class EvaluationRow(Out):
 class EvaluationTable(Out):
     data: list[EvaluationRow]
     count: int
+    next_cursor: str | None = None
 
 
 class StudyCreated(Out):

@@ -20,7 +20,9 @@ from core.errors import InvalidInput
 from core.fanout import start_waiting
 from core.jobs import audit, create_job
 from core.services import (
+    check_retain_left,
     get_dataset,
+    require_ready,
     resolve_forget,
     resolve_model,
     validate_forget_ids,
@@ -30,14 +32,15 @@ from core.services import (
 from core.settings import get_settings
 from core.tables import (
     FINISHED,
+    AuditEvent,
     Dataset,
     Evaluation,
     Job,
     JobStatus,
-    ModelStatus,
     ReferenceSet,
     Run,
     Study,
+    new_id,
 )
 from ml.specs import ArchSpec, Recipe, default_recipe
 
@@ -98,6 +101,34 @@ def find_or_create_reference_set(
     return rs, True
 
 
+def queue_run_job(
+    session: Session, kind: str, *, tenant_id: str, params: dict[str, Any], parent_id: str | None
+) -> Job:
+    """A queued run job added without a flush of its own: a fan-out's hundreds of rows go out in one batch."""
+    job = Job(
+        id=new_id(),
+        kind=kind,
+        tenant_id=tenant_id,
+        params=params,
+        status=JobStatus.queued,
+        parent_id=parent_id,
+    )
+    session.add(job)
+    if parent_id is None:
+        audit(session, "job", job.id, "queued", tenant_id, kind=kind)
+    else:  # a child run has no webhook deliveries: skip audit()'s lookup, whose autoflush costs a round trip
+        session.add(
+            AuditEvent(
+                object_type="job",
+                object_id=job.id,
+                event="queued",
+                tenant_id=tenant_id,
+                detail={"kind": kind},
+            )
+        )
+    return job
+
+
 def usable_reference_runs(session: Session, rs_id: str) -> list[tuple[Run, Job]]:
     """Runs of the set that succeeded or may still succeed, by seed."""
     rows = session.execute(
@@ -128,7 +159,7 @@ def ensure_reference_runs(
     for start in range(0, len(seeds), size):
         # One task trains a pack of runs together (ml/ensemble.py); each stays its own run.
         pack = seeds[start : start + size]
-        job = create_job(
+        job = queue_run_job(
             session, "reference_run", tenant_id=rs.tenant_id, params={"seeds": pack}, parent_id=parent_id
         )
         for s in pack:
@@ -152,6 +183,8 @@ def pack_size() -> int:
 
 def _source(session: Session, tenant_id: str, model_ref: str | None, dataset_ref: str | None):
     """The model (if any) and data set an evaluation or reference set is about."""
+    if model_ref and dataset_ref:
+        raise InvalidInput("dataset", "give model_id or dataset, not both (a model names its data set)")
     if model_ref:
         model = resolve_model(session, model_ref, tenant_id)
         ds = session.get(Dataset, model.dataset_id)
@@ -176,10 +209,13 @@ def create_reference_request(
     check_n_models(n_models)
     model, ds = _source(session, tenant_id, model_ref, dataset_ref)
     forget = validate_forget_ids(forget_ids, ds.n_train)
+    check_retain_left(ds, forget, model.forgotten_ids if model else None)
     base_arch = model.arch if model else {}
     base_recipe = model.recipe if model else default_recipe(ds.kind).model_dump(mode="json")
     arch_d = validate_spec(ArchSpec, {**base_arch, **(arch or {})}, "arch").model_dump(mode="json")
     recipe_d = validate_spec(Recipe, {**base_recipe, **(recipe or {})}, "recipe").model_dump(mode="json")
+    if model is not None:
+        require_ready(model, model_ref or model.id)
     excluded = np.setdiff1d(idsets.decode(model.forgotten_ids) if model else np.zeros(0, np.int64), forget)
     rs, _ = find_or_create_reference_set(
         session,
@@ -218,12 +254,14 @@ def create_evaluation(
     if not 0.0 <= delta < 1.0:
         raise InvalidInput("delta", f"delta must lie in [0, 1), got {delta}")
     model = resolve_model(session, model_ref, tenant_id)
-    purge.require_weights(model, "evaluated")
-    if model.status != ModelStatus.ready:
-        raise InvalidInput("model_id", f"model {model_ref!r} is {model.status}, not ready")
     ds = session.get(Dataset, model.dataset_id)
     forget = resolve_forget(ds, forget_ids, forget_class)
+    check_retain_left(
+        ds, forget, model.forgotten_ids, "forget_class" if forget_class is not None else "forget_ids"
+    )
     clean = validate_method(method, params)
+    purge.require_weights(model, "evaluated")
+    require_ready(model, model_ref)
     excluded = np.setdiff1d(idsets.decode(model.forgotten_ids), forget)
     rs, _ = find_or_create_reference_set(
         session,
@@ -257,7 +295,7 @@ def create_evaluation(
     session.flush()
     waits = ensure_reference_runs(session, rs, n_models, parent_id=parent.id)
     for i in range(n_models):
-        job = create_job(
+        job = queue_run_job(
             session,
             "unlearn_run",
             tenant_id=tenant_id,
@@ -274,6 +312,7 @@ def create_evaluation(
             )
         )
         waits.append(job.id)
+    session.flush()
     parent.params = {**parent.params, "evaluation_id": evaluation.id, "reference_set_id": rs.id}
     start_waiting(parent, waits)
     audit(
@@ -319,6 +358,8 @@ def create_study(
         count = max(1, round(forget_fraction * ds.n_train))
         rng = np.random.default_rng(seed)
         forget_ids = np.sort(rng.choice(candidates, size=min(count, candidates.size), replace=False)).tolist()
+    check_retain_left(ds, validate_forget_ids(forget_ids, ds.n_train), model.forgotten_ids)
+    require_ready(model, model_ref)
     parent = create_job(
         session,
         "study",

@@ -1,4 +1,5 @@
-"""Optional JSON logs (LETHE_LOG_JSON=true): one object per line, with the job id on every line a job logs."""
+"""Optional JSON logs (LETHE_LOG_JSON=true): one object per line, with the job id on every line a job logs
+and the request id on every line an API request logs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from datetime import UTC, datetime
 
 current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("lethe_job_id", default=None)
+current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar("lethe_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,6 +20,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "job_id": current_job.get(),
+            "request_id": current_request.get(),
             "process": record.process,
         }
         if record.exc_info:

@@ -56,16 +56,18 @@ def validate_forget_ids(ids: list[int], n_train: int, field: str = "forget_ids")
         raise InvalidInput(field, f"{field} has {len(ids)} ids; one request may name at most {limit}")
     try:
         arr = np.asarray(ids, dtype=np.int64)
-    except OverflowError:
-        raise InvalidInput(
-            field, f"{field} out of range [0, {n_train}) for this data set: an id exceeds 64 bits"
-        ) from None
-    bad = arr[(arr < 0) | (arr >= n_train)]
-    if bad.size:
-        shown = ", ".join(map(str, bad[:5].tolist())) + (" ..." if bad.size > 5 else "")
+    except OverflowError:  # an id beyond int64: find the out-of-range ones without numpy
+        arr = None
+    bad = (
+        [i for i in ids if not 0 <= i < n_train]
+        if arr is None
+        else arr[(arr < 0) | (arr >= n_train)].tolist()
+    )
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
         raise InvalidInput(
             field,
-            f"{field} out of range [0, {n_train}) for this data set: {shown} ({bad.size} in all)",
+            f"{field} out of range [0, {n_train}) for this data set: {shown} ({len(bad)} in all)",
         )
     uniq, counts = np.unique(arr, return_counts=True)
     dup = uniq[counts > 1]
@@ -73,6 +75,25 @@ def validate_forget_ids(ids: list[int], n_train: int, field: str = "forget_ids")
         shown = ", ".join(map(str, dup[:5].tolist())) + (" ..." if dup.size > 5 else "")
         raise InvalidInput(field, f"{field} has duplicates: {shown} ({dup.size} in all)")
     return uniq
+
+
+def check_retain_left(
+    ds: Dataset, forget: np.ndarray, forgotten: bytes | None, field: str = "forget_ids"
+) -> None:
+    """Refuse a forget set that, with what the model already forgot, leaves nothing to train on."""
+    gone = np.union1d(forget, idsets.decode(forgotten)).size
+    if gone >= ds.n_train:
+        raise InvalidInput(
+            field,
+            f"{field} with the {gone - forget.size} ids already forgotten covers all {ds.n_train} training "
+            f"samples of {ds.name!r}: nothing would be left to train on",
+        )
+
+
+def require_ready(model: Model, model_ref: str) -> None:
+    """One answer everywhere for a model that cannot be used yet: 409, after the request was validated."""
+    if model.status != ModelStatus.ready:
+        raise Conflict(f"model {model_ref!r} is {model.status}, not ready: it cannot be used yet")
 
 
 def labels_key(dataset_id: str) -> str:
@@ -230,13 +251,15 @@ def create_unlearn(
 ) -> tuple[Job, ForgetRequest]:
     """Record a forget request and its unlearn job; nothing is stored unless all input is valid."""
     model = resolve_model(session, model_ref, tenant_id)
-    purge.require_weights(model, "unlearned")
-    if model.status != ModelStatus.ready:
-        raise Conflict(f"model {model_ref!r} is {model.status}, not ready: it cannot be unlearned yet")
     ds = session.get(Dataset, model.dataset_id)
     assert ds is not None
     ids = resolve_forget(ds, forget_ids, forget_class)
+    check_retain_left(
+        ds, ids, model.forgotten_ids, "forget_class" if forget_class is not None else "forget_ids"
+    )
     clean_params = validate_method(method, params)
+    purge.require_weights(model, "unlearned")
+    require_ready(model, model_ref)
     check_name_free(session, name, tenant_id)
     job_id = new_id()
     request = ForgetRequest(

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         gt=0,
         description="how long `lethe up` lets its worker requeue its jobs and exit before killing it",
     )
+    tenant_max_active_jobs: int = Field(
+        200, ge=1, description="queued or running requests (jobs other than runs) one tenant may have at once"
+    )
+    tenant_max_queued_runs: int = Field(
+        4096, ge=1, description="queued training runs (of reference sets and evaluations) one tenant may have"
+    )
+    tenant_retry_after_seconds: int = Field(
+        60, ge=1, description="Retry-After of a 429 for a tenant at one of its limits"
+    )
     max_score_unpacked_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1024,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy import select
 
 from api.deps import SessionDep, TenantDep
-from api.schemas import DatasetPublic, MethodPublic
-from core import services
+from api.pagination import Cursor, Limit, page
+from api.schemas import DatasetList, DatasetPublic, MethodPublic
+from core.tables import Dataset
 from ml.methods.params import METHOD_SPECS
 
 router = APIRouter(tags=["catalog"])
@@ -21,9 +23,21 @@ def list_methods() -> list[MethodPublic]:
     ]
 
 
-@router.get("/datasets", response_model=list[DatasetPublic], summary="Registered data sets")
-def list_datasets(session: SessionDep, tenant: TenantDep) -> list[DatasetPublic]:
-    """The caller's registered data sets and their sizes (the sizes bound every request's sample ids)."""
-    return [
-        DatasetPublic.model_validate(d, from_attributes=True) for d in services.list_datasets(session, tenant)
-    ]
+@router.get("/datasets", response_model=DatasetList, summary="Registered data sets")
+def list_datasets(
+    session: SessionDep, tenant: TenantDep, limit: Limit = 50, cursor: Cursor = None
+) -> DatasetList:
+    """The caller's registered data sets and their sizes (the sizes bound every request's sample ids), by name."""
+    rows, total, next_cursor = page(
+        session,
+        select(Dataset).where(Dataset.tenant_id == tenant),
+        [Dataset.name, Dataset.id],
+        limit=limit,
+        cursor=cursor,
+        descending=False,
+    )
+    return DatasetList(
+        data=[DatasetPublic.model_validate(d, from_attributes=True) for d in rows],
+        count=total,
+        next_cursor=next_cursor,
+    )

@@ -9,9 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import func, select
 
-from api.deps import SessionDep, TenantDep
+from api.bodies import body_doc, json_body
+from api.deps import PathRef, SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
+from api.pagination import Cursor, Limit, page
 from api.schemas import (
+    NO_NUL,
     EvaluationCreate,
     EvaluationCreated,
     EvaluationPublic,
@@ -30,6 +33,7 @@ from core.artifacts import get_store
 from core.errors import NotFound
 from core.export import study_zip
 from core.group_size import plan_n_models
+from core.quotas import check_tenant_queue
 from core.settings import get_settings
 from core.tables import Evaluation, Job, ReferenceSet, Run, Study
 
@@ -42,9 +46,13 @@ router = APIRouter(tags=["evaluations"])
     status_code=202,
     summary="Retrain N reference models without a forget set",
     responses={200: {"model": ReferenceCreated, "description": "the set already has enough models"}},
+    openapi_extra=body_doc(ReferenceCreate),
 )
 def create_references(
-    body: ReferenceCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+    session: SessionDep,
+    tenant: TenantDep,
+    body: Annotated[ReferenceCreate, json_body(ReferenceCreate)],
+    idempotency_key: IdempotencyHeader = None,
 ) -> ReferenceCreated:
     """Retrains N models from scratch without the forget set, one Celery task each. A set is keyed by data set, forget-set sha256 and recipe: asking again with n_models at most what exists answers 200 and trains nothing; asking for more trains only the missing ones."""
 
@@ -61,17 +69,17 @@ def create_references(
         )
         if job is None:
             return ReferenceCreated(job_id=None, reference_set_id=rs.id), [], 200
-        return (
-            ReferenceCreated(job_id=job.id, reference_set_id=rs.id),
-            ev.queued_children(session, job.id),
-            202,
-        )
+        children = ev.queued_children(session, job.id)
+        check_tenant_queue(session, tenant, new_jobs=1, new_runs=len(children))
+        return ReferenceCreated(job_id=job.id, reference_set_id=rs.id), children, 202
 
     return idempotent(session, tenant, idempotency_key, "POST /references", body, create)
 
 
 @router.get("/references/{reference_set_id}", response_model=ReferenceSetPublic, summary="A reference set")
-def read_reference_set(reference_set_id: str, session: SessionDep, tenant: TenantDep) -> ReferenceSetPublic:
+def read_reference_set(
+    reference_set_id: PathRef, session: SessionDep, tenant: TenantDep
+) -> ReferenceSetPublic:
     """The set's key (forget-set and recipe sha256) and its runs counted by job status."""
     rs = services.get_owned(session, ReferenceSet, reference_set_id, tenant, "reference set")
     counts = session.execute(
@@ -98,9 +106,13 @@ def read_reference_set(reference_set_id: str, session: SessionDep, tenant: Tenan
     response_model=EvaluationCreated,
     status_code=202,
     summary="Measure how well a method forgets",
+    openapi_extra=body_doc(EvaluationCreate),
 )
 def create_evaluation(
-    body: EvaluationCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+    session: SessionDep,
+    tenant: TenantDep,
+    body: Annotated[EvaluationCreate, json_body(EvaluationCreate)],
+    idempotency_key: IdempotencyHeader = None,
 ) -> EvaluationCreated:
     """Runs the method with N seeds on the model and obtains N reference models (reusing a matching reference set), then scores them: epsilon-hat with its resolution, bootstrap interval over models and smooth estimate, the NeurIPS score, MIA-efficacy, KL to the references, accuracies with their spread, and cost relative to one retrain. Without n_models, N is the fewest whose epsilon-hat ceiling reaches LETHE_TARGET_EPSILON_CEILING; `warnings` says when N cannot tell the method from retrain."""
     n_models, warnings = plan_n_models(body.n_models, body.delta, get_settings().target_epsilon_ceiling)
@@ -117,10 +129,12 @@ def create_evaluation(
             n_models=n_models,
             delta=body.delta,
         )
+        children = ev.queued_children(session, job.id)
+        check_tenant_queue(session, tenant, new_jobs=1, new_runs=len(children))
         created = EvaluationCreated(
             job_id=job.id, evaluation_id=evaluation.id, n_models=n_models, warnings=warnings
         )
-        return created, ev.queued_children(session, job.id), 202
+        return created, children, 202
 
     return idempotent(session, tenant, idempotency_key, "POST /evaluations", body, create)
 
@@ -187,31 +201,37 @@ def _row(session: SessionDep, e: Evaluation) -> EvaluationRow:
 def list_evaluations(
     session: SessionDep,
     tenant: TenantDep,
-    reference_set_id: Annotated[str | None, Query()] = None,
-    study_id: Annotated[str | None, Query()] = None,
+    reference_set_id: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+    study_id: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     accept: Annotated[str | None, Header()] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> EvaluationTable | Response:
-    """One row per evaluation, filtered by reference set or study: the study's Table 1 as JSON, or as CSV with Accept: text/csv."""
-    stmt = select(Evaluation).where(Evaluation.tenant_id == tenant).order_by(Evaluation.created_at)
+    """One row per evaluation, oldest first, filtered by reference set or study: the study's Table 1 as JSON, or as CSV with Accept: text/csv (one page either way; next_cursor, or the CSV's X-Next-Cursor header, leads to the next)."""
+    stmt = select(Evaluation).where(Evaluation.tenant_id == tenant)
     if reference_set_id:
         stmt = stmt.where(Evaluation.reference_set_id == reference_set_id)
     if study_id:
         stmt = stmt.where(Evaluation.study_id == study_id)
-    rows = [_row(session, e) for e in session.execute(stmt).scalars()]
+    found, total, next_cursor = page(
+        session, stmt, [Evaluation.created_at, Evaluation.id], limit=limit, cursor=cursor, descending=False
+    )
+    rows = [_row(session, e) for e in found]
     if accept and "text/csv" in accept:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(EvaluationRow.model_fields), lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow(row.model_dump())
-        return Response(out.getvalue(), media_type="text/csv")
-    return EvaluationTable(data=rows, count=len(rows))
+        headers = {"X-Next-Cursor": next_cursor} if next_cursor else None
+        return Response(out.getvalue(), media_type="text/csv", headers=headers)
+    return EvaluationTable(data=rows, count=total, next_cursor=next_cursor)
 
 
 @router.get(
     "/evaluations/{evaluation_id}", response_model=EvaluationPublic, summary="An evaluation and its results"
 )
-def read_evaluation(evaluation_id: str, session: SessionDep, tenant: TenantDep) -> EvaluationPublic:
+def read_evaluation(evaluation_id: PathRef, session: SessionDep, tenant: TenantDep) -> EvaluationPublic:
     """An evaluation's parameters, status and, once scored, every figure with its counts and half-widths, the curve over delta and the per-sample epsilons."""
     return _public(session, services.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation"))
 
@@ -222,7 +242,7 @@ def read_evaluation(evaluation_id: str, session: SessionDep, tenant: TenantDep) 
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def read_plot(evaluation_id: str, name: str, session: SessionDep, tenant: TenantDep) -> Response:
+def read_plot(evaluation_id: PathRef, name: PathRef, session: SessionDep, tenant: TenantDep) -> Response:
     """PNG figures of a scored evaluation: epsilon-delta (epsilon-hat over delta) or histograms (per-sample statistics of both groups)."""
     e = services.get_owned(session, Evaluation, evaluation_id, tenant, "evaluation")
     if name not in ("epsilon-delta", "histograms"):
@@ -235,10 +255,17 @@ def read_plot(evaluation_id: str, name: str, session: SessionDep, tenant: Tenant
 
 
 @router.post(
-    "/studies", response_model=StudyCreated, status_code=202, summary="The study's protocol in one call"
+    "/studies",
+    response_model=StudyCreated,
+    status_code=202,
+    summary="The study's protocol in one call",
+    openapi_extra=body_doc(StudyCreate),
 )
 def create_study(
-    body: StudyCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+    session: SessionDep,
+    tenant: TenantDep,
+    body: Annotated[StudyCreate, json_body(StudyCreate)],
+    idempotency_key: IdempotencyHeader = None,
 ) -> StudyCreated:
     """One reference set and one evaluation per method on the same forget set (given, or drawn as a fraction of the training split with a seed)."""
 
@@ -254,13 +281,15 @@ def create_study(
             delta=body.delta,
             seed=body.seed,
         )
-        return StudyCreated(job_id=job.id, study_id=study.id), ev.queued_children(session, job.id), 202
+        children = ev.queued_children(session, job.id)
+        check_tenant_queue(session, tenant, new_jobs=1, new_runs=len(children))
+        return StudyCreated(job_id=job.id, study_id=study.id), children, 202
 
     return idempotent(session, tenant, idempotency_key, "POST /studies", body, create)
 
 
 @router.get("/studies/{study_id}", response_model=StudyPublic, summary="A study and its evaluations")
-def read_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyPublic:
+def read_study(study_id: PathRef, session: SessionDep, tenant: TenantDep) -> StudyPublic:
     """A study's methods, status and evaluation ids."""
     study = services.get_owned(session, Study, study_id, tenant, "study")
     ids = session.execute(
@@ -285,7 +314,7 @@ def read_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyPu
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not finished yet"}},
 )
-def export_study(study_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+def export_study(study_id: PathRef, session: SessionDep, tenant: TenantDep) -> Response:
     """A zip in the study's own seed layout (forget_set.txt, logits_retain.npy, metrics.csv, <method>/logits_unlearn.npy and metrics.csv) that the study's scripts and `lethe epsilon` read. 409 until every method is scored."""
     study = services.get_owned(session, Study, study_id, tenant, "study")
     data = study_zip(session, get_store(), study)

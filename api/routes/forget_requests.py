@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import or_, select
 
-from api.deps import SessionDep, TenantDep
+from api.deps import PathRef, SessionDep, TenantDep
 from api.schemas import AuditEntry, ForgetRequestPublic
 from core.batching import BATCH_KIND, batch_info
 from core.services import get_owned
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/forget-requests", tags=["unlearn"])
 @router.get(
     "/{request_id}", response_model=ForgetRequestPublic, summary="A forget request and its audit trail"
 )
-def read_forget_request(request_id: str, session: SessionDep, tenant: TenantDep) -> ForgetRequestPublic:
+def read_forget_request(request_id: PathRef, session: SessionDep, tenant: TenantDep) -> ForgetRequestPublic:
     """Who asked and when, how many ids and their sha256, the method, every state change with its time and reason, and the resulting model with its metrics."""
     req = get_owned(session, ForgetRequest, request_id, tenant, "forget request")
     job = session.get(Job, req.job_id) if req.job_id else None

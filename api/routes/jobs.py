@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 from starlette.routing import BaseRoute
 
-from api.deps import SessionDep, TenantDep
-from api.schemas import JobList, JobMetrics, JobPublic
+from api.deps import PathRef, SessionDep, TenantDep
+from api.pagination import Cursor, Limit, page
+from api.schemas import NO_NUL, JobList, JobMetrics, JobPublic
 from core import jobs as job_service
 from core.db import read_connection
 from core.errors import NotFound
@@ -28,18 +29,24 @@ def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
     status: Annotated[JobStatus | None, Query()] = None,
-    kind: Annotated[str | None, Query(max_length=30)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    kind: Annotated[str | None, Query(max_length=30, pattern=NO_NUL)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> JobList:
-    """The caller's jobs, newest first, optionally filtered by status and kind; count covers every match."""
+    """The caller's jobs, newest first, optionally filtered by status and kind; count covers every match, and next_cursor leads to the next page."""
     stmt = select(Job).where(Job.tenant_id == tenant)
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if kind is not None:
         stmt = stmt.where(Job.kind == kind)
-    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = session.execute(stmt.order_by(Job.created_at.desc()).limit(limit)).scalars()
-    return JobList(data=[JobPublic.model_validate(j, from_attributes=True) for j in rows], count=total)
+    rows, total, next_cursor = page(
+        session, stmt, [Job.created_at, Job.id], limit=limit, cursor=cursor, descending=True
+    )
+    return JobList(
+        data=[JobPublic.model_validate(j, from_attributes=True) for j in rows],
+        count=total,
+        next_cursor=next_cursor,
+    )
 
 
 def job_json(conn: Connection, job_id: str, tenant: str) -> str:
@@ -62,7 +69,7 @@ def read_job_json(job_id: str, tenant: str) -> str:
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress")
-async def read_job(job_id: str, tenant: TenantDep) -> Response:
+async def read_job(job_id: PathRef, tenant: TenantDep) -> Response:
     """Status (queued, running, succeeded, failed, cancelled), progress 0..1 with stage, epoch, loss and ETA, attempts, error, timestamps and result."""
     # Clients poll this in a loop: read and serialise in one worker-thread hop, and send pydantic's JSON as
     # it is rather than have the framework validate and encode the model a second time.
@@ -80,7 +87,7 @@ def poll_route() -> BaseRoute:
     response_model_exclude_unset=True,
     summary="A finished job's metrics (404 until there are some)",
 )
-def read_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+def read_metrics(job_id: PathRef, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     """A finished job's figures: accuracies and wall time for training and unlearning, epsilon-hat and its spread for evaluations. 404 until there are some."""
     job = get_job(session, job_id, tenant)
     if not job.metrics:
@@ -95,7 +102,7 @@ def read_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[st
     description="A queued job ends cancelled at once; a running one stops within one training step or batch. "
     "Cancelling a fan-out job (reference set, evaluation, study) cancels its runs. 409 once it has finished.",
 )
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
+def cancel_job(job_id: PathRef, session: SessionDep, tenant: TenantDep) -> JobPublic:
     job = job_service.cancel(session, job_id, tenant)
     session.commit()
     return JobPublic.model_validate(job, from_attributes=True)

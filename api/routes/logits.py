@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import SessionDep, TenantDep
+from api.bodies import body_doc, json_body
+from api.deps import PathRef, SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.schemas import LogitsCreate, LogitsCreated
 from core.artifacts import get_store
@@ -25,12 +28,13 @@ router = APIRouter(tags=["logits"])
     description="`ids` of the training split (or of `split`), a whole `split`, or the ids a "
     "`forget_request_id` named. The job writes logits.npz: `logits` float32 [n, outputs], `ids` [n] "
     "(ascending) and `labels` [n]; download it at GET /jobs/{id}/artifacts/logits.npz once it succeeded.",
+    openapi_extra=body_doc(LogitsCreate),
 )
 def create_logits(
-    model_ref: str,
-    body: LogitsCreate,
+    model_ref: PathRef,
     session: SessionDep,
     tenant: TenantDep,
+    body: Annotated[LogitsCreate, json_body(LogitsCreate)],
     idempotency_key: IdempotencyHeader = None,
 ) -> LogitsCreated:
     def create() -> Created:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import re
 
+import pydantic_core
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api.deps import SessionDep, TenantDep
+from api.bodies import nul_at, parse_body
+from api.deps import PathRef, SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
-from api.schemas import ModelCreate, ModelCreated, ModelList, ModelPublic
+from api.pagination import Cursor, Limit, page
+from api.schemas import NO_NUL, ModelCreate, ModelCreated, ModelList, ModelPublic
 from core import services
 from core.checkpoints import Weights, model_weights
 from core.errors import InvalidInput
+from core.quotas import check_tenant_queue
 from core.tables import Dataset, Model
 from core.uploads import import_checkpoint
 
@@ -57,8 +58,14 @@ UPLOAD_FORM = {
             "format": "binary",
             "description": ".safetensors, or a PyTorch state dict file",
         },
-        "dataset": {"type": "string", "examples": ["digits"]},
-        "name": {"type": "string"},
+        "dataset": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "pattern": NO_NUL,
+            "examples": ["digits"],
+        },
+        "name": {"type": "string", "maxLength": 100, "pattern": NAME_PATTERN.pattern},
         "arch": {"type": "string", "description": 'ArchSpec as JSON, e.g. {"width": 64}'},
     },
 }
@@ -88,12 +95,7 @@ async def create_model(
 ) -> ModelCreated | JSONResponse:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await _upload(request, session, tenant)
-    try:
-        body = ModelCreate.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
-        ) from None
+    body = await run_in_threadpool(parse_body, ModelCreate, await request.body())
 
     def create() -> Created:
         job, model = services.create_training(
@@ -105,6 +107,7 @@ async def create_model(
             recipe=body.recipe,
             seed=body.seed,
         )
+        check_tenant_queue(session, tenant, new_jobs=1, new_runs=0)
         return ModelCreated(job_id=job.id, model_id=model.id), [job.id], 202
 
     return await run_in_threadpool(idempotent, session, tenant, idempotency_key, "POST /models", body, create)
@@ -116,13 +119,15 @@ async def _upload(request: Request, session: SessionDep, tenant: str) -> JSONRes
     if not isinstance(upload, StarletteUploadFile):
         raise InvalidInput("file", "file: attach the checkpoint as the form field 'file'")
     dataset = form.get("dataset")
-    if not isinstance(dataset, str) or not dataset:
+    if not isinstance(dataset, str) or not dataset or "\x00" in dataset or len(dataset) > 100:
         raise InvalidInput("dataset", "dataset: name the registered data set the checkpoint was trained on")
     name = form.get("name") or None
     try:
-        arch = json.loads(str(form.get("arch") or "{}"))
-    except json.JSONDecodeError:
-        raise InvalidInput("arch", "arch: not valid JSON") from None
+        arch = pydantic_core.from_json(str(form.get("arch") or "{}"), allow_inf_nan=False)
+    except ValueError:
+        raise InvalidInput("arch", "arch: not valid JSON (NaN and Infinity are not JSON)") from None
+    if nul_at(arch) is not None:
+        raise InvalidInput("arch", "arch: strings may not contain the NUL character")
     if name is not None and not NAME_PATTERN.match(str(name)):
         raise InvalidInput("name", "name: letters, digits, '_', '.' or '-', starting with a letter or digit")
     data = await upload.read()
@@ -145,17 +150,23 @@ async def _upload(request: Request, session: SessionDep, tenant: str) -> JSONRes
 
 
 @router.get("", response_model=ModelList, summary="List models, newest first")
-def list_models(session: SessionDep, tenant: TenantDep) -> ModelList:
-    """Every model of the caller's tenant with its status, lineage and metrics, newest first."""
-    rows = session.execute(
-        select(Model).where(Model.tenant_id == tenant).order_by(Model.created_at.desc())
-    ).scalars()
-    data = [to_public(session, m) for m in rows]
-    return ModelList(data=data, count=len(data))
+def list_models(
+    session: SessionDep, tenant: TenantDep, limit: Limit = 50, cursor: Cursor = None
+) -> ModelList:
+    """The caller's models with their status, lineage and metrics, newest first; next_cursor leads to the next page."""
+    rows, total, next_cursor = page(
+        session,
+        select(Model).where(Model.tenant_id == tenant),
+        [Model.created_at, Model.id],
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+    )
+    return ModelList(data=[to_public(session, m) for m in rows], count=total, next_cursor=next_cursor)
 
 
 @router.get("/{model_ref}", response_model=ModelPublic, summary="A model by id or name")
-def get_model(model_ref: str, session: SessionDep, tenant: TenantDep) -> ModelPublic:
+def get_model(model_ref: PathRef, session: SessionDep, tenant: TenantDep) -> ModelPublic:
     """A model by id or by name: status (training, ready, failed), how it was made, its parent and lineage, how many samples it has forgotten, and its metrics."""
     return to_public(session, services.resolve_model(session, model_ref, tenant))
 

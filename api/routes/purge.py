@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
-from api.deps import SessionDep, TenantDep
+from api.bodies import body_doc, json_body
+from api.deps import PathRef, SessionDep, TenantDep
 from api.schemas_proof import ModelPurged, TenantSettingsPublic, TenantSettingsUpdate
 from core import purge
 from core.tables import Model
@@ -17,7 +20,7 @@ router = APIRouter(tags=["models"])
     response_model=ModelPurged,
     summary="Delete a model's weights; keep its row, lineage, checksum and audit trail",
 )
-def purge_model(model_ref: str, session: SessionDep, tenant: TenantDep) -> ModelPurged:
+def purge_model(model_ref: PathRef, session: SessionDep, tenant: TenantDep) -> ModelPurged:
     """The parent of an unlearned model still holds the forgotten samples: purge deletes its checkpoint from the artifact store and marks it `purged`. Unlearning, evaluating or downloading it is then a 409. 409 too while a job still reads its weights, or when it has none (training, failed, already purged)."""
     model = purge.purge_model(session, model_ref, tenant)
     public = _purged(model)
@@ -44,10 +47,16 @@ def read_settings(session: SessionDep, tenant: TenantDep) -> TenantSettingsPubli
 
 
 @router.patch(
-    "/tenant/settings", response_model=TenantSettingsPublic, tags=["tenant"], summary="Change settings"
+    "/tenant/settings",
+    response_model=TenantSettingsPublic,
+    tags=["tenant"],
+    summary="Change settings",
+    openapi_extra=body_doc(TenantSettingsUpdate),
 )
 def update_settings(
-    body: TenantSettingsUpdate, session: SessionDep, tenant: TenantDep
+    session: SessionDep,
+    tenant: TenantDep,
+    body: Annotated[TenantSettingsUpdate, json_body(TenantSettingsUpdate)],
 ) -> TenantSettingsPublic:
     """Set the settings given (the others keep their values); every change is an audit event."""
     row = purge.update_tenant_settings(session, tenant, body.model_dump(exclude_none=True))

@@ -4,12 +4,15 @@ use Lethe as the judge."""
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api.deps import SessionDep, TenantDep
+from api.pagination import Cursor, page
 from api.schemas import ScoreList, ScorePublic
 from core import scores
 from core.errors import InvalidInput
@@ -124,10 +127,22 @@ async def create_score(request: Request, session: SessionDep, tenant: TenantDep)
 
 
 @router.get("", response_model=ScoreList, summary="Scores of the caller's tenant, newest first")
-def list_scores(session: SessionDep, tenant: TenantDep, limit: int = Query(100, ge=1, le=1000)) -> ScoreList:
-    """Every score the tenant asked for, newest first, with its figures and the sha256 of its input."""
-    data = [to_public(row) for row in scores.list_scores(session, tenant, limit)]
-    return ScoreList(data=data, count=len(data))
+def list_scores(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="rows per page")] = 100,
+    cursor: Cursor = None,
+) -> ScoreList:
+    """Every score the tenant asked for, newest first, with its figures and the sha256 of its input; next_cursor leads to the next page."""
+    rows, total, next_cursor = page(
+        session,
+        select(Score).where(Score.tenant_id == tenant),
+        [Score.created_at, Score.id],
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+    )
+    return ScoreList(data=[to_public(row) for row in rows], count=total, next_cursor=next_cursor)
 
 
 @router.get("/{score_id}", response_model=ScorePublic, summary="One score")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
+from api.bodies import body_doc, json_body
 from api.deps import SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
 from api.schemas import UnlearnCreate, UnlearnCreated
 from core import services
+from core.quotas import check_tenant_queue
 
 router = APIRouter(tags=["unlearn"])
 
@@ -18,10 +22,14 @@ router = APIRouter(tags=["unlearn"])
     response_model=UnlearnCreated,
     summary="Make a model forget training samples",
     description="Validates everything, records the forget request, then queues a job that writes a new "
-    "child model; the parent model is never modified.",
+    "child model; the parent model is never modified. 409 while the model is not ready.",
+    openapi_extra=body_doc(UnlearnCreate),
 )
 def unlearn(
-    body: UnlearnCreate, session: SessionDep, tenant: TenantDep, idempotency_key: IdempotencyHeader = None
+    session: SessionDep,
+    tenant: TenantDep,
+    body: Annotated[UnlearnCreate, json_body(UnlearnCreate)],
+    idempotency_key: IdempotencyHeader = None,
 ) -> UnlearnCreated:
     def create() -> Created:
         job, request = services.create_unlearn(
@@ -36,6 +44,7 @@ def unlearn(
             name=body.name,
             requested_by=body.requested_by,
         )
+        check_tenant_queue(session, tenant, new_jobs=1, new_runs=0)
         return UnlearnCreated(job_id=job.id, forget_request_id=request.id), [job.id], 202
 
     return idempotent(session, tenant, idempotency_key, "POST /unlearn", body, create)

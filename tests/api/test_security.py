@@ -65,7 +65,7 @@ def test_another_tenant_sees_none_of_it(client, owned):
         r = client.get(template.format(**owned), headers=other)
         assert r.status_code == 404, (template, r.status_code)
     assert client.post(f"/jobs/{owned['job']}/cancel", headers=other).status_code == 404
-    assert client.get("/models", headers=other).json() == {"data": [], "count": 0}
+    assert client.get("/models", headers=other).json() == {"data": [], "count": 0, "next_cursor": None}
     assert client.get("/evaluations", headers=other).json()["count"] == 0
     body = {"model_id": "m1", "forget_ids": [1], "method": "none"}
     assert client.post("/unlearn", json=body, headers=other).status_code == 404
@@ -81,7 +81,7 @@ def test_another_tenant_cannot_use_the_ids_of_ones_objects(client, owned):
     """By id, not only by name: another tenant's model and data set ids are unknown in every endpoint."""
     other = {"X-API-Key": new_key("other")}
     model_id = client.get("/models/m1").json()["id"]
-    dataset_id = next(d["id"] for d in client.get("/datasets").json() if d["name"] == "digits")
+    dataset_id = next(d["id"] for d in client.get("/datasets").json()["data"] if d["name"] == "digits")
     assert client.get(f"/models/{model_id}", headers=other).status_code == 404
     for path, body in (
         ("/unlearn", {"model_id": model_id, "forget_ids": [1], "method": "none"}),

@@ -78,9 +78,10 @@ def test_model_id_and_name_both_work(client, model):
 @pytest.mark.parametrize(
     ("ids", "needle"),
     [
-        ([], "empty"),
+        ([], "at least 1 item"),
         ([3, 3], "duplicates: 3"),
-        ([-1], "out of range"),
+        ([-1], "greater than or equal to 0"),
+        ([2**63], "less than or equal to 2147483647"),
         ([1438], "out of range [0, 1438)"),
         (["7"], "valid integer"),
         ([1.5], "valid integer"),
@@ -99,8 +100,8 @@ def test_bad_forget_ids_are_rejected_and_nothing_is_stored(client, model, ids, n
 def test_unknown_method_lists_the_valid_names(client, model):
     r = client.post("/unlearn", json={"model_id": "m1", "forget_ids": [1], "method": "forgetify"})
     assert r.status_code == 422
-    msg = r.json()["detail"][0]["msg"]
-    assert "forgetify" in msg and "finetune" in msg and "retrain" in msg
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == ["body", "method"] and "finetune" in detail["msg"] and "retrain" in detail["msg"]
 
 
 @pytest.mark.parametrize(
@@ -174,14 +175,18 @@ def test_jobs_list_filters_by_status_and_kind(client, model):
         client.post("/unlearn", json={"model_id": "m1", "forget_ids": ids, "method": "none"})
     listed = client.get("/jobs").json()
     assert listed["count"] == 3 and [j["kind"] for j in listed["data"]] == ["unlearn"] * 3
+    assert listed["next_cursor"] is None
     first = listed["data"][-1]["id"]
     client.post(f"/jobs/{first}/cancel")
     assert client.get("/jobs", params={"status": "cancelled"}).json()["data"][0]["id"] == first
-    assert client.get("/jobs", params={"status": "queued", "limit": 1}).json() == {
-        "data": [client.get(f"/jobs/{listed['data'][0]['id']}").json()],
-        "count": 2,
+    first_page = client.get("/jobs", params={"status": "queued", "limit": 1}).json()
+    assert first_page["data"] == [client.get(f"/jobs/{listed['data'][0]['id']}").json()]
+    assert first_page["count"] == 2 and first_page["next_cursor"]
+    assert client.get("/jobs", params={"kind": "train"}).json() == {
+        "data": [],
+        "count": 0,
+        "next_cursor": None,
     }
-    assert client.get("/jobs", params={"kind": "train"}).json() == {"data": [], "count": 0}
     assert client.get("/jobs", params={"status": "sleeping"}).status_code == 422
 
 

@@ -39,7 +39,7 @@ def _service_env(service: dict, overrides: dict[str, str]) -> dict[str, str]:
 
 
 def _forget_two_percent(http: httpx.Client, model: str, logs) -> tuple[dict, dict, list[int]]:
-    n_train = next(d["n_train"] for d in http.get("/datasets").json() if d["name"] == "digits")
+    n_train = next(d["n_train"] for d in http.get("/datasets").json()["data"] if d["name"] == "digits")
     ids = np.random.default_rng(1).choice(n_train, size=round(0.02 * n_train), replace=False).tolist()
     r = http.post("/unlearn", json={"model_id": model, "forget_ids": ids, "method": "finetune"})
     assert r.status_code == 202, r.text
