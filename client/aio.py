@@ -33,6 +33,7 @@ from client.client import (
 from client.errors import ConnectionFailed, LetheError, NotFound, WaitTimeout
 from client.models import (
     Dataset,
+    DatasetList,
     DeliveryList,
     Evaluation,
     EvaluationCreated,
@@ -140,7 +141,7 @@ class AsyncClient:
         return await self._get("/methods", list[Method])
 
     async def list_datasets(self) -> list[Dataset]:
-        return await self._get("/datasets", list[Dataset])
+        return [d async for d in self.pages("/datasets", DatasetList)]
 
     # Models
 
@@ -175,8 +176,8 @@ class AsyncClient:
         response = await self._send("POST", "/models", data=form, files={"file": (filename, data)})
         return Client._parse(response, ModelCreated)
 
-    async def list_models(self) -> ModelList:
-        return await self._get("/models", ModelList)
+    async def list_models(self, *, limit: int | None = None, cursor: str | None = None) -> ModelList:
+        return await self._get("/models", ModelList, params=_without_none(limit=limit, cursor=cursor))
 
     async def get_model(self, model: str) -> Model:
         return await self._get(f"/models/{_seg(model)}", Model)
@@ -243,8 +244,17 @@ class AsyncClient:
     async def get_job_metrics(self, job_id: str) -> JobMetrics:
         return await self._get(f"/jobs/{_seg(job_id)}/metrics", JobMetrics)
 
-    async def list_jobs(self) -> JobList:
-        return await self._get("/jobs", JobList)
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobList:
+        return await self._get(
+            "/jobs", JobList, params=_without_none(status=status, kind=kind, limit=limit, cursor=cursor)
+        )
 
     async def cancel(self, job_id: str) -> Job:
         return Client._parse(await self._send("POST", f"/jobs/{_seg(job_id)}/cancel"), Job)
@@ -379,9 +389,16 @@ class AsyncClient:
         return await self._get(f"/evaluations/{_seg(evaluation_id)}", Evaluation)
 
     async def list_evaluations(
-        self, *, reference_set_id: str | None = None, study_id: str | None = None
+        self,
+        *,
+        reference_set_id: str | None = None,
+        study_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> EvaluationTable:
-        query = _without_none(reference_set_id=reference_set_id, study_id=study_id)
+        query = _without_none(
+            reference_set_id=reference_set_id, study_id=study_id, limit=limit, cursor=cursor
+        )
         return await self._get("/evaluations", EvaluationTable, params=query)
 
     async def evaluations_csv(

@@ -70,7 +70,7 @@ def create_references(
         if job is None:
             return ReferenceCreated(job_id=None, reference_set_id=rs.id), [], 200
         children = ev.queued_children(session, job.id)
-        check_tenant_queue(session, tenant, new_jobs=1, new_runs=len(children))
+        check_tenant_queue(session, tenant, new_jobs=1, run_jobs=children)
         return ReferenceCreated(job_id=job.id, reference_set_id=rs.id), children, 202
 
     return idempotent(session, tenant, idempotency_key, "POST /references", body, create)
@@ -130,7 +130,7 @@ def create_evaluation(
             delta=body.delta,
         )
         children = ev.queued_children(session, job.id)
-        check_tenant_queue(session, tenant, new_jobs=1, new_runs=len(children))
+        check_tenant_queue(session, tenant, new_jobs=1, run_jobs=children)
         created = EvaluationCreated(
             job_id=job.id, evaluation_id=evaluation.id, n_models=n_models, warnings=warnings
         )
@@ -282,7 +282,7 @@ def create_study(
             seed=body.seed,
         )
         children = ev.queued_children(session, job.id)
-        check_tenant_queue(session, tenant, new_jobs=1, new_runs=len(children))
+        check_tenant_queue(session, tenant, new_jobs=1, run_jobs=children)
         return StudyCreated(job_id=job.id, study_id=study.id), children, 202
 
     return idempotent(session, tenant, idempotency_key, "POST /studies", body, create)

@@ -107,7 +107,7 @@ async def create_model(
             recipe=body.recipe,
             seed=body.seed,
         )
-        check_tenant_queue(session, tenant, new_jobs=1, new_runs=0)
+        check_tenant_queue(session, tenant, new_jobs=1, run_jobs=[])
         return ModelCreated(job_id=job.id, model_id=model.id), [job.id], 202
 
     return await run_in_threadpool(idempotent, session, tenant, idempotency_key, "POST /models", body, create)

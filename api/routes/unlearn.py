@@ -44,7 +44,7 @@ def unlearn(
             name=body.name,
             requested_by=body.requested_by,
         )
-        check_tenant_queue(session, tenant, new_jobs=1, new_runs=0)
+        check_tenant_queue(session, tenant, new_jobs=1, run_jobs=[])
         return UnlearnCreated(job_id=job.id, forget_request_id=request.id), [job.id], 202
 
     return idempotent(session, tenant, idempotency_key, "POST /unlearn", body, create)
