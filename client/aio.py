@@ -43,12 +43,15 @@ from client.models import (
     Job,
     JobList,
     JobMetrics,
+    LogitsCreated,
     Method,
     Model,
     ModelCreated,
     ModelList,
     ReferenceCreated,
     ReferenceSet,
+    Score,
+    ScoreList,
     Study,
     StudyCreated,
     UnlearnCreated,
@@ -184,13 +187,19 @@ class AsyncClient:
 
     async def download_model(self, model: str, dest: str | Path = ".") -> Path:
         """Client.download_model, awaited: streamed to `dest`, checked against the ETag's sha256."""
+        return await self._download(f"/models/{_seg(model)}/weights", dest, f"{model}.safetensors")
+
+    async def download_artifact(self, job_id: str, name: str, dest: str | Path = ".") -> Path:
+        """Client.download_artifact, awaited."""
+        return await self._download(f"/jobs/{_seg(job_id)}/artifacts/{_seg(name)}", dest, name)
+
+    async def _download(self, path: str, dest: str | Path, default_name: str) -> Path:
         dest = Path(dest)
         headers = {"If-None-Match": f'"{file_sha256(dest)}"'} if dest.is_file() else {}
-        path = f"/models/{_seg(model)}/weights"
         async with self._stream("GET", path, ok=(304,), headers=headers) as response:
             if response.status_code == 304:
                 return dest
-            target = dest / _attachment_name(response, f"{model}.safetensors") if dest.is_dir() else dest
+            target = dest / _attachment_name(response, default_name) if dest.is_dir() else dest
             expected = response.headers.get("etag", "").removeprefix("W/").strip('"')
             partial = target.with_name(f".{target.name}.part")
             digest = hashlib.sha256()
@@ -201,12 +210,46 @@ class AsyncClient:
                         fh.write(chunk)
                 if expected and digest.hexdigest() != expected:
                     raise LetheError(
-                        f"the weights of {model} arrived damaged: sha256 {digest.hexdigest()}, expected {expected}"
+                        f"{path} arrived damaged: sha256 {digest.hexdigest()}, expected {expected}"
                     )
                 partial.replace(target)
             finally:
                 partial.unlink(missing_ok=True)
         return target
+
+    # Logits and scores
+
+    async def logits(
+        self,
+        model: str,
+        *,
+        ids: list[int] | None = None,
+        split: str | None = None,
+        forget_request_id: str | None = None,
+    ) -> LogitsCreated:
+        body = _without_none(ids=ids, split=split, forget_request_id=forget_request_id)
+        return await self._post(f"/models/{_seg(model)}/logits", body, LogitsCreated)
+
+    async def score(
+        self,
+        file: str | Path | bytes,
+        *,
+        delta: float | None = None,
+        approach: str | None = None,
+        bootstrap: int | None = None,
+        filename: str = "logits.npz",
+    ) -> Score:
+        if isinstance(file, bytes):
+            data = file
+        else:
+            path = Path(file)
+            data, filename = await asyncio.to_thread(path.read_bytes), path.name
+        form = _without_none(delta=delta, approach=approach, bootstrap=bootstrap)
+        response = await self._send("POST", "/scores", data=form, files={"file": (filename, data)})
+        return Client._parse(response, Score)
+
+    async def list_scores(self, *, limit: int | None = None, cursor: str | None = None) -> ScoreList:
+        return await self._get("/scores", ScoreList, params=_without_none(limit=limit, cursor=cursor))
 
     # Unlearning and jobs
 

@@ -44,12 +44,15 @@ from client.models import (
     Job,
     JobList,
     JobMetrics,
+    LogitsCreated,
     Method,
     Model,
     ModelCreated,
     ModelList,
     ReferenceCreated,
     ReferenceSet,
+    Score,
+    ScoreList,
     Study,
     StudyCreated,
     UnlearnCreated,
@@ -306,12 +309,20 @@ class Client:
         against the sha256 the server sends as ETag before they replace anything; a file already at
         `dest` with that sha256 is kept as it is (the server answers 304 and sends nothing).
         """
+        return self._download(f"/models/{_seg(model)}/weights", dest, f"{model}.safetensors")
+
+    def download_artifact(self, job_id: str, name: str, dest: str | Path = ".") -> Path:
+        """Stream an artifact a succeeded job wrote (logits.npz of a logits job) to `dest`, checked like a model."""
+        return self._download(f"/jobs/{_seg(job_id)}/artifacts/{_seg(name)}", dest, name)
+
+    def _download(self, path: str, dest: str | Path, default_name: str) -> Path:
+        """GET path streamed to a file (or into a folder) through a partial file, verified against the ETag."""
         dest = Path(dest)
         headers = {"If-None-Match": f'"{file_sha256(dest)}"'} if dest.is_file() else {}
-        with self._stream("GET", f"/models/{_seg(model)}/weights", ok=(304,), headers=headers) as response:
+        with self._stream("GET", path, ok=(304,), headers=headers) as response:
             if response.status_code == 304:
                 return dest
-            target = dest / _attachment_name(response, f"{model}.safetensors") if dest.is_dir() else dest
+            target = dest / _attachment_name(response, default_name) if dest.is_dir() else dest
             expected = response.headers.get("etag", "").removeprefix("W/").strip('"')
             partial = target.with_name(f".{target.name}.part")
             digest = hashlib.sha256()
@@ -322,12 +333,50 @@ class Client:
                         fh.write(chunk)
                 if expected and digest.hexdigest() != expected:
                     raise LetheError(
-                        f"the weights of {model} arrived damaged: sha256 {digest.hexdigest()}, expected {expected}"
+                        f"{path} arrived damaged: sha256 {digest.hexdigest()}, expected {expected}"
                     )
                 partial.replace(target)
             finally:
                 partial.unlink(missing_ok=True)
         return target
+
+    # Logits and scores
+
+    def logits(
+        self,
+        model: str,
+        *,
+        ids: list[int] | None = None,
+        split: str | None = None,
+        forget_request_id: str | None = None,
+    ) -> LogitsCreated:
+        """Queue a job computing the model's logits on `ids` (of `split`), a whole `split`, or a forget
+        request's ids; when it succeeded, download_artifact(job_id, "logits.npz") fetches them."""
+        body = _without_none(ids=ids, split=split, forget_request_id=forget_request_id)
+        return self._post(f"/models/{_seg(model)}/logits", body, LogitsCreated)
+
+    def score(
+        self,
+        file: str | Path | bytes,
+        *,
+        delta: float | None = None,
+        approach: str | None = None,
+        bootstrap: int | None = None,
+        filename: str = "logits.npz",
+    ) -> Score:
+        """Epsilon-hat of logits made elsewhere: a seed-layout zip or an .npz (see docs/logits.md)."""
+        if isinstance(file, bytes):
+            data = file
+        else:
+            path = Path(file)
+            data, filename = path.read_bytes(), path.name
+        form = _without_none(delta=delta, approach=approach, bootstrap=bootstrap)
+        response = self._send("POST", "/scores", data=form, files={"file": (filename, data)})
+        return self._parse(response, Score)
+
+    def list_scores(self, *, limit: int | None = None, cursor: str | None = None) -> ScoreList:
+        """One page of the tenant's scores, newest first."""
+        return self._get("/scores", ScoreList, params=_without_none(limit=limit, cursor=cursor))
 
     # Unlearning and jobs
 

@@ -322,3 +322,26 @@ class Delivery(Out):
 class DeliveryList(Out):
     data: list[Delivery]
     count: int
+
+
+class LogitsCreated(Out):
+    job_id: str
+
+
+class Score(Out):
+    """Epsilon-hat of uploaded logits: per approach (a seed-layout zip) or under `logits` (an .npz)."""
+
+    id: str
+    input_format: str
+    input_sha256: str
+    input_bytes: int
+    filename: str | None
+    delta: float
+    results: dict[str, dict[str, Any]]
+    created_at: datetime
+
+
+class ScoreList(Out):
+    data: list[Score]
+    count: int
+    next_cursor: str | None = None

@@ -82,6 +82,19 @@ def new_key(tenant: str = "local") -> str:
         return create_key(session, tenant)
 
 
+def next_queued_job() -> str | None:
+    """The oldest queued job, which a worker would take next."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.tables import Job
+
+    with session_scope() as session:
+        return session.execute(
+            select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
+        ).scalar()
+
+
 def drain(timeout: float = 600.0) -> int:
     """Let a real worker process consume this test's queues until no job is queued or running.
 

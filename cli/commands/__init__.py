@@ -10,6 +10,7 @@ import typer
 
 from cli.commands.common import Command
 from cli.commands.jobs import jobs_app
+from cli.commands.logits import logits_command
 from cli.commands.models import models_app
 from cli.commands.unlearning import evaluate_command, methods_command, study_command, unlearn_command
 from cli.commands.webhooks import webhooks_app
@@ -21,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate", cls=Command)(evaluate_command)
     app.command("study", cls=Command)(study_command)
     app.command("methods", cls=Command)(methods_command)
+    app.command("logits", cls=Command)(logits_command)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(models_app, name="models")
     app.add_typer(webhooks_app, name="webhooks")

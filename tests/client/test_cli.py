@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import zipfile
 from collections.abc import Iterator
@@ -349,3 +350,40 @@ def test_webhooks_create_list_deliveries_and_delete(stack, monkeypatch):
     finally:
         receiver.close()
         get_settings.cache_clear()
+
+
+def test_logits_saves_the_models_outputs_and_scores_come_back(stack, tmp_path):
+    """lethe logits runs the job and writes logits.npz; the client sends logits made elsewhere to /scores."""
+    import numpy as np
+
+    out = tmp_path / "test.npz"
+    with worker():
+        result = lethe("logits", "tiny", "--split", "test", "-o", out, "--json", stack=stack)
+        assert result.exit_code == 0, result.output
+        chosen = lethe("logits", "tiny", "--ids", "9,4", "-o", tmp_path, stack=stack)
+    assert chosen.exit_code == 0, chosen.output
+    assert "logits of 2 samples x 10 outputs" in chosen.stdout
+    info = json.loads(result.stdout)
+    assert info["path"] == str(out) and info["n_samples"] == 359 and info["n_outputs"] == 10
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == info["sha256"]
+    with np.load(out, allow_pickle=False) as npz:
+        logits, labels = npz["logits"], npz["labels"]
+        assert logits.shape == (359, 10) and npz["ids"].tolist() == list(range(359))
+    with np.load(tmp_path / "logits.npz", allow_pickle=False) as npz:
+        assert npz["ids"].tolist() == [4, 9]
+    assert_one_error_line(lethe("logits", "tiny", stack=stack), 2, "name the samples")
+    assert_one_error_line(lethe("logits", "tiny", "--split", "val", stack=stack), 2, "--split: train or test")
+
+    # The same outputs twice, as two groups of three "models": a tie, scored exactly as the library does.
+    from ml.metrics.epsilon import epsilon_hat
+
+    group = np.stack([logits[:20]] * 3)
+    buf = io.BytesIO()
+    np.savez(buf, reference=group, unlearned=group, labels=labels[:20])
+    with Client(stack.url, api_key=stack.api_key) as api:
+        score = api.score(buf.getvalue(), bootstrap=10)
+        assert (
+            score.results["logits"]["epsilon_hat"]
+            == epsilon_hat(group, group, labels[:20]).to_json()["epsilon_hat"]
+        )
+        assert [s.id for s in api.list_scores().data] == [score.id]
