@@ -9,27 +9,32 @@ JSON endpoints answer.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import math
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from api.deps import SessionDep
 from api.routes.evaluations import _row, list_evaluations, read_evaluation, read_plot
+from api.routes.events import sse
 from api.routes.forget_requests import read_forget_request
 from api.routes.models import to_public, weights_response
 from core import certificates, purge, services
 from core.auth import end_session, start_session, tenant_for, tenant_for_session
 from core.checkpoints import model_weights
+from core.db import read_session
 from core.errors import Conflict, NotFound
 from core.settings import get_settings
 from core.tables import FINISHED, Evaluation, ForgetRequest, Job, Model
@@ -335,6 +340,44 @@ def jobs_json(request: Request, session: SessionDep) -> JSONResponse:
     links = _job_links(session, jobs)
     body = {"jobs": [_job_json(j, links.get(j.id)) for j in jobs]}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+JOBS_STREAM_SECONDS = 600.0
+"""A jobs stream ends after this; the browser's EventSource reconnects by itself, as it does when idle."""
+
+
+def _jobs_payload(tenant: str) -> tuple[str, bool]:
+    """The pages' jobs as JSON text (what /ui/jobs.json answers), and whether any is still queued or running."""
+    with read_session() as session:
+        jobs = _jobs(session, tenant)
+        links = _job_links(session, jobs)
+        body = [_job_json(j, links.get(j.id)) for j in jobs]
+    return json.dumps({"jobs": body}), any(j["status"] not in FINISHED for j in body)
+
+
+@router.get("/ui/jobs/events")
+async def jobs_events(request: Request, session: SessionDep) -> Response:
+    """The pages' jobs as server-sent events (`event: jobs`, the data of /ui/jobs.json): at once, then on
+    every change while any job is queued or running. With nothing running the stream ends, and the browser's
+    EventSource reconnects a second later (`retry`), so an idle dashboard costs one read a second, as polling
+    did, and a busy one moves its bars as soon as a job reports."""
+    tenant = await run_in_threadpool(_tenant, request, session)
+    if tenant is None:
+        return JSONResponse({"detail": "sign in at /"}, status_code=401)
+
+    async def stream() -> AsyncIterator[str]:
+        yield "retry: 1000\n\n"
+        last, ends_at = None, time.monotonic() + JOBS_STREAM_SECONDS
+        while time.monotonic() < ends_at:
+            body, active = await run_in_threadpool(_jobs_payload, tenant)
+            if body != last:
+                yield sse("jobs", body)
+                last = body
+            if not active or await request.is_disconnected():
+                return
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/ui/models/{model_ref}", response_class=HTMLResponse)

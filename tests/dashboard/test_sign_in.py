@@ -3,6 +3,7 @@ no key reaches a URL or a log line."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -211,3 +212,19 @@ def test_redaction_covers_keys_anywhere_in_a_line():
 def _no_leftover_server() -> Iterator[None]:
     yield
     assert not [t for t in threading.enumerate() if t.name == "uvicorn" and t.is_alive()]
+
+
+def test_the_pages_follow_jobs_as_server_sent_events(client):
+    """The dashboard's live progress: the jobs of /ui/jobs.json as an event stream, for signed-in browsers only."""
+    from tests.dashboard.test_dashboard import anonymous, anonymous_with_cookie
+
+    browser = anonymous_with_cookie(client)
+    r = browser.get(
+        "/ui/jobs/events"
+    )  # nothing runs: one event, then the stream ends for the browser to retry
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [block for block in r.text.split("\n\n") if block.startswith("event: jobs")]
+    assert r.text.startswith("retry: 1000") and len(events) == 1
+    data = json.loads(events[0].split("data: ", 1)[1])
+    assert data == browser.get("/ui/jobs.json").json()
+    assert anonymous(client).get("/ui/jobs/events").status_code == 401
