@@ -57,6 +57,7 @@ DATA_DEPENDENT = {
     ("body", "arch"): "an architecture is checked against the registered forms",
     ("body", "recipe"): "a recipe is checked as a whole (milestones within epochs)",
     ("body", "n_models"): "the runs a request needs must fit the tenant's queue",
+    ("body", "url"): "a webhook's host must resolve to public addresses",
 }
 """Fields a 422 may name for a request the schema finds valid, and why the schema cannot say."""
 
