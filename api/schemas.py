@@ -537,7 +537,7 @@ class ForgetRequestRow(BaseModel):
     external_ref: str | None
     requested_by: str | None
     n_ids: int
-    created_at: datetime
+    created_at: Timestamp
     job_id: str | None
     result_model_id: str | None
     reason: str | None
@@ -550,16 +550,16 @@ class ForgetRequestList(BaseModel):
 
 
 class ForgetPolicyIn(In):
-    method: str = Field(examples=["finetune"])
-    params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 2}])
+    method: MethodName = Field(examples=["finetune"])
+    params: Settings = Field(default_factory=dict, examples=[{"epochs": 2}])
     window_seconds: float = Field(
         3600.0, ge=0, le=30 * 86400, description="a batch starts this long after its oldest pending request"
     )
-    max_requests: int | None = Field(
-        None, ge=1, le=10**9, description="start a batch early once this many are pending"
+    max_requests: Annotated[int, Field(ge=1, le=10**9), INTEGRAL] | None = Field(
+        None, description="start a batch early once this many are pending"
     )
-    max_samples: int | None = Field(
-        None, ge=1, le=10**9, description="start a batch early once this many ids are pending"
+    max_samples: Annotated[int, Field(ge=1, le=10**9), INTEGRAL] | None = Field(
+        None, description="start a batch early once this many ids are pending"
     )
     evaluate: bool = Field(
         False,
@@ -579,4 +579,4 @@ class ForgetPolicyPublic(BaseModel):
     head_model_id: str | None = Field(description="the newest version, where the next batch starts")
     running_job_id: str | None = Field(description="the batch in flight, if any")
     pending: int = Field(description="requests waiting for a batch")
-    updated_at: datetime
+    updated_at: Timestamp

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas import Timestamp
 from core.webhooks import DEFAULT_EVENTS, EVENTS
 
 WebhookEvent = Literal[EVENTS]  # type: ignore[valid-type]
+HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00]+$"
+"""Only http(s) URLs can receive webhooks: the schema says so, so another scheme is refused before any lookup."""
 
 
 class WebhookCreate(BaseModel):
@@ -17,6 +19,7 @@ class WebhookCreate(BaseModel):
     url: str = Field(
         min_length=1,
         max_length=2000,
+        pattern=HTTP_URL,
         description="http(s) URL that receives the events as POSTed JSON",
         examples=["https://hooks.example.com/lethe"],
     )
@@ -33,7 +36,7 @@ class WebhookPublic(BaseModel):
     id: str
     url: str
     events: list[str]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class WebhookCreated(WebhookPublic):
@@ -56,9 +59,9 @@ class DeliveryPublic(BaseModel):
     attempts: int
     response_status: int | None = Field(description="HTTP status of the last attempt, if it got an answer")
     error: str | None = Field(description="why the last attempt failed, if it did")
-    next_attempt_at: datetime | None
-    created_at: datetime
-    delivered_at: datetime | None
+    next_attempt_at: Timestamp | None
+    created_at: Timestamp
+    delivered_at: Timestamp | None
     log: list[dict[str, Any]] = Field(description="the latest attempts: time, status, error, milliseconds")
     body: str = Field(description="the exact JSON body sent (and signed)")
 

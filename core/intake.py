@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from core import idsets
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, NotFound
 from core.jobs import audit
 from core.services import resolve_forget, resolve_model, validate_method
 from core.tables import Dataset, ForgetPolicy, ForgetRequest, Model, RequestStatus, new_id
@@ -160,46 +157,13 @@ def pending_count(session: Session, model_id: str) -> int:
     ).scalar_one()
 
 
-def encode_cursor(created_at: datetime, request_id: str) -> str:
-    """An opaque position after (created_at, id), the order the list is given in."""
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        at, request_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(at), request_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("cursor", "cursor is not one this list gave out") from None
-
-
-def list_requests(
-    session: Session,
-    *,
-    tenant_id: str,
-    status: str | None,
-    model_ref: str | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[ForgetRequest], int, str | None]:
-    """A page of the tenant's requests, oldest first; the count of every match and the next page's cursor."""
+def requests_query(
+    session: Session, *, tenant_id: str, status: str | None, model_ref: str | None
+) -> Select[tuple[ForgetRequest]]:
+    """The tenant's requests matching the filters, unordered: the list pages through it by (created_at, id)."""
     stmt = select(ForgetRequest).where(ForgetRequest.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(ForgetRequest.status == status)
     if model_ref is not None:
         stmt = stmt.where(ForgetRequest.model_id == resolve_model(session, model_ref, tenant_id).id)
-    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-    if cursor is not None:
-        at, after_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                ForgetRequest.created_at > at,
-                and_(ForgetRequest.created_at == at, ForgetRequest.id > after_id),
-            )
-        )
-    rows = list(
-        session.execute(stmt.order_by(ForgetRequest.created_at, ForgetRequest.id).limit(limit + 1)).scalars()
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, total, encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    return stmt

@@ -25,6 +25,21 @@ MAX_STREAM_SECONDS = 600.0
 """A stream ends after this even if its job has not: clients reconnect (EventSource does by itself) and get
 the job's state at once, so no connection is held for the whole of a day-long training."""
 
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["job", "end"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"type": "object"},
+        },
+    },
+}
+"""Each event of the stream: `job` with the job as GET /jobs/{id} shows it (numbered), then `end` with `{}`."""
+
 
 def sse(event: str, data: str, event_id: int | None = None) -> str:
     """One server-sent event (the data is one line of JSON)."""
@@ -64,7 +79,7 @@ async def job_stream(
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
             "description": "`event: job` with the job's JSON on every change; `event: end` after it finishes",
         }
     },

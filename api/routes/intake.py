@@ -9,8 +9,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
+from api.bodies import body_doc, json_body
 from api.deps import SessionDep, TenantDep
 from api.idempotency import Created, IdempotencyHeader, idempotent
+from api.pagination import Cursor, Limit, page
 from api.schemas import (
     ForgetPolicyIn,
     ForgetPolicyPublic,
@@ -21,7 +23,7 @@ from api.schemas import (
 )
 from core import intake
 from core.errors import NotFound
-from core.tables import ForgetPolicy, RequestStatus
+from core.tables import ForgetPolicy, ForgetRequest, RequestStatus
 
 router = APIRouter(tags=["unlearn"])
 
@@ -80,14 +82,18 @@ def list_forget_requests(
     tenant: TenantDep,
     status: Annotated[RequestStatus | None, Query()] = None,
     model_id: Annotated[str | None, Query(max_length=100, description="model id or name")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=500, description="next_cursor of the previous page")
-    ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> ForgetRequestList:
     """The caller's requests in the order they came; count covers every match, next_cursor the next page."""
-    rows, total, next_cursor = intake.list_requests(
-        session, tenant_id=tenant, status=status, model_ref=model_id, limit=limit, cursor=cursor
+    stmt = intake.requests_query(session, tenant_id=tenant, status=status, model_ref=model_id)
+    rows, total, next_cursor = page(
+        session,
+        stmt,
+        [ForgetRequest.created_at, ForgetRequest.id],
+        limit=limit,
+        cursor=cursor,
+        descending=False,
     )
     return ForgetRequestList(
         data=[ForgetRequestRow.model_validate(r, from_attributes=True) for r in rows],
@@ -116,9 +122,13 @@ def _policy_public(session: SessionDep, policy: ForgetPolicy) -> ForgetPolicyPub
     "/models/{model_id}/forget-policy",
     response_model=ForgetPolicyPublic,
     summary="Set how and when the model's pending forget requests are forgotten together",
+    openapi_extra=body_doc(ForgetPolicyIn),
 )
 def put_forget_policy(
-    model_id: str, body: ForgetPolicyIn, session: SessionDep, tenant: TenantDep
+    model_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    body: Annotated[ForgetPolicyIn, json_body(ForgetPolicyIn)],
 ) -> ForgetPolicyPublic:
     """Create or replace the policy; requests already pending follow it from the next sweep."""
     policy = intake.put_policy(

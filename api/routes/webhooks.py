@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import delete, func, select
 
+from api.bodies import body_doc, json_body
 from api.deps import SessionDep, TenantDep
 from api.webhook_schemas import (
     DeliveryList,
@@ -22,8 +23,16 @@ from core.tables import Webhook, WebhookDelivery
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-@router.post("", status_code=201, response_model=WebhookCreated, summary="Subscribe a URL to job events")
-def create_webhook(body: WebhookCreate, session: SessionDep, tenant: TenantDep) -> WebhookCreated:
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookCreated,
+    summary="Subscribe a URL to job events",
+    openapi_extra=body_doc(WebhookCreate),
+)
+def create_webhook(
+    session: SessionDep, tenant: TenantDep, body: Annotated[WebhookCreate, json_body(WebhookCreate)]
+) -> WebhookCreated:
     """Each subscribed event of the tenant's jobs is POSTed as JSON `{"event", "job"}` with `X-Lethe-Signature: sha256=<hex HMAC-SHA256 of the raw body keyed with the secret>`, retried with backoff until the receiver answers 2xx. Only http(s) URLs whose host resolves to public addresses (422 otherwise, unless LETHE_WEBHOOK_ALLOW_PRIVATE=true). The secret is shown only in this answer."""
     hook = webhooks.create_webhook(session, tenant, body.url, list(body.events))
     session.commit()

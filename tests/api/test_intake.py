@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pytest
 from sqlalchemy import func, select
@@ -147,7 +149,10 @@ def test_the_list_pages_by_cursor_and_filters_by_status_and_model(client, model)
         "next_cursor": None,
     }
     assert client.get("/forget-requests", params={"status": "lost"}).status_code == 422
-    assert client.get("/forget-requests", params={"cursor": "not-a-cursor"}).status_code == 422
+    for cursor in ("not-a-cursor", "0" * 40, "é"):
+        bad = client.get("/forget-requests", params={"cursor": cursor})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"], bad.text
+    assert datetime.fromisoformat(page["data"][0]["created_at"]).utcoffset() is not None
     assert client.get("/forget-requests", params={"model_id": "nope"}).status_code == 404
     other = {"X-API-Key": new_key("other")}
     assert client.get("/forget-requests", headers=other).json()["count"] == 0
@@ -157,7 +162,7 @@ def test_the_list_pages_by_cursor_and_filters_by_status_and_model(client, model)
 def test_a_policy_is_validated_stored_and_read_back(client, model):
     assert client.get("/models/m1/forget-policy").status_code == 404
     bad = client.put("/models/m1/forget-policy", json={"method": "nope"})
-    assert bad.status_code == 422 and "nope" in bad.text
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "method"]  # by the schema
     bad = client.put("/models/m1/forget-policy", json={"method": "finetune", "params": {"lr": -1}})
     assert bad.status_code == 422 and "params.lr" in bad.text
     assert (
@@ -167,6 +172,14 @@ def test_a_policy_is_validated_stored_and_read_back(client, model):
     assert client.put("/models/nope/forget-policy", json={"method": "none"}).status_code == 404
     too_many = {"method": "none", "max_requests": 2**40}  # more than the database's integer holds
     assert client.put("/models/m1/forget-policy", json=too_many).status_code == 422
+    for loose in ({"max_requests": "3"}, {"evaluate": 1}, {"window_seconds": "5"}, {"extra": 1}):
+        bad = client.put("/models/m1/forget-policy", json={"method": "none", **loose})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][0] == "body", (loose, bad.text)
+    schema = client.get("/openapi.json").json()["paths"]["/models/{model_id}/forget-policy"]["put"]
+    assert (
+        "finetune"
+        in schema["requestBody"]["content"]["application/json"]["schema"]["properties"]["method"]["enum"]
+    )
     client.post("/forget-requests", json={"model_id": "m1", "forget_ids": [1]})
     r = client.put(
         "/models/m1/forget-policy",
@@ -179,6 +192,7 @@ def test_a_policy_is_validated_stored_and_read_back(client, model):
     )
     assert (policy["window_seconds"], policy["max_requests"], policy["max_samples"]) == (30, 100, None)
     assert policy["pending"] == 1 and policy["running_job_id"] is None and policy["head_model_id"] is None
+    assert datetime.fromisoformat(policy["updated_at"]).utcoffset() is not None
     replaced = client.put("/models/m1/forget-policy", json={"method": "none", "window_seconds": 5}).json()
     assert replaced["method"] == "none" and replaced["max_requests"] is None
     assert client.get("/models/m1/forget-policy", headers={"X-API-Key": new_key("other")}).status_code == 404

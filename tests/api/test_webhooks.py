@@ -102,7 +102,7 @@ def test_subscribe_answers_the_secret_once_and_lists_without_it(client, allow_pr
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
-        ("ftp://example.com/hook", "only http and https"),
+        ("ftp://example.com/hook", "should match pattern"),  # the schema refuses it before any lookup
         ("http:///nohost", "names no host"),
         ("http://127.0.0.1:8000/hook", "resolves to 127.0.0.1"),
         ("http://localhost/hook", "loopback, link-local, private"),
@@ -122,6 +122,10 @@ def test_targets_that_are_not_public_http_are_refused(client, url, needle):
 
 
 def test_unknown_events_and_fields_are_422(client, allow_private):
+    broken = client.post("/webhooks", content=b'{"url": ', headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["detail"][0]["loc"] == ["body"]
+    schema = client.get("/openapi.json").json()["paths"]["/webhooks"]["post"]["requestBody"]
+    assert schema["content"]["application/json"]["schema"]["properties"]["url"]["pattern"].startswith("^[Hh]")
     r = client.post("/webhooks", json={"url": "http://127.0.0.1:9/", "events": ["job.exploded"]})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "events"]
     assert client.post("/webhooks", json={"url": "http://127.0.0.1:9/", "events": []}).status_code == 422

@@ -57,8 +57,13 @@ DATA_DEPENDENT = {
     ("body", "arch"): "an architecture is checked against the registered forms",
     ("body", "recipe"): "a recipe is checked as a whole (milestones within epochs)",
     ("body", "n_models"): "the runs a request needs must fit the tenant's queue",
+    ("body", "url"): "a webhook's host must resolve to public addresses",
 }
 """Fields a 422 may name for a request the schema finds valid, and why the schema cannot say."""
+NOT_YET_CREATED = {
+    "/forget-policy": "a model is created without a forget policy: reading it is a documented 404 until one is PUT",
+}
+"""Sub-resources a POST does not create, so a 404 right after it is an answer, not a lost resource."""
 
 
 @dataclass
@@ -195,6 +200,16 @@ def _data_dependent(interaction: dict[str, Any]) -> bool:
     return isinstance(detail, list) and all(tuple(e["loc"][:2]) in DATA_DEPENDENT for e in detail)
 
 
+def _not_yet_created(check: dict[str, Any], interaction: dict[str, Any]) -> bool:
+    """A "created resource not found" 404 from a sub-resource that its parent's creation does not make."""
+    path = interaction["request"]["uri"].split("?", 1)[0]
+    return (
+        check["failure_info"]["failure"]["title"] == "Created resource not found"
+        and interaction["response"]["status_code"] == 404
+        and any(path.endswith(suffix) for suffix in NOT_YET_CREATED)
+    )
+
+
 def test_schemathesis_with_every_check_finds_nothing(live_api, tmp_path):
     """Every check of schemathesis, every phase, on the backend of the run: clean, and many requests sent."""
     url, key = live_api
@@ -231,6 +246,7 @@ def test_schemathesis_with_every_check_finds_nothing(live_api, tmp_path):
     findings, accepted, sent = [], 0, 0
     for label, interaction, failed in _interactions(report):
         sent += 1
+        failed = [c for c in failed if not _not_yet_created(c, interaction)]
         if not failed:
             continue
         if all(c["name"] == "positive_data_acceptance" for c in failed) and _data_dependent(interaction):
