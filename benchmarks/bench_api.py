@@ -72,6 +72,8 @@ TARGETS: dict[str, tuple[float, float]] = {
 TARGET_CLIENTS = 32
 RATE_LIMIT = "1000000000/minute"
 """The per-tenant limit is raised out of the way: this measures serving, not refusing (its check still runs)."""
+MAX_ACTIVE_JOBS = "1000000"
+"""So is the limit on a tenant's queued jobs: with the worker paused every POST /unlearn stays queued."""
 UVICORN = ["uvicorn", "--host", "127.0.0.1"]
 """docker-compose.yml's api command; only the app and the port differ between ours and bare."""
 
@@ -321,7 +323,14 @@ def bench_backend(backend: Backend, args: argparse.Namespace, setup: dict[str, A
         with fresh_database(backend, tmp / "home") as db_url:
             model_id, key = add_ready_model(db_url, "bench")
             headers = {"X-API-Key": key} if key else {}
-            env = service_env(backend, tmp / "home", db_url, queue, LETHE_RATE_LIMIT=RATE_LIMIT)
+            env = service_env(
+                backend,
+                tmp / "home",
+                db_url,
+                queue,
+                LETHE_RATE_LIMIT=RATE_LIMIT,
+                LETHE_TENANT_MAX_ACTIVE_JOBS=MAX_ACTIVE_JOBS,
+            )
             ports = {"ours": free_port(), "bare": free_port()}
             servers = {
                 "ours": procs.start("ours", [*UVICORN, "--port", str(ports["ours"]), "api.main:app"], env),
