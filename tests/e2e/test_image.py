@@ -19,8 +19,10 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -28,6 +30,7 @@ import yaml
 
 from core.webhooks import sign
 from tests.conftest import REPO
+from tests.core.s3server import moto_server, s3_client
 from tests.e2e.stack import Processes, Receiver, free_port, wait_for, wait_job
 
 JOB_TIMEOUT = 300
@@ -192,21 +195,31 @@ def _command(venv: Path, cmd: list[str]) -> list[str]:
     return [str(venv / "bin" / "python"), "-m", cmd[0], *cmd[1:]]
 
 
+@pytest.fixture
+def s3_endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_compose_services_run_from_the_image_layout(pg_env, tmp_path):
-    """migrate, api and worker: each compose service's command, from what the Dockerfile installs."""
+def test_compose_services_run_from_the_image_layout(pg_env, s3_endpoint, tmp_path):
+    """migrate, api and worker: each compose service's command, from what the Dockerfile installs, with
+    artifacts in an S3 server standing in for compose's MinIO."""
     build, _ = _stages()
     venv = _fresh_environment(build, tmp_path)
     services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     home = tmp_path / "lethe-home"
     port = free_port()
+    artifacts = urlsplit(services["api"]["environment"]["LETHE_ARTIFACT_URL"])
+    s3_client(s3_endpoint).create_bucket(Bucket=artifacts.netloc)  # what compose's minio-init does
     local = {
         "LETHE_DATABASE_URL": pg_env["LETHE_DATABASE_URL"],
         "LETHE_BROKER_URL": pg_env["LETHE_BROKER_URL"],
         "LETHE_QUEUE": pg_env["LETHE_QUEUE"],
         "LETHE_HOME": str(home),
-        "LETHE_ARTIFACT_DIR": str(home / "artifacts"),
+        "LETHE_S3_ENDPOINT_URL": s3_endpoint,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         "LETHE_DEVICE": "cpu",
         "LETHE_WORKER_CONCURRENCY": "1",
         "LETHE_WEBHOOK_ALLOW_PRIVATE": "true",
