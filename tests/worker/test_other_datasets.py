@@ -112,7 +112,7 @@ def test_agedb_regression_through_the_service(client, tmp_path):
         ],
     )
     assert added.exit_code == 0, added.output
-    listed = {d["name"]: d for d in client.get("/datasets").json()}
+    listed = {d["name"]: d for d in client.get("/datasets").json()["data"]}
     assert listed["faces"]["task"] == "regression" and listed["faces"]["n_train"] == 48
     parent, child, metrics = _train_then_unlearn(client, "faces")
     assert metrics["forget_accuracy"] is None and metrics["n_forget"] == len(FORGET)
