@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import idsets
-from core.artifacts import get_store
 from core.batching import BATCH_KIND, settle_failed
 from core.db import session_scope
 from core.jobs import audit
-from core.tables import Dataset, ForgetPolicy, ForgetRequest, Job, Model, ModelStatus, RequestStatus, new_id
-from ml import checkpoint
-from ml.logits import evaluate
+from core.tables import Dataset, ForgetPolicy, ForgetRequest, Job, Model, RequestStatus
 from worker.context import JobContext
-from worker.handlers import Outcome, _checkpoint_key, handler, unlearn_from
+from worker.handlers import Outcome, handler, store_child, unlearn_from, unlearned_metrics
 
 
 def _on_failure(session: Session, job: Job, reason: str) -> None:
@@ -67,40 +62,24 @@ def forget_batch(ctx: JobContext) -> Outcome:
         return Outcome(result={"model_id": parent.id, **batch}, metrics=None, apply=already_done)
     method, params, seed = ctx.params["method"], ctx.params["params"], int(ctx.params.get("seed", 0))
     done = unlearn_from(ctx, parent, ds_row, forget, method, params, seed)
-    metrics: dict[str, Any] = {
-        **evaluate(done.net, done.udata, device=ctx.device),
-        "wall_seconds": round(done.wall_seconds, 3),
-        "method_finished_at": done.finished_at.isoformat(),
-        "method": method,
-        "n_forget": int(forget.size),
-        "n_retain": int(done.udata.retain_ids.size),
-        "n_requests": len(request_ids),
-    }
-    child_id = new_id()
-    get_store().write_bytes(_checkpoint_key(child_id), checkpoint.to_bytes(done.net))
-    cumulative = np.union1d(already, forget)
+    metrics = {**unlearned_metrics(ctx, done, method, forget), "n_requests": len(request_ids)}
+    child_id, add_child = store_child(
+        ctx,
+        done,
+        tenant_id=parent.tenant_id,
+        dataset_id=parent.dataset_id,
+        parent_id=parent.id,
+        arch=parent.arch,
+        recipe=parent.recipe,
+        already=already,
+        forget=forget,
+        method=method,
+        seed=seed,
+        metrics=metrics,
+    )
 
     def apply(session: Session) -> None:
-        session.add(
-            Model(
-                id=child_id,
-                tenant_id=parent.tenant_id,
-                dataset_id=parent.dataset_id,
-                parent_id=parent.id,
-                arch=parent.arch,
-                recipe=parent.recipe,
-                seed=seed,
-                status=ModelStatus.ready,
-                made_by=method,
-                forgotten_ids=idsets.encode(cumulative),
-                n_forgotten=int(cumulative.size),
-                forgotten_sha256=idsets.sha256(cumulative),
-                checkpoint=_checkpoint_key(child_id),
-                metrics=metrics,
-                job_id=ctx.job_id,
-            )
-        )
-        session.flush()
+        add_child(session)
         audit(
             session, "model", child_id, "ready", parent.tenant_id, parent_id=parent.id, method=method, **batch
         )

@@ -215,6 +215,68 @@ def train_model(ctx: JobContext) -> Outcome:
     return Outcome(result={"model_id": model_id}, metrics=metrics, apply=apply)
 
 
+def unlearned_metrics(ctx: JobContext, done: Trained, method: str, forget: np.ndarray) -> dict[str, Any]:
+    """What an unlearned child records: its accuracies (or errors) and what the method cost."""
+    return {
+        **evaluate(done.net, done.udata, device=ctx.device),
+        "wall_seconds": round(done.wall_seconds, 3),
+        "method_finished_at": done.finished_at.isoformat(),
+        "method": method,
+        "n_forget": int(forget.size),
+        "n_retain": int(done.udata.retain_ids.size),
+    }
+
+
+def store_child(
+    ctx: JobContext,
+    done: Trained,
+    *,
+    tenant_id: str,
+    dataset_id: str,
+    parent_id: str,
+    arch: dict[str, Any],
+    recipe: dict[str, Any],
+    already: np.ndarray,
+    forget: np.ndarray,
+    method: str,
+    seed: int,
+    metrics: dict[str, Any],
+    name: str | None = None,
+) -> tuple[str, Callable[[Session], None]]:
+    """Write an unlearned child's checkpoint now; the function returned adds its row (flushed) in the
+    transaction that ends the job. Its lineage keeps every id forgotten so far: the parent's and these."""
+    child_id = new_id()
+    weights = checkpoint.to_bytes(done.net)
+    get_store().write_bytes(_checkpoint_key(child_id), weights)
+    cumulative = np.union1d(already, forget)
+
+    def add(session: Session) -> None:
+        session.add(
+            Model(
+                id=child_id,
+                tenant_id=tenant_id,
+                name=name,
+                dataset_id=dataset_id,
+                parent_id=parent_id,
+                arch=arch,
+                recipe=recipe,
+                seed=seed,
+                status=ModelStatus.ready,
+                made_by=method,
+                forgotten_ids=idsets.encode(cumulative),
+                n_forgotten=int(cumulative.size),
+                forgotten_sha256=idsets.sha256(cumulative),
+                checkpoint=_checkpoint_key(child_id),
+                checkpoint_sha256=hashlib.sha256(weights).hexdigest(),
+                metrics=metrics,
+                job_id=ctx.job_id,
+            )
+        )
+        session.flush()
+
+    return child_id, add
+
+
 @handler("unlearn")
 def unlearn(ctx: JobContext) -> Outcome:
     """Run the method on the parent model and store the result as a new child model."""
@@ -235,42 +297,25 @@ def unlearn(ctx: JobContext) -> Outcome:
         method, params = ctx.params["method"], ctx.params["params"]
         seed, name = int(ctx.params.get("seed", 0)), ctx.params.get("name")
     done = unlearn_from(ctx, parent, ds_row, forget, method, params, seed)
-    metrics: dict[str, Any] = {
-        **evaluate(done.net, done.udata, device=ctx.device),
-        "wall_seconds": round(done.wall_seconds, 3),
-        "method_finished_at": done.finished_at.isoformat(),
-        "method": method,
-        "n_forget": int(forget.size),
-        "n_retain": int(done.udata.retain_ids.size),
-    }
-    child_id = new_id()
-    weights = checkpoint.to_bytes(done.net)
-    get_store().write_bytes(_checkpoint_key(child_id), weights)
-    cumulative = np.union1d(already, forget)
+    metrics = unlearned_metrics(ctx, done, method, forget)
+    child_id, add_child = store_child(
+        ctx,
+        done,
+        tenant_id=tenant_id,
+        dataset_id=dataset_id,
+        parent_id=parent_id,
+        arch=arch.model_dump(mode="json"),
+        recipe=recipe.model_dump(mode="json"),
+        already=already,
+        forget=forget,
+        method=method,
+        seed=seed,
+        metrics=metrics,
+        name=name,
+    )
 
     def apply(session: Session) -> None:
-        session.add(
-            Model(
-                id=child_id,
-                tenant_id=tenant_id,
-                name=name,
-                dataset_id=dataset_id,
-                parent_id=parent_id,
-                arch=arch.model_dump(mode="json"),
-                recipe=recipe.model_dump(mode="json"),
-                seed=seed,
-                status=ModelStatus.ready,
-                made_by=method,
-                forgotten_ids=idsets.encode(cumulative),
-                n_forgotten=int(cumulative.size),
-                forgotten_sha256=idsets.sha256(cumulative),
-                checkpoint=_checkpoint_key(child_id),
-                checkpoint_sha256=hashlib.sha256(weights).hexdigest(),
-                metrics=metrics,
-                job_id=ctx.job_id,
-            )
-        )
-        session.flush()
+        add_child(session)
         session.get(ForgetRequest, request_id).result_model_id = child_id
         audit(session, "model", child_id, "ready", tenant_id, parent_id=parent_id, method=method)
         audit(session, "forget_request", request_id, "fulfilled", tenant_id, model_id=child_id)
