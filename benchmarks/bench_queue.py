@@ -67,7 +67,9 @@ def worker_cmd(queue: str) -> list[str]:
     from cli.main import worker_command
 
     cmd = worker_command(concurrency=1)
-    cmd[cmd.index("--queues") + 1] = f"{queue}.forget,{queue}"  # core.queue.worker_queues() for this queue
+    from core.queue import ROLES, queue_name
+
+    cmd[cmd.index("--queues") + 1] = ",".join(queue_name(r, queue) for r in ROLES)  # worker_queues() for it
     return cmd
 
 

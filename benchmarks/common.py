@@ -105,7 +105,9 @@ def drop_queue(backend: Backend, queue: str) -> None:
         return
     import redis
 
-    names = [f"{queue}.forget", queue]  # core.queue.worker_queues() with LETHE_QUEUE=queue
+    from core.queue import ROLES, queue_name
+
+    names = [queue_name(role, queue) for role in ROLES]  # core.queue.worker_queues() with LETHE_QUEUE=queue
     redis.Redis.from_url(backend.broker_url).delete(*names, *(f"_kombu.binding.{n}" for n in names))
 
 

@@ -22,22 +22,50 @@ RUN_JOB = "lethe.run_job"
 
 FORGET_KINDS = frozenset({"unlearn", "forget_batch"})
 """Job kinds that answer deletion requests: they run on their own queue, ahead of research work."""
+EVALUATE_KINDS = frozenset({"evaluate", "reference", "study", "reference_run", "unlearn_run"})
+"""Research fan-out (evaluations, reference sets, studies and their runs): bulk work, on a queue of its own."""
+
+ROLES = ("forget", "train", "evaluate")
+"""What a worker can be given (`lethe worker --queues`), in the order a worker serving several takes from
+them: forget requests first, then training (and any other kind), then the research fan-out."""
 
 
-def forget_queue(base: str) -> str:
-    return f"{base}.forget"
+def role_of(kind: str | None) -> str:
+    """The role whose queue a job kind goes to; a kind named nowhere goes with training."""
+    if kind in FORGET_KINDS:
+        return "forget"
+    if kind in EVALUATE_KINDS:
+        return "evaluate"
+    return "train"
+
+
+def queue_name(role: str, base: str | None = None) -> str:
+    """`<LETHE_QUEUE>.forget`, `<LETHE_QUEUE>.evaluate`, and LETHE_QUEUE itself for training."""
+    if role not in ROLES:
+        raise ValueError(f"unknown queue role {role!r}; valid: {', '.join(ROLES)}")
+    base = base or get_settings().queue
+    return base if role == "train" else f"{base}.{role}"
 
 
 def queue_for(kind: str | None) -> str:
-    """The queue a job kind is published to: forget requests on `<LETHE_QUEUE>.forget`, the rest on LETHE_QUEUE."""
-    base = get_settings().queue
-    return forget_queue(base) if kind in FORGET_KINDS else base
+    """The queue a job kind is published to (role_of)."""
+    return queue_name(role_of(kind))
 
 
-def worker_queues() -> list[str]:
-    """Every queue, in the order workers take from them: a forget request before any research job."""
-    base = get_settings().queue
-    return [forget_queue(base), base]
+def parse_roles(spec: str) -> tuple[str, ...]:
+    """`forget,evaluate` -> the roles, in priority order; empty means every role. Unknown names are refused."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown queue role(s) {', '.join(unknown)}; valid: {', '.join(ROLES)}")
+    if len(names) != len(set(names)):
+        raise ValueError(f"queue roles are named twice in {spec!r}")
+    return tuple(r for r in ROLES if r in names) if names else ROLES
+
+
+def worker_queues(roles: tuple[str, ...] = ROLES) -> list[str]:
+    """The queues of these roles (default: all), in the order workers take from them: forget requests first."""
+    return [queue_name(r) for r in ROLES if r in roles]
 
 
 def _transport_options(broker: str) -> dict[str, object]:

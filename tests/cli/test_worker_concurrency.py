@@ -47,10 +47,10 @@ def test_compose_sets_the_workers_concurrency_through_the_setting():
 
 
 def test_the_worker_serves_the_forget_queue_first_everywhere(monkeypatch, tmp_path):
-    """`lethe up` names both queues, forget requests first; compose's worker serves every declared queue."""
+    """`lethe up` names every queue, forget requests first; compose's worker serves every declared queue."""
     configure(monkeypatch, home=tmp_path, queue="base")
     cmd = worker_command()
-    assert cmd[cmd.index("--queues") + 1] == "base.forget,base"
+    assert cmd[cmd.index("--queues") + 1] == "base.forget,base,base.evaluate"
     worker = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["worker"]
     assert "--queues" not in worker["command"] and "-Q" not in worker["command"]
     assert worker["environment"]["LETHE_QUEUE"] == "lethe"

@@ -8,7 +8,8 @@ import pytest
 from kombu import Queue
 from kombu.transport import sqlalchemy as sqla_transport
 
-from core.queue import get_celery, queue_for, queue_length, worker_queues
+from core.fanout import FANOUT_KINDS
+from core.queue import EVALUATE_KINDS, get_celery, parse_roles, queue_for, queue_length, worker_queues
 from tests.utils import configure
 
 
@@ -74,13 +75,28 @@ def test_publishing_jobs_just_committed_needs_no_query(pg_env):
     assert limits[earlier] == [TIME_LIMITS["train"], TIME_LIMITS["train"] - 60]
 
 
-def test_forget_requests_have_their_own_queue_which_workers_take_first(tmp_path, monkeypatch):
+def test_each_job_kind_goes_to_its_roles_queue_and_workers_take_forget_first(tmp_path, monkeypatch):
     configure(monkeypatch, home=tmp_path, queue="q1")
-    assert queue_for("unlearn") == "q1.forget"
-    assert {queue_for(k) for k in ("train", "reference_run", "unlearn_run", "evaluate", None)} == {"q1"}
-    assert worker_queues() == ["q1.forget", "q1"]
-    assert [q.name for q in get_celery().conf.task_queues] == ["q1.forget", "q1"]
+    assert {queue_for(k) for k in ("unlearn", "forget_batch")} == {"q1.forget"}
+    assert {queue_for(k) for k in ("train", "logits", "some_new_kind", None)} == {"q1"}
+    assert {queue_for(k) for k in ("reference_run", "unlearn_run", "evaluate", "reference", "study")} == {
+        "q1.evaluate"
+    }
+    assert set(FANOUT_KINDS) <= EVALUATE_KINDS  # a parent sent to be scored goes with its runs
+    assert worker_queues() == ["q1.forget", "q1", "q1.evaluate"]
+    assert [q.name for q in get_celery().conf.task_queues] == ["q1.forget", "q1", "q1.evaluate"]
     get_celery.cache_clear()
+
+
+def test_a_worker_can_be_given_some_roles_only(tmp_path, monkeypatch):
+    configure(monkeypatch, home=tmp_path, queue="q1")
+    assert worker_queues(parse_roles("evaluate,forget")) == ["q1.forget", "q1.evaluate"]  # forget still first
+    assert worker_queues(parse_roles("train")) == ["q1"]
+    assert worker_queues(parse_roles("")) == worker_queues()
+    with pytest.raises(ValueError, match=r"unknown queue role.*gpu.*valid: forget, train, evaluate"):
+        parse_roles("forget,gpu")
+    with pytest.raises(ValueError, match="named twice"):
+        parse_roles("forget,forget")
 
 
 @pytest.mark.parametrize("backend", ["embedded", "redis"])

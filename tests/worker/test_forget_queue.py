@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from core.db import session_scope
+from core.queue import worker_queues
 from core.tables import Job
 from tests.e2e.stack import Processes, wait_for
 from tests.utils import configure, new_key, reset_caches, train_model
@@ -50,7 +51,7 @@ def backend(
     if request.param == "postgres":
         import redis
 
-        redis.Redis.from_url(os.environ["LETHE_BROKER_URL"]).delete(f"{queue}.forget", queue)
+        redis.Redis.from_url(os.environ["LETHE_BROKER_URL"]).delete(*worker_queues())
     reset_caches()
 
 
