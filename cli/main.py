@@ -37,11 +37,13 @@ def _echo(msg: str) -> None:
     typer.echo(f"lethe: {msg}", err=True)
 
 
-def worker_command(concurrency: int | None = None, loglevel: str = "INFO") -> list[str]:
-    """The Celery worker command line that `lethe up` and docker compose both run.
+def worker_command(
+    concurrency: int | None = None, loglevel: str = "INFO", queues: list[str] | None = None
+) -> list[str]:
+    """The Celery worker command line that `lethe up`, `lethe worker` and docker compose run.
 
     `concurrency` (default LETHE_WORKER_CONCURRENCY) is the number of jobs run at once, each in its own
-    pool process; several share one GPU. It serves both queues, forget requests first.
+    pool process; several share one GPU. It serves `queues` (default: every queue), forget requests first.
     """
     from core.queue import worker_queues
     from core.settings import get_settings
@@ -58,7 +60,7 @@ def worker_command(concurrency: int | None = None, loglevel: str = "INFO") -> li
         "worker.app",
         "worker",
         "--queues",
-        ",".join(worker_queues()),
+        ",".join(queues or worker_queues()),
         "--concurrency",
         str(jobs),
         "--pool",
@@ -208,8 +210,9 @@ class _Supervisor:
     child its death signal when the thread that started it ends, not the process.
     """
 
-    def __init__(self, cmd: list[str], stop_seconds: float = 15.0) -> None:
+    def __init__(self, cmd: list[str], stop_seconds: float = 15.0, env: dict[str, str] | None = None) -> None:
         self.cmd = cmd
+        self.env = env
         self.stop_seconds = stop_seconds
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
@@ -234,7 +237,7 @@ class _Supervisor:
         self._end(self.proc)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.cmd, start_new_session=True, preexec_fn=_die_with_parent)
+        return subprocess.Popen(self.cmd, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
 
     def _end(self, proc: subprocess.Popen[bytes]) -> None:
         """Warm shutdown first (the worker hands its jobs back), then SIGKILL to whatever is left of its group."""
@@ -300,6 +303,24 @@ def up(
         supervisor.stop()
         if orphans := requeue_orphans():
             _echo(f"requeued {len(orphans)} job(s) the worker left running")
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option(
+        "", help="roles to serve, comma-separated: forget, train, evaluate (default: all, forget first)"
+    ),
+    gpus: str = typer.Option(
+        "", help="one worker process per GPU, e.g. 0,1 (each sees only its own: CUDA_VISIBLE_DEVICES)"
+    ),
+    concurrency: int | None = typer.Option(
+        None, min=1, help="jobs each worker process runs at once (default: LETHE_WORKER_CONCURRENCY)"
+    ),
+) -> None:
+    """Run this host's worker(s): one Celery worker, or one per GPU with --gpus, on the queues of --queues."""
+    from cli.workers import run_workers
+
+    run_workers(queues=queues, gpus=gpus, concurrency=concurrency)
 
 
 if __name__ == "__main__":
