@@ -168,3 +168,28 @@ def test_lethe_worker_gpus_starts_a_real_worker_per_gpu_and_stops_them_all(pg_en
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_compose_split_profile_gives_every_role_a_worker_and_each_gpu_a_process(monkeypatch, tmp_path):
+    """With `--scale worker=0`, the split services together serve every queue, and each `--gpus` names as
+    many GPUs as the service reserves (inside a container they are numbered from 0)."""
+    import yaml
+
+    from core.queue import ROLES, parse_roles
+
+    configure(monkeypatch, home=tmp_path)
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    split = {name: s for name, s in services.items() if "split" in s.get("profiles", [])}
+    assert set(split) == {"worker-forget", "worker-research"}
+    roles: list[str] = []
+    for service in split.values():
+        cmd = service["command"]
+        assert cmd[:2] == ["lethe", "worker"]
+        roles += parse_roles(_option(cmd, "--queues"))
+        [device] = service["deploy"]["resources"]["reservations"]["devices"]
+        reserved = len(device["device_ids"])
+        gpus = parse_gpus(_option(cmd, "--gpus")) if "--gpus" in cmd else ["0"]
+        assert gpus == [str(i) for i in range(reserved)]
+        assert service["environment"]["LETHE_ARTIFACT_URL"].startswith("s3://")  # the shared env, merged
+    assert sorted(roles) == sorted(ROLES)
+    assert split["worker-forget"]["command"][-1] == "forget"  # deletions never wait behind research
