@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -276,14 +277,20 @@ def test_runs_spread_over_two_worker_hosts_and_a_lost_host_costs_nothing(
                     "name": "tiny",
                     "dataset": "digits",
                     "arch": {"width": 4},
-                    "recipe": {"epochs": 3, "lr": 0.05, "batch_size": 64},
+                    "recipe": {"epochs": 2, "lr": 0.05, "batch_size": 64},
                 },
             )
             assert r.status_code == 202, r.text
             trained = wait_job(http, r.json()["job_id"], JOB_TIMEOUT, procs.logs)
             assert trained["status"] == "succeeded", (trained, procs.logs())
 
-            body = {"model_id": "tiny", "forget_ids": FORGET, "method": "finetune", "n_models": 4}
+            body = {
+                "model_id": "tiny",
+                "forget_ids": FORGET,
+                "method": "finetune",
+                "params": {"epochs": 2},
+                "n_models": 4,
+            }
             r = http.post("/evaluations", json=body)
             assert r.status_code == 202, r.text
             first = r.json()
@@ -314,6 +321,14 @@ def test_runs_spread_over_two_worker_hosts_and_a_lost_host_costs_nothing(
             # ... and the run lost with wa started again on wb, its second attempt; no other run was retried.
             assert runs[victim["id"]]["hosts"] == ["wa", "wb"] and runs[victim["id"]]["attempts"] == 2
             assert all(j["attempts"] == 1 for i, j in runs.items() if i != victim["id"]), runs
+            # The API host's sweep requeued it, and counted it when it did.
+            metrics = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+            requeued = [
+                s.value
+                for s in metrics["lethe_jobs_requeued"].samples
+                if s.name == "lethe_jobs_requeued_total" and s.labels == {"kind": victim["kind"]}
+            ]
+            assert requeued == [1.0]
 
             # The same evaluation again, with wb the only worker host left: the same figures.
             r = http.post("/evaluations", json=body)
