@@ -341,6 +341,10 @@ def test_runs_spread_over_two_worker_hosts_and_a_lost_host_costs_nothing(
             two = http.get(f"/evaluations/{second['evaluation_id']}").json()
             assert one["reference_set_id"] == two["reference_set_id"]
             assert _figures(one) == _figures(two)
+            # Continuous figures of the runs' logits, not only counts that could agree by chance.
+            assert (
+                isinstance(one["results"]["kl_to_reference"], float) and one["results"]["kl_to_reference"] > 0
+            )
             assert one["results"]["n_unlearned"] == 4 and one["results"]["n_reference"] == 4
 
         # Checkpoints and arrays went to the store; no host kept one in a folder of its own.
