@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LETHE_TEST_DATABASE_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
 export LETHE_TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
-# `make run HOST=0.0.0.0 PORT=8001`: where the API and dashboard listen.
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# `make run HOST=0.0.0.0 PORT=8001`: where the API and dashboard listen; without them `lethe up` reads
+# LETHE_HOST and LETHE_PORT, else 127.0.0.1:8000. Set here, not taken from the environment, where HOST
+# often holds the machine's name.
+HOST =
+PORT =
 
 .PHONY: install run test lint bench clean
 
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/lethe up --host $(HOST) --port $(PORT)
+	$(BIN)/lethe up$(if $(HOST), --host $(HOST))$(if $(PORT), --port $(PORT))
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import typer
 
@@ -261,14 +262,21 @@ class _Supervisor:
             self._thread.join()
 
 
+def _sign_in_hint(key_path: Path) -> str:
+    """How to sign in to the dashboard: with the key `lethe up` wrote on first start, or with a new one."""
+    if key_path.exists():
+        return f"sign in with the API key in {key_path}"
+    return "sign in with an API key (`lethe keys create --tenant local` makes one)"
+
+
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
 @app.command()
 def up(
-    host: str = typer.Option("127.0.0.1", help="address the API listens on"),
-    port: int = typer.Option(8000, help="port the API listens on"),
+    host: str = typer.Option("127.0.0.1", envvar="LETHE_HOST", help="address the API listens on"),
+    port: int = typer.Option(8000, envvar="LETHE_PORT", help="port the API listens on"),
     demo: bool = typer.Option(True, help="register digits and train the demo model on first start"),
     concurrency: int | None = typer.Option(
         None,
@@ -297,6 +305,7 @@ def up(
     try:
         supervisor.start()
         _echo(f"worker started; API on http://{host}:{port} (docs at /docs)")
+        _echo(f"dashboard at http://{host}:{port}/ : {_sign_in_hint(settings.resolved_home / 'api-key')}")
         uvicorn.run("api.main:app", host=host, port=port, log_level="info")
     finally:
         _echo("stopping the worker")

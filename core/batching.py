@@ -93,15 +93,19 @@ def _settle_finished(report: BatchReport) -> None:
 
 
 def _reject_for_failed_models(report: BatchReport) -> None:
-    """Pending requests for a model whose training failed can never be forgotten from it: rejected, with why."""
+    """Pending requests for a model whose training failed or was cancelled can never be met: rejected, with why."""
     with session_scope() as session:
         rows = session.execute(
-            select(ForgetRequest.id, ForgetRequest.tenant_id, ForgetRequest.model_id)
+            select(ForgetRequest.id, ForgetRequest.tenant_id, ForgetRequest.model_id, Model.status)
             .join(Model, Model.id == ForgetRequest.model_id)
-            .where(ForgetRequest.status == RequestStatus.pending, Model.status == ModelStatus.failed)
+            .where(
+                ForgetRequest.status == RequestStatus.pending,
+                Model.status.in_((ModelStatus.failed, ModelStatus.cancelled)),
+            )
         ).all()
-        for request_id, tenant_id, model_id in rows:
-            reason = f"model {model_id} failed to train: there is nothing to forget from"
+        for request_id, tenant_id, model_id, model_status in rows:
+            never = "failed to train" if model_status == ModelStatus.failed else "had its training cancelled"
+            reason = f"model {model_id} {never}: there is nothing to forget from"
             moved = session.execute(
                 update(ForgetRequest)
                 .where(ForgetRequest.id == request_id, ForgetRequest.status == RequestStatus.pending)

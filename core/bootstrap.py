@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session
 
 from core import services
 from core.auth import create_key
+from core.settings import get_settings
 from core.tables import DEFAULT_TENANT, Dataset, Model
 
 log = logging.getLogger(__name__)
 
-DEMO_ARCH = {"form": "cifar", "width": 16}
-DEMO_RECIPE = {"epochs": 15, "batch_size": 64, "lr": 0.05, "schedule": "cosine"}
+DEMO_RECIPE = {"batch_size": 64, "lr": 0.05, "schedule": "cosine"}
+"""The demo's recipe but its epochs; LETHE_DEMO_EPOCHS and LETHE_DEMO_WIDTH size it (smaller on a slow machine)."""
 
 
 def ensure_local_key(session: Session, home: Path, tenant_id: str = DEFAULT_TENANT) -> Path | None:
@@ -62,7 +63,13 @@ def ensure_demo(session: Session, tenant_id: str = DEFAULT_TENANT) -> str | None
     ).first()
     if exists:
         return None
+    settings = get_settings()
     job, _model = services.create_training(
-        session, tenant_id=tenant_id, name="demo", dataset_ref="digits", arch=DEMO_ARCH, recipe=DEMO_RECIPE
+        session,
+        tenant_id=tenant_id,
+        name="demo",
+        dataset_ref="digits",
+        arch={"form": "cifar", "width": settings.demo_width},
+        recipe={**DEMO_RECIPE, "epochs": settings.demo_epochs},
     )
     return job.id

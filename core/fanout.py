@@ -42,6 +42,9 @@ class WaitState:
     total: int
     finished: int
     failed: list[tuple[str, str, str | None]]
+    runs_total: int
+    """Models trained by the runs below the parent, through any fan-out jobs between (a study's evaluations)."""
+    runs_finished: int
 
     @property
     def complete(self) -> bool:
@@ -53,7 +56,38 @@ def wait_state(session: Session, parent: Job) -> WaitState:
     rows = session.execute(select(Job.id, Job.status, Job.error).where(Job.id.in_(waits))).all()
     finished = sum(1 for r in rows if r.status in FINISHED)
     failed = [(r.id, r.status, r.error) for r in rows if r.status in (JobStatus.failed, JobStatus.cancelled)]
-    return WaitState(total=len(waits), finished=finished, failed=failed)
+    runs = runs_below(session, waits)
+    return WaitState(
+        total=len(waits),
+        finished=finished,
+        failed=failed,
+        runs_total=sum(n for _status, n in runs.values()),
+        runs_finished=sum(n for status, n in runs.values() if status in FINISHED),
+    )
+
+
+def runs_below(session: Session, waits: list[str]) -> dict[str, tuple[str, int]]:
+    """Run job id -> (status, models it trains) for every run these jobs are or wait for, each counted once.
+
+    A study waits for evaluations, which wait for runs; evaluations of one study share reference runs. A
+    reference pack trains several models in one job, and counts as that many runs.
+    """
+    runs: dict[str, tuple[str, int]] = {}
+    seen: set[str] = set()
+    frontier = list(dict.fromkeys(waits))
+    while frontier:
+        seen.update(frontier)
+        rows = session.execute(
+            select(Job.id, Job.kind, Job.status, Job.params).where(Job.id.in_(frontier))
+        ).all()
+        frontier = []
+        for r in rows:
+            params = r.params or {}
+            if r.kind in FANOUT_KINDS:
+                frontier.extend(w for w in dict.fromkeys(params.get("waits", [])) if w not in seen)
+            else:
+                runs[r.id] = (r.status, len(params.get("seeds", ())) or 1)
+    return runs
 
 
 def cancel_jobs(session: Session, job_ids: list[str], reason: str) -> None:

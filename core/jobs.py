@@ -180,7 +180,7 @@ def cancel(session: Session, job_id: str, tenant_id: str) -> Job:
     if job.status == JobStatus.queued or job.kind in FANOUT_KINDS:
         finish_unsuccessfully(session, job_id, JobStatus.cancelled, "cancelled on request")
         cancel_tree(session, job_id, f"parent job {job_id} was cancelled")
-        fail_training_model(session, job)
+        end_training_model(session, job, "its training job was cancelled")
         end_parents_of(session, job_id)
     else:
         session.execute(
@@ -191,14 +191,17 @@ def cancel(session: Session, job_id: str, tenant_id: str) -> Job:
     return get_job(session, job_id, tenant_id)
 
 
-def fail_training_model(session: Session, job: Job, reason: str = "its training job did not succeed") -> None:
-    """A model whose training job ended without success is marked failed, never left 'training'."""
+def end_training_model(session: Session, job: Job, reason: str = "its training job did not succeed") -> None:
+    """A model whose training ended without success never stays 'training': cancelled with its job, else failed."""
     from core.tables import Model, ModelStatus
 
     model = session.get(Model, job.model_id) if job.kind == "train" and job.model_id else None
-    if model is not None and model.status == ModelStatus.training:
-        model.status = ModelStatus.failed
-        audit(session, "model", model.id, "failed", model.tenant_id, reason=reason)
+    if model is None or model.status != ModelStatus.training:
+        return
+    job_status = session.execute(select(Job.status).where(Job.id == job.id)).scalar_one()
+    status = ModelStatus.cancelled if job_status == JobStatus.cancelled else ModelStatus.failed
+    model.status = status
+    audit(session, "model", model.id, str(status), model.tenant_id, reason=reason)
 
 
 def heartbeat(session: Session, job_id: str) -> bool:

@@ -53,7 +53,7 @@ def reap_stale(report: SweepReport) -> None:
             if attempts >= settings.max_attempts:
                 reason = f"worker lost: no heartbeat for {settings.stale_after_seconds:g}s, after {attempts} attempts"
                 if jobs.finish_unsuccessfully(session, job_id, JobStatus.failed, reason):
-                    jobs.fail_training_model(session, session.get(Job, job_id), reason)
+                    jobs.end_training_model(session, session.get(Job, job_id), reason)
                     report.failed.append(job_id)
                 continue
             moved = session.execute(
@@ -101,7 +101,7 @@ def requeue_orphans() -> list[str]:
             if attempts >= settings.max_attempts:
                 reason = f"worker lost: its process ended, after {attempts} attempts"
                 if jobs.finish_unsuccessfully(session, job_id, JobStatus.failed, reason):
-                    jobs.fail_training_model(session, session.get(Job, job_id), reason)
+                    jobs.end_training_model(session, session.get(Job, job_id), reason)
             elif jobs.requeue(session, job_id, "its worker process is gone"):
                 requeued.append(job_id)
     publish_jobs(requeued)

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         5.0, ge=0, description="how long an API process trusts a checked key; a revoked key works this long"
     )
     worker_concurrency: int = Field(1, ge=1, description="jobs one worker runs at once (several share a GPU)")
+    demo_epochs: int = Field(
+        15, ge=1, le=200, description="epochs of the `demo` model `lethe up` trains on first start"
+    )
+    demo_width: int = Field(
+        16, ge=1, le=64, description="width (first layer's channels) of the `demo` model's ResNet-18"
+    )
     torch_compile: bool = Field(
         False, description="train under torch.compile on CUDA (pays off for long runs)"
     )

@@ -61,6 +61,8 @@ class ModelStatus(StrEnum):
     training = "training"
     ready = "ready"
     failed = "failed"
+    cancelled = "cancelled"
+    """Its training job was cancelled: no weights, as failed, but nothing went wrong."""
     purged = "purged"
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core import idsets
 from core.artifacts import get_store
 from core.db import session_scope
-from core.jobs import audit, fail_training_model
+from core.jobs import audit, end_training_model
 from core.purge import auto_purge_parent, require_weights
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id, utcnow
 from ml import checkpoint
@@ -172,7 +172,7 @@ def unlearn_from(
     return Trained(new, data, udata, time.perf_counter() - start, utcnow())
 
 
-@handler("train", on_failure=fail_training_model)
+@handler("train", on_failure=end_training_model)
 def train_model(ctx: JobContext) -> Outcome:
     """Train a model from scratch on its data set minus anything it was told to exclude."""
     with session_scope() as session:

@@ -21,7 +21,7 @@ def notify(job_id: str) -> None:
 
 
 def settle(parent_id: str) -> None:
-    """Record a fan-out parent's progress; end it when a child did not succeed; score it when all did."""
+    """Record a fan-out parent's progress, and its parents'; end it when a child failed; score it when all did."""
     with session_scope() as session:
         parent = session.get(Job, parent_id)
         if parent is None or parent.status != JobStatus.running or parent.kind not in fanout.FANOUT_KINDS:
@@ -30,11 +30,20 @@ def settle(parent_id: str) -> None:
         if state.failed:
             fanout.end_if_unsuccessful(session, parent)  # and its own parents
             return
-        parent.progress = state.finished / state.total if state.total else 1.0
+        progress = state.runs_finished / state.runs_total if state.runs_total else 1.0
+        if progress >= (parent.progress or 0.0):  # settled by two workers at once: never move back
+            parent.progress = progress
+            parent.progress_info = {
+                "stage": "runs",
+                "finished": state.runs_finished,
+                "total": state.runs_total,
+            }
         parent.heartbeat_at = utcnow()
-        parent.progress_info = {"stage": "runs", "finished": state.finished, "total": state.total}
         kind = parent.kind
+        grandparents = fanout.parents_of(session, parent_id) if not state.complete else []
     if not state.complete:
+        for grandparent_id in grandparents:
+            settle(grandparent_id)  # a study counts its evaluations' runs as they finish
         return
     try:
         outcome = FINALIZERS[kind](parent_id)

@@ -137,7 +137,7 @@ def test_the_worker_dies_with_lethe_up_even_when_it_is_killed(tmp_path):
 class LetheUp:
     """`lethe up` as a real process in its own process group, as a terminal runs it."""
 
-    def __init__(self, home: Path, log: Path) -> None:
+    def __init__(self, home: Path, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.home, self.log, self.port = home, log, free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
         env.update(
@@ -146,6 +146,7 @@ class LetheUp:
                 "LETHE_DEVICE": "cpu",
                 "LETHE_HEARTBEAT_SECONDS": "1",
                 "LETHE_WORKER_STOP_SECONDS": "10",
+                **(extra_env or {}),
             }
         )
         with open(log, "ab") as out:

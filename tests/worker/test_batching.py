@@ -273,13 +273,16 @@ def test_requests_for_a_model_without_a_policy_stay_pending_and_one_whose_model_
     with session_scope() as session:
         add_ready_model(session, "free")
         add_ready_model(session, "broken").status = ModelStatus.failed
+        add_ready_model(session, "stopped").status = ModelStatus.cancelled
     free, broken = _ask(client, [1], "free"), _ask(client, [2], "broken")
+    stopped = _ask(client, [3], "stopped")
     _age_pending()
     report = sweep_batches()
-    assert report.started == [] and report.rejected == [broken]
-    statuses = {r["id"]: (r["status"], r["error"]) for r in _requests(client, [free, broken])}
+    assert report.started == [] and sorted(report.rejected) == sorted([broken, stopped])
+    statuses = {r["id"]: (r["status"], r["error"]) for r in _requests(client, [free, broken, stopped])}
     assert statuses[free] == ("pending", None)
     assert statuses[broken][0] == "rejected" and "failed to train" in statuses[broken][1]
+    assert statuses[stopped][0] == "rejected" and "training cancelled" in statuses[stopped][1]
 
 
 def test_a_batch_really_unlearns(client, tiny):

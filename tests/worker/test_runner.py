@@ -96,15 +96,17 @@ def test_unlearn_job_writes_a_child_and_keeps_the_parent(pg_env):
         assert session.get(Job, job2.id).metrics["n_retain"] == 1438 - 4
 
 
-def test_cancel_requested_stops_the_job_and_fails_the_model(pg_env):
+def test_cancel_requested_stops_the_job_and_leaves_its_model_cancelled(pg_env):
+    """A cancelled training is not a failure: the model says `cancelled`, and its audit trail says why."""
     job_id, model_id = _train()
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
     assert run_job(job_id) == "cancelled"
     with session_scope() as session:
         assert session.get(Job, job_id).status == "cancelled"
-        assert session.get(Model, model_id).status == "failed"
+        assert session.get(Model, model_id).status == "cancelled"
     assert _events(job_id) == ["queued", "running", "cancelled"]
+    assert _events(model_id) == ["created", "cancelled"]
 
 
 def test_a_failing_job_records_the_reason(pg_env):
@@ -175,5 +177,5 @@ def test_cancelling_a_running_job_stops_it_within_a_step(client):
     body = client.get(f"/jobs/{job.id}").json()
     assert body["status"] == "cancelled" and body["progress"] < 0.5
     assert body["progress_info"]["epoch"] < 100
-    assert client.get(f"/models/{model.id}").json()["status"] == "failed"
+    assert client.get(f"/models/{model.id}").json()["status"] == "cancelled"
     assert _events(job.id) == ["queued", "running", "cancel_requested", "cancelled"]
