@@ -88,7 +88,8 @@ class ActivationResetParams(RepairParams):
     )
 
 
-# Methods beyond the study (ml/methods/beyond.py); each docstring names where its defaults come from.
+# Methods beyond the study (ml/methods/<name>.py, re-exported by beyond.py); each docstring names where its
+# defaults come from.
 
 
 class GradientAscentParams(MethodParams):
