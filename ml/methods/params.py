@@ -225,6 +225,35 @@ class NoiseResetParams(RepairParams):
     )
 
 
+class AutoParams(Strict):
+    """`"method": "auto"`: Lethe chooses the method and its params for this model (ml/methods/auto.py)."""
+
+    budget: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="the chosen method's cost: at most this fraction of one retrain's sample passes",
+    )
+    accuracy_tolerance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="the chosen method may lose at most this much test accuracy (0.01: 1 point)",
+    )
+    time_budget_seconds: float = Field(
+        300.0, gt=0, le=86400, description="the search stops after this long (reference training not counted)"
+    )
+    trials: int = Field(20, ge=1, le=1000, description="at most this many (method, params) trials")
+    proxies: int = Field(2, ge=1, le=16, description="proxy forget sets drawn like the real one, each scored")
+    n_models: int = Field(
+        4, ge=2, le=64, description="reference models per proxy, and seeds of each trial on it"
+    )
+
+
+AUTO = "auto"
+"""Not a registered method: the search picks a registered one, which is what runs."""
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
