@@ -16,14 +16,12 @@ from core import auto as store
 from core import idsets
 from core.artifacts import get_store
 from core.db import session_scope
-from core.evaluations import UNLEARN_SEED_BASE
 from core.tables import Dataset, Model
 from ml.logits import accuracy, logits
-from ml.methods import UnlearnData, Workload, run_method
-from ml.methods.auto import TrialRecord, TrialScore, draw_proxies, search
+from ml.methods import UnlearnData, Workload
+from ml.methods.auto import ProxyTarget, TrialRecord, draw_proxies, proxy_evaluator, search
 from ml.methods.params import AutoParams
 from ml.metrics.epsilon import hinge_statistic
-from ml.metrics.resolution import epsilon_hat_smooth
 from ml.specs import ArchSpec, Recipe
 from ml.trainer import ProgressEvent
 from worker.context import JobContext
@@ -65,14 +63,6 @@ class _Part:
         return self.ctx.should_stop()
 
 
-@dataclass
-class Proxy:
-    ids: np.ndarray
-    reference: np.ndarray
-    """Hinge statistics of the reference models on the proxy, [models, samples]."""
-    udata: UnlearnData
-
-
 def unlearn_auto(
     ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, params: dict[str, Any], seed: int
 ) -> tuple[Trained, str, dict[str, Any]]:
@@ -87,27 +77,9 @@ def unlearn_auto(
     draws = draw_proxies(data.train_y, forget, trained_on, settings.proxies, store.proxy_seed(parent.id))
     proxies = _references(ctx, parent, ds_row, draws, excluded, settings.n_models)
     net = load_parent(parent, ds_row)
-    baseline = accuracy(net, data, None, split="test", device=ctx.device)
-
-    def evaluate(method: str, method_params: dict[str, Any]) -> TrialScore:
-        scores, accuracies = [], []
-        for proxy in proxies:
-            outputs = []
-            for j in range(settings.n_models):
-                new = run_method(
-                    method,
-                    net,
-                    proxy.udata,
-                    method_params,
-                    seed=UNLEARN_SEED_BASE + j,
-                    device=ctx.device,
-                    should_stop=ctx.should_stop,
-                )
-                outputs.append(logits(new, data, proxy.ids, device=ctx.device))
-                accuracies.append(accuracy(new, data, None, split="test", device=ctx.device))
-            unlearned = hinge_statistic(np.stack(outputs), data.train_y[proxy.ids])
-            scores.append(epsilon_hat_smooth(proxy.reference, unlearned))
-        return TrialScore(float(np.mean(scores)), baseline - float(np.mean(accuracies)))
+    evaluate = proxy_evaluator(
+        net, proxies, settings.n_models, device=ctx.device, should_stop=ctx.should_stop
+    )
 
     def on_trial(i: int, n: int, record: TrialRecord) -> None:
         elapsed = time.monotonic() - begun
@@ -129,7 +101,7 @@ def _references(
     draws: list[np.ndarray],
     excluded: np.ndarray,
     n_models: int,
-) -> list[Proxy]:
+) -> list[ProxyTarget]:
     """Each proxy with n_models reference models: those stored for its key, and the missing ones trained now."""
     arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
     proxies = []
@@ -168,5 +140,5 @@ def _references(
                 )
         data = load_for(ds_row)
         reference = hinge_statistic(np.stack(outputs), data.train_y[ids])
-        proxies.append(Proxy(ids, reference, UnlearnData(data, ids, excluded, recipe, arch)))
+        proxies.append(ProxyTarget(UnlearnData(data, ids, excluded, recipe, arch), reference))
     return proxies

@@ -18,13 +18,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 
 from ml.methods.cost import Workload, cost
 from ml.methods.params import AutoParams, RepairParams, method_spec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ml.methods.base import UnlearnData
 
 SCORE_CAP = 50.0
 """An infinite smooth epsilon (a point mass, e.g. a method that collapsed every output) scores this."""
@@ -158,6 +163,13 @@ def fit_to_budget(
     return None
 
 
+def affordable(method: str, work: Workload, budget: float) -> bool:
+    """Whether the method fits the budget at the least of its compute knob (so the search may propose it)."""
+    least = {name: knob.low for name, knob in SPACE[method].items() if name in ("epochs", "full_fraction")}
+    params = method_spec(method).params.model_validate(least).model_dump(mode="json")
+    return fit_to_budget(method, params, work, budget) is not None
+
+
 def _suggest(trial: optuna.Trial, method: str) -> dict[str, Any]:
     """The trial's params for `method`, named per method so that each keeps its own distributions."""
     out: dict[str, Any] = {}
@@ -189,6 +201,9 @@ def search(
     unknown = sorted(set(names) - set(SPACE))
     if unknown:
         raise ValueError(f"the search has no space for {', '.join(unknown)}")
+    names = [n for n in names if affordable(n, work, settings.budget)]
+    if not names:
+        raise ValueError(f"no method fits a budget of {settings.budget} of a retrain")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, settings.trials // 2)))
     study = optuna.create_study(direction="minimize", sampler=sampler)
@@ -236,3 +251,58 @@ def choose(records: list[TrialRecord]) -> AutoResult:
     else:
         best = min(ran, key=lambda r: (r.accuracy_drop, r.score))
     return AutoResult(best.method, best.params, best.score, records)
+
+
+UNLEARN_SEED_BASE = 10_000
+"""A trial's model j on a proxy uses seed 10000 + j, as evaluations' unlearned runs do."""
+
+
+@dataclass
+class ProxyTarget:
+    """One proxy forget set (as the data its trials unlearn) and its reference models' hinge statistics."""
+
+    udata: UnlearnData
+    reference: np.ndarray
+    """[models, samples] hinge statistics of models retrained without the proxy."""
+
+
+def proxy_evaluator(
+    model: nn.Module,
+    proxies: list[ProxyTarget],
+    n_models: int,
+    *,
+    device: Any = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+) -> Callable[[str, dict[str, Any]], TrialScore]:
+    """search()'s `evaluate`: apply (method, params) to `model` with each proxy as the forget set, n_models
+    seeds each; the score is the mean over proxies of the smooth epsilon-hat against the proxy's references,
+    the accuracy drop the model's test accuracy minus the trials' mean."""
+    from ml.logits import accuracy, logits
+    from ml.methods import run_method
+    from ml.metrics.epsilon import hinge_statistic
+    from ml.metrics.resolution import epsilon_hat_smooth
+
+    dataset = proxies[0].udata.dataset
+    baseline = accuracy(model, dataset, None, split="test", device=device)
+
+    def evaluate(method: str, params: dict[str, Any]) -> TrialScore:
+        scores, accuracies = [], []
+        for proxy in proxies:
+            outputs = []
+            for j in range(n_models):
+                new = run_method(
+                    method,
+                    model,
+                    proxy.udata,
+                    params,
+                    seed=UNLEARN_SEED_BASE + j,
+                    device=device,
+                    should_stop=should_stop,
+                )
+                outputs.append(logits(new, dataset, proxy.udata.forget_ids, device=device))
+                accuracies.append(accuracy(new, dataset, None, split="test", device=device))
+            unlearned = hinge_statistic(np.stack(outputs), dataset.train_y[proxy.udata.forget_ids])
+            scores.append(epsilon_hat_smooth(proxy.reference, unlearned))
+        return TrialScore(float(np.mean(scores)), baseline - float(np.mean(accuracies)))
+
+    return evaluate

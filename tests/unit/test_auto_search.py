@@ -116,3 +116,22 @@ def test_every_searched_method_and_range_is_valid_for_its_params_model() -> None
         for point in ("low", "high"):
             values = {name: (int if k.integer else float)(getattr(k, point)) for name, k in knobs.items()}
             spec.params.model_validate(values)
+
+
+def test_methods_that_cannot_fit_the_budget_are_never_proposed() -> None:
+    seen: list[str] = []
+
+    def evaluate(method: str, params: dict) -> TrialScore:
+        seen.append(method)
+        return TrialScore(1.0, 0.0)
+
+    tight = Workload(n_retain=1400, n_forget=30, recipe=Recipe(epochs=2))  # 0.1 of it is a fifth of an epoch
+    result = search(evaluate, tight, AutoParams(trials=6), seed=3)
+    assert seen and set(seen) <= {
+        "gradient_ascent",
+        "ssd",
+        "bad_teacher",
+        "noise_reset",
+    }  # noise_reset: no repair
+    assert all(t.cost <= 0.1 for t in result.trials)
+    assert all(t.score is not None for t in result.trials)
