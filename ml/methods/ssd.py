@@ -61,7 +61,8 @@ def ssd(model: nn.Module, data: UnlearnData, params: SSDParams, run: Run) -> nn.
 
     Source: Foster et al. 2024, "Fast Machine Unlearning Without Retraining Through Selective Synaptic
     Dampening". Importances as its code computes them (batches in order, eval mode, every parameter); the
-    global ones come from retain + forget, or a random full_fraction share of it.
+    global ones come from retain + forget, or a random full_fraction share of it. Ours: both in batches of
+    min(batch_size, n_forget), so that the rule selects alike at every forget-set size (see below).
     """
     full = np.concatenate([data.retain_ids, data.forget_ids])
     if params.full_fraction < 1 and len(full):
@@ -69,12 +70,14 @@ def ssd(model: nn.Module, data: UnlearnData, params: SSDParams, run: Run) -> nn.
         size = min(len(full), max(1, round(params.full_fraction * len(full))))
         full = np.sort(rng.choice(full, size=size, replace=False))
     first, second = run.stages([len(data.forget_ids), len(full)])
+    # Both sides in batches of one size. A batch's squared mean gradient carries the gradient noise's
+    # variance over the batch size, so a forget set smaller than a batch looked up to batch_size / n_f times
+    # more important than the same weights on the training set, and small forget sets were over-dampened.
+    batch = min(params.batch_size, max(1, len(data.forget_ids)))
     forget_imp = importances(
-        model, data, data.forget_ids, params.batch_size, run, progress=first, stage="importance_forget"
+        model, data, data.forget_ids, batch, run, progress=first, stage="importance_forget"
     )
-    full_imp = importances(
-        model, data, full, params.batch_size, run, progress=second, stage="importance_full"
-    )
+    full_imp = importances(model, data, full, batch, run, progress=second, stage="importance_full")
     dampen(
         [p for p in model.parameters() if p.requires_grad],
         full_imp,

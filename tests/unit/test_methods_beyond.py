@@ -165,6 +165,19 @@ def test_ssd_trains_nothing_and_only_shrinks_weights(
     assert not changed(before, state(untouched))
 
 
+def test_ssd_weighs_a_forget_set_smaller_than_a_batch_in_batches_of_its_own_size_on_both_sides(
+    trained: torch.nn.Module, digits: ArrayDataset
+) -> None:
+    """A batch's squared mean gradient grows as its batch shrinks, so the training set's importances are
+    taken in batches as small as the forget set's: any batch_size at or above n_forget gives the same model."""
+    small = UnlearnData(digits, np.arange(0, 40, 5), recipe=RECIPE, arch=ARCH)  # 8 samples
+    params = {"alpha": 5.0}
+    at_size = run_method("ssd", trained, small, {**params, "batch_size": 8}, seed=0)
+    default = run_method("ssd", trained, small, params, seed=0)  # batch_size 128
+    assert changed(state(trained), state(default))
+    assert not changed(state(at_size), state(default))
+
+
 def test_noise_reset_perturbs_exactly_its_share_of_every_weight_tensor(
     trained: torch.nn.Module, forget_class: UnlearnData
 ) -> None:
