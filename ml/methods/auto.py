@@ -24,7 +24,7 @@ import numpy as np
 import optuna
 
 from ml.methods.cost import Workload, cost
-from ml.methods.params import AutoParams, RepairParams, method_spec
+from ml.methods.params import AutoParams, method_spec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,7 +64,7 @@ SPACE: dict[str, dict[str, Knob]] = {
         "dampening": Knob(0.1, 10.0, log=True),
         "full_fraction": Knob(0.05, 1.0),
     },
-    "prune_complex": {"epochs": Knob(0, 10, integer=True), "lr": LR, "quantile": Knob(0.1, 0.5)},
+    "prune_complex": {"epochs": EPOCHS, "lr": LR, "quantile": Knob(0.1, 0.5)},
     "noise_reset": {"epochs": EPOCHS, "lr": LR, "fraction": Knob(0.05, 0.5)},
     "bad_teacher": {"epochs": Knob(1, 5, integer=True), "lr": SMALL_LR, "retain_fraction": Knob(0.05, 0.5)},
 }
@@ -155,8 +155,9 @@ def fit_to_budget(
             return None
         cut = {**params, "full_fraction": min(params.get("full_fraction", 1.0), fraction)}
         return cut if cost(method, cut, work) <= budget else None
-    least = 0 if issubclass(method_spec(method).params, RepairParams) else 1
-    for epochs in range(int(params["epochs"]) - 1, least - 1, -1):
+    # At least one epoch: a reset (noise_reset, prune_complex) with no repair destroys the test accuracy, and
+    # when no trial keeps it the least damaging one is chosen; measured on digits: 0.17 after noise_reset.
+    for epochs in range(int(params["epochs"]) - 1, 0, -1):
         cut = {**params, "epochs": epochs}
         if cost(method, cut, work) <= budget:
             return cut
