@@ -19,7 +19,15 @@ def gradient_ascent(model: nn.Module, data: UnlearnData, params: GradientAscentP
 
     Source: the GA baseline of Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning" (Thudi et al.
     2022 before it). Weight decay is the optimiser's, so it still pulls weights towards zero, as there.
+
+    Ours: with scale_lr, a forget set smaller than a batch climbs at lr x n_forget / batch_size, as if its
+    batch were filled with samples that add nothing. Each pass over such a set is one step whatever its size,
+    and a step's mean-loss gradient concentrated on a few samples does more damage the fewer they are (see
+    GradientAscentParams for the figures).
     """
+    lr = params.lr
+    if params.scale_lr and len(data.forget_ids) < params.batch_size:
+        lr *= len(data.forget_ids) / params.batch_size
     with _gradient_hooks(model, lambda _, grad: -grad):
         _fit(
             model,
@@ -28,7 +36,7 @@ def gradient_ascent(model: nn.Module, data: UnlearnData, params: GradientAscentP
             params,
             run,
             epochs=params.epochs,
-            lr=params.lr,
+            lr=lr,
             stage="ascent",
             index=STAGE_1,
             progress=run.progress,
