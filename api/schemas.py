@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from ml.methods.params import METHOD_SPECS
+from ml.methods.params import AUTO, METHOD_SPECS
 
 INT32_MAX = 2**31 - 1
 """The largest value an INTEGER column holds; seeds and sample ids stay below it (numpy takes seeds < 2^32)."""
@@ -41,6 +41,8 @@ Settings = Annotated[dict[str, Any], Field(json_schema_extra={"propertyNames": {
 Ref = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL, description="an id or a name")]
 MethodName = Literal[tuple(METHOD_SPECS)]  # type: ignore[valid-type]
 """A registered unlearning method: the schema lists them, so an unknown name is refused by the schema."""
+UnlearnMethodName = Literal[(*METHOD_SPECS, AUTO)]  # type: ignore[valid-type]
+"""What forgetting may ask for: a registered method, or "auto" (Lethe chooses one; params: AutoParams)."""
 
 
 class ErrorItem(BaseModel):
@@ -152,7 +154,7 @@ class UnlearnCreate(In):
     model_id: Ref = Field(description="model id or name", examples=["demo"])
     forget_ids: ForgetIds = Field(None, examples=[[3, 17, 42]], description=f"or forget_class: {EXACTLY_ONE}")
     forget_class: ClassId = Field(None, description="forget every training sample of this class instead")
-    method: MethodName = Field(examples=["finetune"])
+    method: UnlearnMethodName = Field(examples=["finetune"])
     params: Settings = Field(default_factory=dict, examples=[{"epochs": 5, "lr": 0.001}])
     seed: Seed = 0
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -550,7 +552,7 @@ class ForgetRequestList(BaseModel):
 
 
 class ForgetPolicyIn(In):
-    method: MethodName = Field(examples=["finetune"])
+    method: UnlearnMethodName = Field(examples=["finetune"])
     params: Settings = Field(default_factory=dict, examples=[{"epochs": 2}])
     window_seconds: float = Field(
         3600.0, ge=0, le=30 * 86400, description="a batch starts this long after its oldest pending request"

@@ -288,6 +288,8 @@ def build_certificate(session: Session, request_id: str, tenant_id: str) -> dict
             "received_at": iso(req.created_at),
         },
         "method": {"name": req.method, "params": req.params, "job_id": job.id},
+        # "auto": the method Lethe chose, its params and score, and the search's trials.
+        **({"auto": job.result["auto"]} if (job.result or {}).get("auto") else {}),
         "parent_model": {**_model(parent), "purged_at": iso(parent.purged_at)},
         "result_model": _model(child),
         "parent_purged": parent.status == ModelStatus.purged,

@@ -9,10 +9,11 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from core import idsets
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit
 from core.services import resolve_forget, resolve_model, validate_method
 from core.tables import Dataset, ForgetPolicy, ForgetRequest, Model, RequestStatus, new_id
+from ml.methods.params import AUTO
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,9 @@ def put_policy(
 ) -> ForgetPolicy:
     """Create or replace a model's forget policy; a batch already running keeps the settings it started with."""
     model = resolve_model(session, model_ref, tenant_id)
-    clean = validate_method(method, params)
+    clean = validate_method(method, params, allow_auto=True)
+    if method == AUTO and evaluate:
+        raise InvalidInput("evaluate", "evaluate needs a fixed method: auto chooses one per batch")
     policy = session.get(ForgetPolicy, model.id)
     if policy is None:
         policy = ForgetPolicy(model_id=model.id, tenant_id=tenant_id)

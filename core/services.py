@@ -18,7 +18,7 @@ from core.jobs import audit, create_job
 from core.queue import publish_job
 from core.settings import get_settings
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
-from ml.methods.params import UnknownMethod, method_spec
+from ml.methods.params import AUTO, AutoParams, UnknownMethod, method_spec
 from ml.specs import ArchSpec, Recipe, default_recipe
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,13 @@ def validate_spec(model_cls: type[BaseModel], data: Any, field: str) -> BaseMode
         raise InvalidInput(where, f"{where}: {first['msg']}", extra=errors[1:]) from None
 
 
-def validate_method(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """Check the method name and its params; returns the params with defaults filled in."""
+def validate_method(
+    method: str, params: dict[str, Any] | None, *, allow_auto: bool = False
+) -> dict[str, Any]:
+    """Check the method name and its params; returns the params with defaults filled in. Where a request
+    forgets (not where it evaluates a method), "auto" with AutoParams is a method too."""
+    if allow_auto and method == AUTO:
+        return validate_spec(AutoParams, params, "params").model_dump(mode="json")
     try:
         spec = method_spec(method)
     except UnknownMethod as exc:
@@ -257,7 +262,7 @@ def create_unlearn(
     check_retain_left(
         ds, ids, model.forgotten_ids, "forget_class" if forget_class is not None else "forget_ids"
     )
-    clean_params = validate_method(method, params)
+    clean_params = validate_method(method, params, allow_auto=True)
     purge.require_weights(model, "unlearned")
     require_ready(model, model_ref)
     check_name_free(session, name, tenant_id)

@@ -12,7 +12,7 @@ from core.db import session_scope
 from core.jobs import audit
 from core.tables import Dataset, ForgetPolicy, ForgetRequest, Job, Model, RequestStatus
 from worker.context import JobContext
-from worker.handlers import Outcome, handler, store_child, unlearn_from, unlearned_metrics
+from worker.handlers import Outcome, handler, store_child, unlearn_requested, unlearned_metrics
 
 
 def _on_failure(session: Session, job: Job, reason: str) -> None:
@@ -61,8 +61,12 @@ def forget_batch(ctx: JobContext) -> Outcome:
 
         return Outcome(result={"model_id": parent.id, **batch}, metrics=None, apply=already_done)
     method, params, seed = ctx.params["method"], ctx.params["params"], int(ctx.params.get("seed", 0))
-    done = unlearn_from(ctx, parent, ds_row, forget, method, params, seed)
-    metrics = {**unlearned_metrics(ctx, done, method, forget), "n_requests": len(request_ids)}
+    done, method, auto = unlearn_requested(ctx, parent, ds_row, forget, method, params, seed)
+    metrics = {
+        **unlearned_metrics(ctx, done, method, forget),
+        "n_requests": len(request_ids),
+        **({"auto": auto} if auto else {}),
+    }
     child_id, add_child = store_child(
         ctx,
         done,
@@ -85,4 +89,5 @@ def forget_batch(ctx: JobContext) -> Outcome:
         )
         _fulfil(session, ctx.job_id, request_ids, child_id, policy_model_id, parent.tenant_id)
 
-    return Outcome(result={"model_id": child_id, **batch}, metrics=metrics, apply=apply)
+    result = {"model_id": child_id, **batch, **({"auto": auto} if auto else {})}
+    return Outcome(result=result, metrics=metrics, apply=apply)

@@ -24,6 +24,7 @@ from ml.data import ArrayDataset
 from ml.ensemble import train_packed
 from ml.logits import evaluate
 from ml.methods import UnlearnData, run_method
+from ml.methods.params import AUTO
 from ml.models import build_model
 from ml.specs import ArchSpec, Recipe
 from ml.trainer import train
@@ -146,16 +147,34 @@ def train_pack_from_scratch(
     return [Trained(net, data, udata, share, finished) for net in nets]
 
 
+def load_parent(parent: Model, ds_row: Dataset) -> torch.nn.Module:
+    """A stored model's network, read from its checkpoint (a purged one fails saying so)."""
+    require_weights(parent, "unlearned")
+    arch = ArchSpec.model_validate(parent.arch)
+    return checkpoint.from_bytes(
+        get_store().read_bytes(parent.checkpoint), arch, ds_row.num_classes, ds_row.in_channels
+    )
+
+
+def unlearn_requested(
+    ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
+) -> tuple[Trained, str, dict[str, Any] | None]:
+    """unlearn_from with the method asked for; "auto" first chooses one (worker/auto.py). Returns the result,
+    the method that ran and, for auto, the search's block."""
+    if method == AUTO:
+        from worker.auto import unlearn_auto  # worker.auto builds on this module
+
+        return unlearn_auto(ctx, parent, ds_row, forget, params, seed)
+    return unlearn_from(ctx, parent, ds_row, forget, method, params, seed), method, None
+
+
 def unlearn_from(
     ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
 ) -> Trained:
     """Apply a method to a stored model; the parent's checkpoint is only read (a purged one fails saying so)."""
-    require_weights(parent, "unlearned")
     arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
     data = load_for(ds_row)
-    net = checkpoint.from_bytes(
-        get_store().read_bytes(parent.checkpoint), arch, ds_row.num_classes, ds_row.in_channels
-    )
+    net = load_parent(parent, ds_row)
     excluded = np.setdiff1d(idsets.decode(parent.forgotten_ids), forget)
     udata = UnlearnData(data, forget, excluded, recipe, arch)
     start = time.perf_counter()
@@ -296,8 +315,8 @@ def unlearn(ctx: JobContext) -> Outcome:
         )
         method, params = ctx.params["method"], ctx.params["params"]
         seed, name = int(ctx.params.get("seed", 0)), ctx.params.get("name")
-    done = unlearn_from(ctx, parent, ds_row, forget, method, params, seed)
-    metrics = unlearned_metrics(ctx, done, method, forget)
+    done, method, auto = unlearn_requested(ctx, parent, ds_row, forget, method, params, seed)
+    metrics = {**unlearned_metrics(ctx, done, method, forget), **({"auto": auto} if auto else {})}
     child_id, add_child = store_child(
         ctx,
         done,
@@ -321,4 +340,5 @@ def unlearn(ctx: JobContext) -> Outcome:
         audit(session, "forget_request", request_id, "fulfilled", tenant_id, model_id=child_id)
         auto_purge_parent(session, parent_id, child_id, ctx.job_id)
 
-    return Outcome(result={"model_id": child_id}, metrics=metrics, apply=apply)
+    result = {"model_id": child_id, **({"auto": auto} if auto else {})}
+    return Outcome(result=result, metrics=metrics, apply=apply)

@@ -1,8 +1,8 @@
 """Unlearning methods behind one registry.
 
 Importing this package stays torch-free (the API imports ml.methods.params to validate requests, and may
-price a run with cost); torch and the implementations (study.py, beyond.py) load on the first run_method
-call or when a name below is first used.
+price a run with cost); torch and the implementations (study.py, beyond.py and its per-method modules) load
+on the first run_method call or when a name below is first used.
 """
 
 from __future__ import annotations

@@ -165,6 +165,40 @@ def test_ssd_trains_nothing_and_only_shrinks_weights(
     assert not changed(before, state(untouched))
 
 
+def test_gradient_ascent_on_a_forget_set_smaller_than_a_batch_climbs_at_its_share_of_the_lr(
+    trained: torch.nn.Module, digits: ArrayDataset
+) -> None:
+    """8 samples in batches of 256 climb at lr x 8 / 256; scale_lr off, at lr itself; a full batch is unscaled."""
+    small = UnlearnData(digits, np.arange(0, 40, 5), recipe=RECIPE, arch=ARCH)
+    scaled = run_method("gradient_ascent", trained, small, {"lr": 0.01, "epochs": 2}, seed=0)
+    by_hand = run_method(
+        "gradient_ascent", trained, small, {"lr": 0.01 * 8 / 256, "epochs": 2, "scale_lr": False}, seed=0
+    )
+    unscaled = run_method(
+        "gradient_ascent", trained, small, {"lr": 0.01, "epochs": 2, "scale_lr": False}, seed=0
+    )
+    assert not changed(state(scaled), state(by_hand))
+    assert changed(state(scaled), state(unscaled))
+    full = {"lr": 0.01, "epochs": 1, "batch_size": 8}
+    assert not changed(
+        state(run_method("gradient_ascent", trained, small, full, seed=0)),
+        state(run_method("gradient_ascent", trained, small, {**full, "scale_lr": False}, seed=0)),
+    )
+
+
+def test_ssd_weighs_a_forget_set_smaller_than_a_batch_in_batches_of_its_own_size_on_both_sides(
+    trained: torch.nn.Module, digits: ArrayDataset
+) -> None:
+    """A batch's squared mean gradient grows as its batch shrinks, so the training set's importances are
+    taken in batches as small as the forget set's: any batch_size at or above n_forget gives the same model."""
+    small = UnlearnData(digits, np.arange(0, 40, 5), recipe=RECIPE, arch=ARCH)  # 8 samples
+    params = {"alpha": 5.0}
+    at_size = run_method("ssd", trained, small, {**params, "batch_size": 8}, seed=0)
+    default = run_method("ssd", trained, small, params, seed=0)  # batch_size 128
+    assert changed(state(trained), state(default))
+    assert not changed(state(at_size), state(default))
+
+
 def test_noise_reset_perturbs_exactly_its_share_of_every_weight_tensor(
     trained: torch.nn.Module, forget_class: UnlearnData
 ) -> None:

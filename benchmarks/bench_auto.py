@@ -1,0 +1,229 @@
+"""How close each method gets to retraining, as an excess over finetune, at several forget-set sizes; auto included.
+
+One original model trains on the (optionally subsetted) training split. Per forget fraction a forget set is
+drawn with --seed (never a seed the search uses: auto tunes on proxies drawn from the training set with its
+own seed), N reference models retrain without it (seeds 0..N-1), and every method runs N times on the
+original (seeds 10000+i), `retrain` and `finetune` included, since
+
+    excess = (eps(method) - eps(retrain)) / (eps(finetune) - eps(retrain))
+
+is 0 for a method as close to the references as retraining and 1 for one as far as plain fine-tuning.
+Each line gives it with the study's epsilon-hat (infinite or censored at small N) and with the smooth
+epsilon-hat (finite at any N), the test accuracy against the original's, and the budget (sample-passes over
+a retrain's). `auto` runs the service's search (ml/methods/auto.py) on its proxies, then its winner N times.
+Method params: each one's defaults, or --params '{"gradient_ascent": {"epochs": 5}}' for a variant; a method
+may be listed as name@label to run a variant beside the default (params keyed by name@label).
+
+    python benchmarks/bench_auto.py --fractions 0.005,0.02,0.1 --n-models 6 \\
+        --methods retrain,finetune,gradient_ascent,neggrad_plus,salun,ssd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from mlbench import sync, train_original
+
+from ml.data import ArrayDataset, load_dataset
+from ml.data.forget import random_forget_ids
+from ml.logits import accuracy, logits
+from ml.methods import UnlearnData, cost, run_method
+from ml.methods.auto import ProxyTarget, draw_proxies, proxy_evaluator, search
+from ml.methods.cost import Workload
+from ml.methods.params import AutoParams
+from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
+from ml.metrics.resolution import epsilon_hat_smooth
+from ml.models import build_model
+from ml.specs import ArchSpec, default_recipe
+from ml.trainer import resolve_device, train
+
+METHOD_SEED = 10_000
+ORIGINAL_SEED = 20_000
+PROXY_SEED = 30_000
+"""Auto's proxies draw with this seed, apart from every --seed a forget set is drawn with."""
+
+
+def subset(dataset: ArrayDataset, n_train: int, n_test: int, seed: int) -> ArrayDataset:
+    """Seeded random rows of each split (0 = all)."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+
+    def rows(n: int, size: int) -> np.ndarray:
+        return np.sort(rng.choice(n, size, replace=False)) if 0 < size < n else np.arange(n)
+
+    tr, te = rows(dataset.n_train, n_train), rows(dataset.n_test, n_test)
+    return replace(
+        dataset,
+        train_x=dataset.train_x[tr],
+        train_y=dataset.train_y[tr],
+        test_x=dataset.test_x[te],
+        test_y=dataset.test_y[te],
+    )
+
+
+def retrained(data: UnlearnData, seed: int, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels)
+    train(model, data.dataset, data.retain_ids, data.recipe, seed=seed, device=device)
+    return model
+
+
+def number(value: float) -> float | str:
+    return value if math.isfinite(value) else "inf"
+
+
+def excess(eps: float, retrain: float, finetune: float) -> float | str | None:
+    if not all(math.isfinite(v) for v in (retrain, finetune)) or finetune == retrain:
+        return None
+    return number((eps - retrain) / (finetune - retrain))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--train-size", type=int, default=0)
+    parser.add_argument("--test-size", type=int, default=0)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="the recipe's epochs (0: the data set's default)"
+    )
+    parser.add_argument("--fractions", default="0.02")
+    parser.add_argument("--n-models", type=int, default=6)
+    parser.add_argument("--methods", default="retrain,finetune")
+    parser.add_argument("--params", default="{}", help="JSON: method (or method@label) -> params")
+    parser.add_argument("--auto", action="store_true", help="add the auto search's winner")
+    parser.add_argument("--auto-params", default="{}", help="JSON AutoParams for the search")
+    parser.add_argument("--seed", type=int, default=1, help="the forget sets' draw")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    dataset = load_dataset(args.dataset, args.root)
+    if args.train_size or args.test_size:
+        dataset = subset(dataset, args.train_size, args.test_size, 0)
+    recipe = default_recipe(args.dataset)
+    if args.epochs:
+        recipe = recipe.cut_to(args.epochs)
+    arch = ArchSpec(width=args.width)
+    names = [n for n in args.methods.split(",") if n]
+    for needed in ("retrain", "finetune"):
+        if needed not in names:
+            names.insert(0, needed)
+    overrides: dict[str, dict[str, Any]] = json.loads(args.params)
+    auto_settings = AutoParams.model_validate(json.loads(args.auto_params))
+    print(
+        json.dumps(
+            {
+                "bench": "auto",
+                "dataset": args.dataset,
+                "n_train": dataset.n_train,
+                "n_test": dataset.n_test,
+                "arch": arch.model_dump(),
+                "recipe": recipe.model_dump(),
+                "n_models": args.n_models,
+                "methods": names,
+                "params": overrides,
+                "auto": auto_settings.model_dump() if args.auto else None,
+                "seed": args.seed,
+                "threads": torch.get_num_threads(),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            }
+        ),
+        flush=True,
+    )
+    whole = UnlearnData(dataset, np.zeros(0, np.int64), recipe=recipe, arch=arch)
+    original = train_original(whole, ORIGINAL_SEED, device)
+    base_test = accuracy(original, dataset, None, split="test", device=device)
+    for fraction in (float(f) for f in args.fractions.split(",")):
+        forget = random_forget_ids(dataset.n_train, fraction=fraction, seed=args.seed)
+        data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
+        labels = dataset.train_y[forget]
+        refs = [
+            logits(retrained(data, i, device), dataset, forget, device=device) for i in range(args.n_models)
+        ]
+        ref_stat = hinge_statistic(np.stack(refs), labels)
+        runs: dict[str, tuple[str, dict[str, Any]]] = {}
+        for label in names:
+            runs[label] = (label.split("@")[0], overrides.get(label, {}))
+        if args.auto:
+            search_started = time.perf_counter()
+            pool = whole.retain_ids
+            targets = []
+            for ids in draw_proxies(dataset.train_y, forget, pool, auto_settings.proxies, PROXY_SEED):
+                proxy = UnlearnData(dataset, ids, recipe=recipe, arch=arch)
+                outs = [
+                    logits(retrained(proxy, i, device), dataset, ids, device=device)
+                    for i in range(auto_settings.n_models)
+                ]
+                targets.append(ProxyTarget(proxy, hinge_statistic(np.stack(outs), dataset.train_y[ids])))
+            evaluate = proxy_evaluator(original, targets, auto_settings.n_models, device=device)
+            work = Workload(len(data.retain_ids), len(forget), recipe)
+            result = search(evaluate, work, auto_settings, seed=0)
+            runs["auto"] = (result.chosen_method, result.params)
+            print(
+                json.dumps(
+                    {
+                        "fraction": fraction,
+                        "auto_search": {k: v for k, v in result.to_json().items() if k != "trials"},
+                        "trials": len(result.trials),
+                        "search_seconds": round(time.perf_counter() - search_started, 1),
+                    }
+                ),
+                flush=True,
+            )
+        lines = {}
+        for label, (method, params) in runs.items():
+            outs, tests = [], []
+            t0 = time.perf_counter()
+            for i in range(args.n_models):
+                net = run_method(method, original, data, params, seed=METHOD_SEED + i, device=device)
+                sync(device)
+                outs.append(logits(net, dataset, forget, device=device))
+                tests.append(accuracy(net, dataset, None, split="test", device=device))
+            stat = hinge_statistic(np.stack(outs), labels)
+            lines[label] = {
+                "method": label,
+                "ran": method,
+                "params": params,
+                "eps": epsilon_hat(np.stack(refs), np.stack(outs), labels, delta=DEFAULT_DELTA).epsilon_hat,
+                "smooth": epsilon_hat_smooth(ref_stat, stat),
+                "test_accuracy": float(np.mean(tests)),
+                "test_drop": base_test - float(np.mean(tests)),
+                "budget": cost(method, params, data),
+                "seconds": round((time.perf_counter() - t0) / args.n_models, 2),
+            }
+        r, f = lines["retrain"], lines["finetune"]
+        for line in lines.values():
+            out = {
+                "bench": "auto",
+                "dataset": args.dataset,
+                "fraction": fraction,
+                "n_forget": len(forget),
+                **line,
+                "eps": number(line["eps"]),
+                "smooth": number(line["smooth"]),
+                "excess": excess(line["eps"], r["eps"], f["eps"]),
+                "excess_smooth": excess(line["smooth"], r["smooth"], f["smooth"]),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            }
+            print(json.dumps(out), flush=True)
+        print(f"fraction {fraction} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    print(json.dumps({"done": True, "wall_seconds": round(time.perf_counter() - started, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

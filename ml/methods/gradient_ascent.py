@@ -1,0 +1,44 @@
+"""Gradient ascent on the forget set (Jia et al. 2023's GA).
+
+Each method receives a private copy of the model from run() and may change it in place.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ml.methods.base import Run, UnlearnData, register_method
+from ml.methods.loops import _fit, _gradient_hooks
+from ml.methods.params import GradientAscentParams
+from ml.methods.study import STAGE_1
+
+
+@register_method("gradient_ascent")
+def gradient_ascent(model: nn.Module, data: UnlearnData, params: GradientAscentParams, run: Run) -> nn.Module:
+    """Climb the loss on the forget set: the trainer's steps with every loss gradient negated.
+
+    Source: the GA baseline of Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning" (Thudi et al.
+    2022 before it). Weight decay is the optimiser's, so it still pulls weights towards zero, as there.
+
+    Ours: with scale_lr, a forget set smaller than a batch climbs at lr x n_forget / batch_size, as if its
+    batch were filled with samples that add nothing. Each pass over such a set is one step whatever its size,
+    and a step's mean-loss gradient concentrated on a few samples does more damage the fewer they are (see
+    GradientAscentParams for the figures).
+    """
+    lr = params.lr
+    if params.scale_lr and len(data.forget_ids) < params.batch_size:
+        lr *= len(data.forget_ids) / params.batch_size
+    with _gradient_hooks(model, lambda _, grad: -grad):
+        _fit(
+            model,
+            data,
+            data.forget_ids,
+            params,
+            run,
+            epochs=params.epochs,
+            lr=lr,
+            stage="ascent",
+            index=STAGE_1,
+            progress=run.progress,
+        )
+    return model

@@ -1,0 +1,50 @@
+"""l1-sparse unlearning (Jia et al. 2023): fine-tune on retain with a decaying l1 penalty.
+
+Each method receives a private copy of the model from run() and may change it in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ml.methods.base import Run, UnlearnData, register_method
+from ml.methods.loops import _fit, _gradient_hooks, _StepCounter
+from ml.methods.params import L1SparseParams
+from ml.methods.study import STAGE_1
+
+
+@register_method("l1_sparse")
+def l1_sparse(model: nn.Module, data: UnlearnData, params: L1SparseParams, run: Run) -> nn.Module:
+    """Fine-tune on the retain set with gamma_e ||theta||_1 added to the loss, gamma_e = gamma (1 - e / epochs).
+
+    Source: Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning" (l1-sparse MU, with its linearly
+    decaying gamma). The penalty's gradient gamma_e sign(theta) is added to every parameter's, all of them
+    penalised as in its code; epoch e is read from the trainer's step count.
+    """
+    steps_per_epoch = math.ceil(len(data.retain_ids) / params.batch_size)
+    counter = _StepCounter(model)
+
+    def penalised(p: nn.Parameter, grad: torch.Tensor) -> torch.Tensor:
+        epoch = (counter.steps - 1) // steps_per_epoch
+        return grad + params.gamma * (1 - epoch / params.epochs) * p.detach().sign()
+
+    try:
+        with _gradient_hooks(model, penalised):
+            _fit(
+                model,
+                data,
+                data.retain_ids,
+                params,
+                run,
+                epochs=params.epochs,
+                lr=params.lr,
+                stage="l1_sparse",
+                index=STAGE_1,
+                progress=run.progress,
+            )
+    finally:
+        counter.remove()
+    return model
