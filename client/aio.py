@@ -292,11 +292,24 @@ class AsyncClient:
         *,
         status: str | None = None,
         kind: str | None = None,
+        model_id: str | None = None,
+        top_level: bool = False,
+        id_prefix: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobList:
         return await self._get(
-            "/jobs", JobList, params=_without_none(status=status, kind=kind, limit=limit, cursor=cursor)
+            "/jobs",
+            JobList,
+            params=_without_none(
+                status=status,
+                kind=kind,
+                model_id=model_id,
+                top_level=top_level or None,
+                id_prefix=id_prefix,
+                limit=limit,
+                cursor=cursor,
+            ),
         )
 
     async def cancel(self, job_id: str) -> Job:

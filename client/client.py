@@ -423,12 +423,27 @@ class Client:
         *,
         status: str | None = None,
         kind: str | None = None,
+        model_id: str | None = None,
+        top_level: bool = False,
+        id_prefix: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobList:
-        """One page of jobs, newest first (GET /jobs); `next_cursor` asks for the next."""
+        """One page of jobs, newest first (GET /jobs), filtered by every argument given; `next_cursor` asks for
+        the next. `model_id` takes a model's id or name, `top_level` leaves out the runs of evaluations and
+        studies, `id_prefix` matches the first characters of a job's id."""
         return self._get(
-            "/jobs", JobList, params=_without_none(status=status, kind=kind, limit=limit, cursor=cursor)
+            "/jobs",
+            JobList,
+            params=_without_none(
+                status=status,
+                kind=kind,
+                model_id=model_id,
+                top_level=top_level or None,
+                id_prefix=id_prefix,
+                limit=limit,
+                cursor=cursor,
+            ),
         )
 
     def cancel(self, job_id: str) -> Job:

@@ -116,6 +116,9 @@ class Job(Out):
     attempts: int
     model_id: str | None
     forget_request_id: str | None
+    parent_id: str | None = Field(
+        None, description="the job this one is a run of; null for one of its own (and from older servers)"
+    )
     result: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
