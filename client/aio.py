@@ -29,6 +29,7 @@ from client.client import (
     _without_none,
     file_sha256,
     retry_wait,
+    tls_settings,
 )
 from client.errors import ConnectionFailed, LetheError, NotFound, WaitTimeout
 from client.models import (
@@ -78,7 +79,7 @@ class AsyncClient:
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait = retries, max_retry_wait
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport, verify=tls_settings(url)
         )
 
     async def __aenter__(self) -> AsyncClient:

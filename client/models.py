@@ -15,7 +15,8 @@ FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    # Each model's validator is built when first used, not on import: a command uses two or three of them.
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), defer_build=True)
 
 
 class Health(Out):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -32,9 +33,35 @@ def describe(exc: LetheError) -> str:
     return exc.message
 
 
+# Imported by httpx and httpcore when they are installed, for features no command uses: httpcore's support for
+# trio's event loop (trio is there when selenium is, as in the development install) and httpx's own command
+# line (click, pygments). Together they cost a command about a sixth of its start (benchmarks/bench_cli.py).
+_UNUSED = ("trio", "httpx._main")
+
+
+def import_client_lightly() -> None:
+    """Import httpx and httpcore with the modules in _UNUSED left out; they stay importable afterwards.
+
+    A module set to None in sys.modules fails to import, which both libraries handle as "not installed".
+    """
+    if "httpcore._synchronization" in sys.modules or "httpx" in sys.modules:
+        return
+    left_out = [name for name in _UNUSED if name not in sys.modules]
+    for name in left_out:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import httpcore._synchronization  # noqa: F401
+        import httpx  # noqa: F401
+    finally:
+        for name in left_out:
+            if sys.modules.get(name, "") is None:
+                del sys.modules[name]
+
+
 @contextmanager
 def connect(url: str, api_key: str | None) -> Iterator[Client]:
     """A client for the command's body; any API error ends the command with one line and status 1."""
+    import_client_lightly()
     from client import Client, LetheError
 
     try:

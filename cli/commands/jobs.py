@@ -44,9 +44,9 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first; the runs that evaluations, studies and reference sets start are left out
     unless --all is given (needs a server with GET /jobs)."""
-    from client import LetheError, NotFound
-
     with connect(url, api_key) as api:
+        from client import LetheError, NotFound
+
         try:
             page = api.list_jobs(
                 status=status, kind=kind, model_id=model, top_level=not show_all, limit=limit

@@ -59,5 +59,39 @@ def test_jobs_list_imports_the_client_but_nothing_of_the_server():
 
     with serve(Starlette(routes=[Route("/jobs", jobs)])) as url:
         loaded = imported("jobs", "list", env={"LETHE_URL": url, "LETHE_API_KEY": "k"})
-    assert {*CLIENT, "pydantic"} <= loaded
-    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+    assert {*CLIENT, "pydantic", "httpcore"} <= loaded
+    unused = ("trio", "click", "pygments")  # httpcore's trio support, httpx's own command line
+    assert loaded.isdisjoint(HEAVY + unused), sorted(loaded & set(HEAVY + unused))
+
+
+def test_leaving_out_unused_modules_leaves_them_importable():
+    """What the client's import leaves out stays importable, with httpx and httpcore working."""
+    probe = (
+        "import sys\n"
+        "from cli.commands.api import import_client_lightly\n"
+        "import_client_lightly()\n"
+        "assert 'trio' not in sys.modules and 'httpx._main' not in sys.modules\n"
+        "import httpx, trio, httpx._main\n"
+        "assert httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))).get('http://x').status_code == 204\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_client_for_plain_http_loads_no_certificates_and_refuses_https():
+    import ssl
+
+    from client.client import tls_settings
+
+    plain = tls_settings("HTTP://127.0.0.1:8000")
+    assert isinstance(plain, ssl.SSLContext)
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert tls_settings("https://lethe.example") is True
