@@ -78,8 +78,10 @@ def resolve_job(api: Client, ref: str) -> str:
     error that says so (listing the jobs), one that starts no job is "not found". What cannot be part of an
     id at all goes to the server as it is, which answers for it.
     """
-    if len(ref) >= ID_LENGTH or not _ID_PART.fullmatch(ref):
+    if not _ID_PART.fullmatch(ref):
         return ref
+    if len(ref) >= ID_LENGTH:
+        return ref.lower()  # ids are stored in lower case
     if len(ref) < MIN_PREFIX:
         usage(
             f"job id {ref!r} is too short: give the whole id or at least its first {MIN_PREFIX} characters "

@@ -108,7 +108,7 @@ def test_jobs_list_hides_runs_unless_all_and_filters_by_status_kind_and_model(se
 
 def test_a_job_is_found_by_any_unique_prefix_of_8_characters_or_more(server):
     ids = server.ids
-    for ref in (ids["run"][:8], ids["run"][:13].upper(), ids["run"]):
+    for ref in (ids["run"][:8], ids["run"][:13].upper(), ids["run"], ids["run"].upper()):
         shown = lethe(server, "jobs", "show", ref, "--json")
         assert shown.exit_code == 0, shown.output
         assert json.loads(shown.stdout)["id"] == ids["run"]
