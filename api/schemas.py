@@ -178,6 +178,9 @@ class JobPublic(BaseModel):
     attempts: int
     model_id: str | None
     forget_request_id: str | None
+    parent_id: str | None = Field(
+        description="the job this one is a run of (an evaluation's seed, a study's evaluation); null for one of its own"
+    )
     result: dict[str, Any] | None
     created_at: Timestamp
     started_at: Timestamp | None

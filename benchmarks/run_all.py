@@ -18,6 +18,7 @@ SCRIPTS = (
     "bench_ensemble.py",
     "bench_api.py",
     "bench_queue.py",
+    "bench_cli.py",
 )
 
 

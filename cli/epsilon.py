@@ -16,17 +16,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import numpy as np
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ml.metrics.epsilon import DEFAULT_DELTA, EpsilonResult, epsilon_hat, hinge_statistic
-from ml.metrics.resolution import Resolution, resolution
-from ml.metrics.seed_layout import SeedLayoutError, list_approaches, load_approach
+from cli.commands.output import console
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ml.metrics.epsilon import EpsilonResult
+    from ml.metrics.resolution import Resolution
+
+# numpy, scipy and ml/ are imported when the command runs, not when `lethe` starts.
+DEFAULT_DELTA = 0.05
+"""ml.metrics.epsilon.DEFAULT_DELTA (the study's delta), repeated so that `lethe --help` does not import ml/."""
 EXIT_BAD_ARGUMENTS = 2
 _OWN_FLAGS = ("--retain", "--unlearn", "--labels")
 
@@ -68,6 +72,9 @@ def epsilon_command(
     ] = None,
 ) -> None:
     """Epsilon-hat of unlearned vs reference logits, so an unlearning run can be judged against retraining."""
+    from ml.metrics.epsilon import epsilon_hat
+    from ml.metrics.seed_layout import SeedLayoutError, list_approaches, load_approach
+
     if not 0 <= delta < 1:
         _fail(f"--delta must lie in [0, 1), got {delta}")
     if bootstrap is not None and bootstrap < 1:
@@ -130,6 +137,9 @@ def _resolution(
     n_boot: int | None,
 ) -> Resolution:
     """The resolution, model-draw interval and smooth estimate of one result, from the same logits."""
+    from ml.metrics.epsilon import hinge_statistic
+    from ml.metrics.resolution import resolution
+
     return resolution(
         result, hinge_statistic(reference, labels), hinge_statistic(unlearned, labels), n_boot=n_boot
     )
@@ -145,6 +155,8 @@ def _load_array(flag: str, path: Path) -> np.ndarray:
     """A .npy array given on the command line, with the flag named in any error."""
     if not path.is_file():
         raise ValueError(f"{flag}: {path} does not exist")
+    import numpy as np
+
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -166,6 +178,8 @@ def _print_one(name: str, result: EpsilonResult, res: Resolution, as_json: bool)
     if as_json:
         typer.echo(json.dumps(result.to_json() | res.to_json()))
         return
+    from rich.table import Table
+
     table = Table(title=f"epsilon-hat: {name}", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -185,7 +199,7 @@ def _print_one(name: str, result: EpsilonResult, res: Resolution, as_json: bool)
     ]
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console().print(table)
     typer.echo(res.note())
 
 
@@ -207,6 +221,8 @@ def _print_table(
             )
         )
         return
+    from rich.table import Table
+
     table = Table(title=f"epsilon-hat at delta {delta:g}; mean accuracies of the unlearned models")
     headers = (
         "approach",
@@ -238,7 +254,7 @@ def _print_table(
                 for k in ("retain_accuracy", "forget_accuracy", "test_accuracy")
             ),
         )
-    Console().print(table)
+    console().print(table)
     for name, res in resolutions.items():
         if res.censored:
             typer.echo(f"{name}: {res.note()}")

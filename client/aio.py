@@ -29,6 +29,7 @@ from client.client import (
     _without_none,
     file_sha256,
     retry_wait,
+    tls_settings,
 )
 from client.errors import ConnectionFailed, LetheError, NotFound, WaitTimeout
 from client.models import (
@@ -78,7 +79,7 @@ class AsyncClient:
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait = retries, max_retry_wait
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport, verify=tls_settings(url)
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -292,11 +293,24 @@ class AsyncClient:
         *,
         status: str | None = None,
         kind: str | None = None,
+        model_id: str | None = None,
+        top_level: bool = False,
+        id_prefix: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobList:
         return await self._get(
-            "/jobs", JobList, params=_without_none(status=status, kind=kind, limit=limit, cursor=cursor)
+            "/jobs",
+            JobList,
+            params=_without_none(
+                status=status,
+                kind=kind,
+                model_id=model_id,
+                top_level=top_level or None,
+                id_prefix=id_prefix,
+                limit=limit,
+                cursor=cursor,
+            ),
         )
 
     async def cancel(self, job_id: str) -> Job:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -80,6 +81,15 @@ def _seg(value: str) -> str:
 def _adapter(kind: Any) -> TypeAdapter[Any]:
     """One validator per answer type, built once (wait() parses a job every poll)."""
     return TypeAdapter(kind)
+
+
+def tls_settings(url: str) -> ssl.SSLContext | bool:
+    """httpx's `verify` for a base URL: its default (the CA bundle, loaded now) for https, and for plain http a
+    context without certificates, so that a client is not slow to create for want of ones it never uses
+    (loading the bundle is most of that time); any https connection made with it fails verification."""
+    if url.lower().startswith("http://"):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True
 
 
 def _without_none(**fields: Any) -> dict[str, Any]:
@@ -178,7 +188,9 @@ class Client:
         headers = {API_KEY_HEADER: api_key} if api_key else {}
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait = retries, max_retry_wait
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport, verify=tls_settings(url)
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -423,12 +435,27 @@ class Client:
         *,
         status: str | None = None,
         kind: str | None = None,
+        model_id: str | None = None,
+        top_level: bool = False,
+        id_prefix: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobList:
-        """One page of jobs, newest first (GET /jobs); `next_cursor` asks for the next."""
+        """One page of jobs, newest first (GET /jobs), filtered by every argument given; `next_cursor` asks for
+        the next. `model_id` takes a model's id or name, `top_level` leaves out the runs of evaluations and
+        studies, `id_prefix` matches the first characters of a job's id."""
         return self._get(
-            "/jobs", JobList, params=_without_none(status=status, kind=kind, limit=limit, cursor=cursor)
+            "/jobs",
+            JobList,
+            params=_without_none(
+                status=status,
+                kind=kind,
+                model_id=model_id,
+                top_level=top_level or None,
+                id_prefix=id_prefix,
+                limit=limit,
+                cursor=cursor,
+            ),
         )
 
     def cancel(self, job_id: str) -> Job:

@@ -15,7 +15,8 @@ FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    # Each model's validator is built when first used, not on import: a command uses two or three of them.
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), defer_build=True)
 
 
 class Health(Out):
@@ -116,6 +117,9 @@ class Job(Out):
     attempts: int
     model_id: str | None
     forget_request_id: str | None
+    parent_id: str | None = Field(
+        None, description="the job this one is a run of; null for one of its own (and from older servers)"
+    )
     result: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None

@@ -49,6 +49,31 @@ def get_job(session: Session, job_id: str, tenant_id: str | None = None) -> Job:
     return job
 
 
+def jobs_query(
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    model_id: str | None = None,
+    top_level: bool = False,
+    id_prefix: str | None = None,
+) -> Select[tuple[Job]]:
+    """A tenant's jobs matching every filter given: `top_level` leaves out the runs of other jobs (an
+    evaluation's seeds, a study's evaluations), `id_prefix` finds a job by the first characters of its id."""
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    if model_id is not None:
+        stmt = stmt.where(Job.model_id == model_id)
+    if top_level:
+        stmt = stmt.where(Job.parent_id.is_(None))
+    if id_prefix is not None:
+        stmt = stmt.where(Job.id.startswith(id_prefix.lower(), autoescape=True))
+    return stmt
+
+
 @lru_cache(maxsize=8)
 def _fields_query(fields: tuple[str, ...]) -> Select[Any]:
     # Built once and reused as the same object: SQLAlchemy then skips matching a new statement's result

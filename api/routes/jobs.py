@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.routing import BaseRoute
 
 from api.deps import PathRef, SessionDep, TenantDep
@@ -16,6 +16,7 @@ from core import jobs as job_service
 from core.db import read_connection
 from core.errors import NotFound
 from core.jobs import get_job, job_fields, job_fields_async
+from core.services import resolve_model
 from core.tables import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -24,21 +25,41 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.get("", response_model=JobList, summary="Jobs, newest first, optionally by status and kind")
+@router.get(
+    "",
+    response_model=JobList,
+    summary="Jobs, newest first, optionally by status, kind, model, id prefix, or top-level only",
+)
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
     status: Annotated[JobStatus | None, Query()] = None,
     kind: Annotated[str | None, Query(max_length=30, pattern=NO_NUL)] = None,
+    model_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, pattern=NO_NUL, description="a model's id or name: its jobs"),
+    ] = None,
+    top_level: Annotated[
+        bool,
+        Query(description="leave out the runs of other jobs (an evaluation's seeds, a study's evaluations)"),
+    ] = False,
+    id_prefix: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=36,
+            pattern=r"^[0-9a-fA-F-]+$",
+            description="the first characters of a job's id (the command line's short ids)",
+        ),
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> JobList:
-    """The caller's jobs, newest first, optionally filtered by status and kind; count covers every match, and next_cursor leads to the next page."""
-    stmt = select(Job).where(Job.tenant_id == tenant)
-    if status is not None:
-        stmt = stmt.where(Job.status == status)
-    if kind is not None:
-        stmt = stmt.where(Job.kind == kind)
+    """The caller's jobs, newest first, filtered by every parameter given; count covers every match, and next_cursor leads to the next page. Without filters every job is listed, the runs of evaluations and studies included."""
+    model = None if model_id is None else resolve_model(session, model_id, tenant).id
+    stmt = job_service.jobs_query(
+        tenant, status=status, kind=kind, model_id=model, top_level=top_level, id_prefix=id_prefix
+    )
     rows, total, next_cursor = page(
         session, stmt, [Job.created_at, Job.id], limit=limit, cursor=cursor, descending=True
     )

@@ -2,6 +2,7 @@
 
 The server is LETHE_URL (or --url) and the key LETHE_API_KEY (or --api-key). Bad arguments print one
 line starting with "error:" and exit with status 2; an error answered by the API exits with status 1.
+Modules import the client and rich inside the commands that use them, so that starting costs little.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from cli.commands.jobs import jobs_app
 from cli.commands.logits import logits_command
 from cli.commands.models import models_app
 from cli.commands.unlearning import evaluate_command, methods_command, study_command, unlearn_command
+from cli.commands.version import version_command
 from cli.commands.webhooks import webhooks_app
 
 
@@ -23,6 +25,7 @@ def register(app: typer.Typer) -> None:
     app.command("study", cls=Command)(study_command)
     app.command("methods", cls=Command)(methods_command)
     app.command("logits", cls=Command)(logits_command)
+    app.command("version", cls=Command)(version_command)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(models_app, name="models")
     app.add_typer(webhooks_app, name="webhooks")

@@ -7,8 +7,11 @@ from typing import Annotated
 
 import typer
 
-from cli.commands.common import ApiKey, AsJson, IdsFile, Url, connect, follow, print_json, read_ids, usage
-from client import DEFAULT_URL
+from cli.commands.api import connect
+from cli.commands.arguments import read_ids
+from cli.commands.common import DEFAULT_URL, ApiKey, AsJson, IdsFile, Url, usage
+from cli.commands.output import print_json
+from cli.commands.progress import follow
 
 ARTIFACT = "logits.npz"
 

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cli.commands.common import (
-    ApiKey,
-    AsJson,
-    Command,
-    Group,
-    Url,
-    connect,
-    fmt,
-    pairs,
-    print_json,
-    usage,
-)
-from client import DEFAULT_URL, Client, Model
-from client.client import file_sha256
+from cli.commands.api import connect
+from cli.commands.common import DEFAULT_URL, ApiKey, AsJson, Command, Group, Url, usage
+from cli.commands.output import console, fmt, pairs, print_json, table
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from client import Client, Model
 
 models_app = typer.Typer(
     cls=Group,
@@ -54,13 +46,13 @@ def model_table(model: Model) -> Table:
 
 def lineage_table(api: Client, model: Model) -> Table:
     """The model and its ancestors up to the root, with how each was made."""
-    table = Table(title="lineage (newest first)", title_justify="left")
-    for header in ("id", "name", "made by", "forgotten", "status"):
-        table.add_column(header, justify="right" if header == "forgotten" else "left", overflow="fold")
+    out = table(
+        "lineage (newest first)", ("id", "name", "made by", "forgotten", "status"), right=("forgotten",)
+    )
     for model_id in model.lineage:
         m = model if model_id == model.id else api.get_model(model_id)
-        table.add_row(m.id, fmt(m.name), m.made_by, str(m.n_forgotten), m.status)
-    return table
+        out.add_row(m.id, fmt(m.name), m.made_by, str(m.n_forgotten), m.status)
+    return out
 
 
 @models_app.command("list", cls=Command)
@@ -71,11 +63,10 @@ def models_list(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: ApiKey
     if as_json:
         print_json(models)
         return
-    table = Table(title="models", title_justify="left")
-    for header in ("id", "name", "dataset", "status", "made by", "parent", "forgotten", "created"):
-        table.add_column(header, justify="right" if header == "forgotten" else "left", overflow="fold")
+    headers = ("id", "name", "dataset", "status", "made by", "parent", "forgotten", "created")
+    out = table("models", headers, right=("forgotten",))
     for m in models:
-        table.add_row(
+        out.add_row(
             m.id,
             fmt(m.name),
             m.dataset,
@@ -85,7 +76,7 @@ def models_list(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: ApiKey
             str(m.n_forgotten),
             m.created_at.isoformat(timespec="seconds"),
         )
-    Console().print(table)
+    console().print(out)
 
 
 @models_app.command("show", cls=Command)
@@ -101,9 +92,9 @@ def models_show(
         if as_json:
             print_json(found)
             return
-        console = Console()
-        console.print(model_table(found))
-        console.print(lineage_table(api, found))
+        out = console()
+        out.print(model_table(found))
+        out.print(lineage_table(api, found))
 
 
 @models_app.command("download", cls=Command)
@@ -122,6 +113,8 @@ def models_download(
         usage(f"--output: folder {output.parent} does not exist")
     with connect(url, api_key) as api:
         path = api.download_model(model, output)
+    from client.client import file_sha256
+
     digest = file_sha256(path)
     if as_json:
         print_json({"model": model, "path": str(path), "sha256": digest, "bytes": path.stat().st_size})

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
+from cli.commands.api import connect
+from cli.commands.arguments import check_delta, forget_set, parse_params, read_ids, split_names
 from cli.commands.common import (
+    DEFAULT_URL,
     ApiKey,
     AsJson,
     Delta,
@@ -21,20 +21,16 @@ from cli.commands.common import (
     Params,
     Url,
     Wait,
-    check_delta,
-    connect,
-    fmt,
-    follow,
-    forget_set,
-    pairs,
-    parse_params,
-    print_json,
-    read_ids,
-    split_names,
     usage,
 )
 from cli.commands.models import model_table
-from client import DEFAULT_URL, Evaluation, EvaluationRow
+from cli.commands.output import console, fmt, pairs, print_json
+from cli.commands.progress import follow
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from client import Evaluation, EvaluationRow
 
 
 def stat(results: dict[str, Any], key: str) -> str:
@@ -78,6 +74,8 @@ def evaluation_table(evaluation: Evaluation, url: str) -> Table:
 
 def rows_table(rows: list[EvaluationRow], title: str) -> Table:
     """Methods side by side, like the study's Table 1."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     headers = (
         "method",
@@ -155,7 +153,7 @@ def unlearn_command(
         if as_json:
             print_json({"job": job, "model": child})
         else:
-            Console().print(model_table(child))
+            console().print(model_table(child))
 
 
 def evaluate_command(
@@ -197,7 +195,7 @@ def evaluate_command(
         if as_json:
             print_json({"job": job, "evaluation": evaluation})
         else:
-            Console().print(evaluation_table(evaluation, api.url))
+            console().print(evaluation_table(evaluation, api.url))
 
 
 def study_command(
@@ -270,7 +268,7 @@ def study_command(
         if as_json:
             print_json({"job": job, "study": study, "evaluations": rows})
         else:
-            Console().print(rows_table(rows, f"study {study.id}: epsilon-hat and mean accuracies"))
+            console().print(rows_table(rows, f"study {study.id}: epsilon-hat and mean accuracies"))
 
 
 def methods_command(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
@@ -280,6 +278,9 @@ def methods_command(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: Ap
     if as_json:
         print_json(methods)
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="unlearning methods", title_justify="left")
     table.add_column("method", style="bold")
     table.add_column("description", overflow="fold")
@@ -288,4 +289,4 @@ def methods_command(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: Ap
         props = m.params_schema.get("properties", {})
         params = ", ".join(f"{k}={fmt(p.get('default'))}" for k, p in props.items())
         table.add_row(m.name, Text(m.description), Text(params or "-"))
-    Console().print(table)
+    console().print(table)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cli.commands.common import ApiKey, AsJson, Command, Group, Url, connect, fmt, print_json
-from client import DEFAULT_URL
+from cli.commands.api import connect
+from cli.commands.common import DEFAULT_URL, ApiKey, AsJson, Command, Group, Url
+from cli.commands.output import console, fmt, print_json, table
 
 webhooks_app = typer.Typer(
     cls=Group, no_args_is_help=True, help="Webhooks: job events POSTed, signed, to your URL."
@@ -51,12 +50,10 @@ def webhooks_list(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: ApiK
     if as_json:
         print_json(hooks)
         return
-    table = Table(title="webhooks", title_justify="left")
-    for header in ("id", "url", "events", "created"):
-        table.add_column(header, overflow="fold")
+    out = table("webhooks", ("id", "url", "events", "created"))
     for h in hooks:
-        table.add_row(h.id, h.url, ", ".join(h.events), h.created_at.isoformat(timespec="seconds"))
-    Console().print(table)
+        out.add_row(h.id, h.url, ", ".join(h.events), h.created_at.isoformat(timespec="seconds"))
+    console().print(out)
 
 
 @webhooks_app.command("deliveries", cls=Command)
@@ -75,11 +72,10 @@ def webhooks_deliveries(
     if as_json:
         print_json(deliveries)
         return
-    table = Table(title=f"deliveries of webhook {webhook_id}", title_justify="left")
-    for header in ("id", "event", "job", "status", "attempts", "last answer", "next attempt"):
-        table.add_column(header, overflow="fold")
+    headers = ("id", "event", "job", "status", "attempts", "last answer", "next attempt")
+    out = table(f"deliveries of webhook {webhook_id}", headers)
     for d in deliveries:
-        table.add_row(
+        out.add_row(
             d.id,
             d.event,
             d.job_id,
@@ -88,7 +84,7 @@ def webhooks_deliveries(
             fmt(d.error or d.response_status),
             d.next_attempt_at.isoformat(timespec="seconds") if d.next_attempt_at else "-",
         )
-    Console().print(table)
+    console().print(out)
 
 
 @webhooks_app.command("delete", cls=Command)

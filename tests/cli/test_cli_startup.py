@@ -1,0 +1,97 @@
+"""`lethe` starts light: --help and simple commands import neither torch nor the server's code.
+
+benchmarks/bench_cli.py measures the start; this keeps the imports that made it slow from coming back.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.client import serve
+from tests.conftest import REPO
+
+HEAVY = ("torch", "numpy", "scipy", "sqlalchemy", "celery", "fastapi", "api", "core", "ml", "worker")
+CLIENT = ("client", "httpx")  # pydantic too, but typer imports it to convert a command's arguments
+
+PROBE = """
+import json, sys
+from cli.main import app
+try:
+    app(sys.argv[1:], prog_name="lethe")
+except SystemExit:
+    pass
+sys.stderr.write("\\nMODULES " + json.dumps(sorted({m.split(".")[0] for m in sys.modules})) + "\\n")
+"""
+
+
+def imported(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level packages loaded by the time `lethe ARGS` has run, in a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **(env or {})},
+        timeout=120,
+    )
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES "))
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["jobs", "list", "--help"], ["epsilon", "--help"], ["version"]])
+def test_help_and_version_import_neither_torch_nor_the_client(args):
+    loaded = imported(*args)
+    assert "typer" in loaded
+    assert loaded.isdisjoint(HEAVY + CLIENT), sorted(loaded & set(HEAVY + CLIENT))
+
+
+def test_jobs_list_imports_the_client_but_nothing_of_the_server():
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def jobs(request):
+        return JSONResponse({"data": [], "count": 0, "next_cursor": None})
+
+    with serve(Starlette(routes=[Route("/jobs", jobs)])) as url:
+        loaded = imported("jobs", "list", env={"LETHE_URL": url, "LETHE_API_KEY": "k"})
+    assert {*CLIENT, "pydantic", "httpcore"} <= loaded
+    unused = ("trio", "click", "pygments")  # httpcore's trio support, httpx's own command line
+    assert loaded.isdisjoint(HEAVY + unused), sorted(loaded & set(HEAVY + unused))
+
+
+def test_leaving_out_unused_modules_leaves_them_importable():
+    """What the client's import leaves out stays importable, with httpx and httpcore working."""
+    probe = (
+        "import sys\n"
+        "from cli.commands.api import import_client_lightly\n"
+        "import_client_lightly()\n"
+        "assert 'trio' not in sys.modules and 'httpx._main' not in sys.modules\n"
+        "import httpx, trio, httpx._main\n"
+        "assert httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))).get('http://x').status_code == 204\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_client_for_plain_http_loads_no_certificates_and_refuses_https():
+    import ssl
+
+    from client.client import tls_settings
+
+    plain = tls_settings("HTTP://127.0.0.1:8000")
+    assert isinstance(plain, ssl.SSLContext)
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert tls_settings("https://lethe.example") is True
