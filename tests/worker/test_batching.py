@@ -16,7 +16,7 @@ from core.db import session_scope
 from core.maintenance import sweep
 from core.queue import queue_length
 from core.services import model_lineage
-from core.tables import ForgetPolicy, ForgetRequest, Job, Model, ModelStatus, utcnow
+from core.tables import AuditEvent, ForgetPolicy, ForgetRequest, Job, Model, ModelStatus, utcnow
 from tests.utils import add_ready_model, drain, train_model
 
 
@@ -152,6 +152,35 @@ def test_batches_go_on_from_the_newest_version_after_the_first_one_is_retired(cl
     drain()
     (r,) = _requests(client, [late])
     assert r["status"] == "fulfilled" and r["job_id"] == batch and _forgotten(r["result_model_id"]) == [1, 2]
+
+
+def test_a_tenant_that_purges_parents_has_each_batchs_base_version_purged_once_its_child_is_ready(
+    client, tiny
+):
+    from core.artifacts import get_store
+
+    assert client.patch("/tenant/settings", json={"auto_purge_parents": True}).status_code == 200
+    _policy(client, window_seconds=0)
+    _ask(client, [1])
+    sweep_batches()
+    assert drain() == 1
+    child1 = client.get("/models/tiny/forget-policy").json()["head_model_id"]
+    _ask(client, [2])
+    sweep_batches()
+    assert drain() == 1
+    child2 = client.get("/models/tiny/forget-policy").json()["head_model_id"]
+    with session_scope() as session:
+        statuses = {m: session.get(Model, m).status for m in (tiny, child1, child2)}
+        keys = {m: session.get(Model, m).checkpoint for m in (tiny, child1, child2)}
+        purged = session.execute(
+            select(AuditEvent.object_id, AuditEvent.detail).where(AuditEvent.event == "purged")
+        ).all()
+    assert statuses == {tiny: "purged", child1: "purged", child2: "ready"}
+    assert [get_store().exists(keys[m]) for m in (tiny, child1, child2)] == [False, False, True]
+    assert {(m, d["reason"], d["child_id"]) for m, d in purged} == {
+        (tiny, "auto_purge_parents", child1),
+        (child1, "auto_purge_parents", child2),
+    }
 
 
 def test_ids_the_newest_version_already_forgot_are_fulfilled_by_it_without_a_new_version(client, tiny):
