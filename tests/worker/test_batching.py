@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from core import idsets
+from core import certificates, idsets
 from core.batching import BATCH_KIND, start_batch
 from core.batching import sweep_batches as batch_pass
 from core.db import session_scope
@@ -136,6 +136,30 @@ def test_a_request_during_a_running_batch_goes_into_the_next_which_starts_from_t
     with session_scope() as session:
         assert model_lineage(session, session.get(Model, child2)) == [child2, child1, tiny]
     assert client.get("/models/tiny/forget-policy").json()["head_model_id"] == child2
+
+    # Each certificate names its batch and the versions it went from and to.
+    for request_id, batch, base, child, n_requests in (
+        (first[1], batch1, tiny, child1, 2),
+        (late, batch2, child1, child2, 1),
+    ):
+        r = client.get(f"/forget-requests/{request_id}/certificate")
+        assert r.status_code == 200, r.text
+        cert = r.json()
+        certificates.verify(cert)
+        assert cert["batch"] == {
+            "job_id": batch,
+            "base_model_id": base,
+            "result_model_id": child,
+            "n_requests": n_requests,
+            "n_ids": 3 if batch == batch1 else 2,
+            "evaluation_id": None,
+        }
+        assert (cert["method"]["job_id"], cert["parent_model"]["id"], cert["result_model"]["id"]) == (
+            batch,
+            base,
+            child,
+        )
+        assert cert["result_model"]["n_forgotten"] == len(_forgotten(child))
 
 
 def test_batches_go_on_from_the_newest_version_after_the_first_one_is_retired(client, tiny):
