@@ -7,10 +7,12 @@ LETHE_BENCH_BROKER_URL, else the local test servers; a fresh database is created
 ResNet-18 is trained through the API, its forget policy set (method `none`, window --window seconds, no
 limits), then --clients clients send --requests `POST /forget-requests` spread evenly over --seconds
 (request i is due at i * T / N; a client sends its next due request as soon as its last one answered),
-each with its own external_ref and one to three random sample ids. Then it waits until every request is
+each with its own external_ref and one to three random sample ids (a send that loses its connection or
+gets a 5xx is sent again, as a client may safely do with an external_ref). Then it waits until every request is
 fulfilled and checks, in the database:
 
-- none lost: every 202 answer names a stored request, and every stored request was answered;
+- none lost: every request was accepted (202, or 200 for a retry whose first send had been stored), the
+  answers name exactly the stored requests, and no request was stored twice;
 - exactly once: every request is fulfilled, by one batch, with one `scheduled` and one `fulfilled` event;
 - the batches are what the policy says: no batch started before its oldest request was --window old,
   none started later than one sweep (plus --slack seconds) after it was due, where due is the later of
@@ -62,6 +64,8 @@ from common import (  # noqa: E402
     service_env,
 )
 
+RETRIES = 5
+"""Sends of one request after a lost connection or a 5xx, as a client with an external_ref may retry."""
 RATE_LIMIT = "1000000000/minute"
 """The per-tenant limit is raised out of the way: the soak measures intake and batching, not refusals."""
 
@@ -104,11 +108,18 @@ async def send_all(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 sent = time.perf_counter()
-                try:
-                    r = await http.post("/forget-requests", json=bodies[i])
-                    status, body = r.status_code, (r.json() if r.status_code < 500 else {})
-                except httpx.HTTPError as exc:
-                    status, body = type(exc).__name__, {}
+                errors: list[str] = []
+                while (
+                    True
+                ):  # a lost connection is retried with the same body: its external_ref makes that safe
+                    try:
+                        r = await http.post("/forget-requests", json=bodies[i])
+                        status, body = r.status_code, (r.json() if r.status_code < 500 else {})
+                    except httpx.TransportError as exc:
+                        status, body = type(exc).__name__, {}
+                    if status in (200, 202) or len(errors) >= RETRIES:
+                        break
+                    errors.append(str(status))
                 answers.append(
                     {
                         "i": i,
@@ -116,6 +127,7 @@ async def send_all(
                         "id": body.get("forget_request_id"),
                         "ms": 1000 * (time.perf_counter() - sent),
                         "ids": bodies[i]["forget_ids"],
+                        "retried": errors,
                     }
                 )
 
@@ -163,7 +175,7 @@ def check(
             head_forgotten = idsets.decode(head.forgotten_ids).tolist() if head else []
     finally:
         engine.dispose()
-    accepted = [a for a in answers if a["status"] == 202]
+    accepted = [a for a in answers if a["status"] in (200, 202)]
     answered_ids = {a["id"] for a in accepted}
     members: dict[str, list[ForgetRequest]] = {}
     for r in requests.values():
@@ -206,7 +218,8 @@ def check(
         if b.finished_at and b.started_at
     ]
     checks = {
-        "none_lost": len(accepted) == len(answers) == args.requests and answered_ids == set(requests),
+        "none_lost": len(accepted) == len(answers) == len(answered_ids) == args.requests
+        and answered_ids == set(requests),
         "exactly_once": len(once) == len(requests) == args.requests,
         "batches_as_the_policy_says": not (early or late or overlapping)
         and all(b.status == "succeeded" for b in batches),
@@ -216,6 +229,7 @@ def check(
         "checks": checks,
         "passed": all(checks.values()),
         "answers": dict(Counter(str(a["status"]) for a in answers)),
+        "retried": dict(Counter(e for a in answers for e in a["retried"])),
         "stored": len(requests),
         "fulfilled_once": len(once),
         "batches": {

@@ -47,7 +47,9 @@ def test_a_small_soak_fulfils_every_request_once_in_the_batches_its_policy_makes
         "batches_as_the_policy_says": True,
         "lineage_keeps_every_id": True,
     }
-    assert record["answers"] == {"202": requests} and record["stored"] == record["fulfilled_once"] == requests
+    answers = record["answers"]
+    assert answers.get("202", 0) + answers.get("200", 0) == requests  # a 200: a retry found its first send
+    assert record["stored"] == record["fulfilled_once"] == requests
     batches = record["batches"]
     assert sum(batches["sizes"]) == requests and batches["early"] == batches["late"] == []
     # Arrivals span 8 s and a batch waits 2 s for its oldest request, so no single batch can hold them all;
