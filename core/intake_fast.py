@@ -107,9 +107,8 @@ async def take_in_async(
             if model is None:
                 return None  # the usual way answers 404
             cache[(tenant_id, model_ref)] = model
-        ids: np.ndarray = validate_forget_ids(
-            forget_ids, model.n_train
-        )  # InvalidInput: 422, as the usual way
+        # Bad ids raise InvalidInput here: the same 422 the usual way answers, and nothing is stored.
+        ids: np.ndarray = validate_forget_ids(forget_ids, model.n_train)
         row = request_row(
             tenant_id=tenant_id,
             model_id=model.id,
