@@ -23,6 +23,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.artifacts import get_store
+from core.batching import BATCH_KIND, batch_info
 from core.errors import Conflict
 from core.purge import checkpoint_sha256
 from core.services import get_owned
@@ -209,19 +210,19 @@ def epsilon_meaning(results: dict[str, Any], n_models: int, delta: float) -> str
     )
 
 
-def _evaluation(session: Session, req: ForgetRequest) -> dict[str, Any] | None:
-    """The newest scored evaluation of the request's method on its model and forget set, if any."""
-    rows = session.execute(
-        select(Evaluation)
-        .join(ReferenceSet, ReferenceSet.id == Evaluation.reference_set_id)
-        .where(
-            Evaluation.tenant_id == req.tenant_id,
+def _evaluation(session: Session, req: ForgetRequest, batch_evaluation: str | None) -> dict[str, Any] | None:
+    """The newest scored evaluation of the request's method on its model and forget set, if any; for a
+    batched request, the evaluation its policy queued beside the batch."""
+    stmt = select(Evaluation).where(Evaluation.tenant_id == req.tenant_id)
+    if batch_evaluation is not None:
+        stmt = stmt.where(Evaluation.id == batch_evaluation)
+    else:
+        stmt = stmt.join(ReferenceSet, ReferenceSet.id == Evaluation.reference_set_id).where(
             Evaluation.model_id == req.model_id,
             Evaluation.method == req.method,
             ReferenceSet.forget_sha256 == req.ids_sha256,
         )
-        .order_by(Evaluation.created_at.desc())
-    ).scalars()
+    rows = session.execute(stmt.order_by(Evaluation.created_at.desc())).scalars()
     evaluation = next((e for e in rows if e.results), None)  # scored: unscored rows hold SQL or JSON null
     if evaluation is None:
         return None
@@ -252,6 +253,22 @@ def _model(model: Model) -> dict[str, Any]:
     }
 
 
+def _batch(session: Session, req: ForgetRequest, job: Job) -> dict[str, Any] | None:
+    """For a request forgotten in a batch: the batch's job, the version it started from and the version that
+    fulfilled it, with the batch's size; None for a request POST /unlearn ran on its own."""
+    if job.kind != BATCH_KIND:
+        return None
+    info = batch_info(session, job)
+    return {
+        "job_id": job.id,
+        "base_model_id": info["base_model_id"],
+        "result_model_id": req.result_model_id,
+        "n_requests": info["n_requests"],
+        "n_ids": info["n_ids"],
+        "evaluation_id": info["evaluation_id"],
+    }
+
+
 def build_certificate(session: Session, request_id: str, tenant_id: str) -> dict[str, Any]:
     """The unsigned certificate of a fulfilled request; Conflict while it is not fulfilled."""
     req = get_owned(session, ForgetRequest, request_id, tenant_id, "forget request")
@@ -261,7 +278,9 @@ def build_certificate(session: Session, request_id: str, tenant_id: str) -> dict
         raise Conflict(
             f"forget request {request_id} is {state}: a deletion certificate is issued once it is fulfilled"
         )
-    parent = session.get(Model, req.model_id)
+    batch = _batch(session, req, job)
+    # A batch forgets from the version it started from, the newest of the model's lineage then.
+    parent = session.get(Model, batch["base_model_id"] if batch else req.model_id)
     child = session.get(Model, req.result_model_id)
     own = [req.id, job.id, child.id]
     events = session.execute(
@@ -304,7 +323,8 @@ def build_certificate(session: Session, request_id: str, tenant_id: str) -> dict
             for e in events
         ],
         "metrics": child.metrics or {},
-        "evaluation": _evaluation(session, req),
+        "evaluation": _evaluation(session, req, batch["evaluation_id"] if batch else None),
+        "batch": batch,
     }
 
 

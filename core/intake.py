@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from core import idsets
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput
+from core.forget_requests import record_request
 from core.jobs import audit
-from core.services import resolve_forget, resolve_model, validate_method
-from core.tables import Dataset, ForgetPolicy, ForgetRequest, Model, RequestStatus, new_id
+from core.services import model_and_dataset, resolve_forget, resolve_model, validate_method
+from core.tables import ForgetPolicy, ForgetRequest, RequestStatus
 from ml.methods.params import AUTO
 
 
@@ -48,18 +49,6 @@ def same_as_existing(
     return existing
 
 
-def _model_and_dataset(session: Session, model_ref: str, tenant_id: str) -> tuple[Model, Dataset]:
-    """The tenant's model by id or name with its data set, in one query: intake is on the hot path."""
-    row = session.execute(
-        select(Model, Dataset)
-        .join(Dataset, Dataset.id == Model.dataset_id)
-        .where(Model.tenant_id == tenant_id, or_(Model.id == model_ref, Model.name == model_ref))
-    ).one_or_none()
-    if row is None:
-        raise NotFound(f"model {model_ref!r} not found")
-    return row[0], row[1]
-
-
 def take_in(
     session: Session,
     *,
@@ -71,36 +60,20 @@ def take_in(
     external_ref: str | None,
 ) -> Intake:
     """Validate as POST /unlearn does, then add a pending request and its audit event; starts no job."""
-    model, ds = _model_and_dataset(session, model_ref, tenant_id)
+    model, ds = model_and_dataset(session, model_ref, tenant_id)
     ids = resolve_forget(ds, forget_ids, forget_class)
     digest = idsets.sha256(ids)
     if external_ref is not None and (found := _by_external_ref(session, tenant_id, external_ref)):
         return Intake(same_as_existing(found, model.id, digest, requested_by), created=False)
-    request = ForgetRequest(
-        id=new_id(),
+    request = record_request(
+        session,
         tenant_id=tenant_id,
         model_id=model.id,
-        requested_by=requested_by,
-        ids=idsets.encode(ids),
-        n_ids=int(ids.size),
+        ids=ids,
         ids_sha256=digest,
-        method=None,
-        params={},
-        status=RequestStatus.pending,
-        external_ref=external_ref,
-    )
-    session.add(request)
-    audit(
-        session,
-        "forget_request",
-        request.id,
-        "received",
-        tenant_id,
-        model_id=model.id,
-        n_ids=request.n_ids,
-        sha256=digest,
         requested_by=requested_by,
         forget_class=forget_class,
+        status=RequestStatus.pending,
         external_ref=external_ref,
         batched=True,
     )

@@ -14,6 +14,7 @@ from core import idsets, purge
 from core.artifacts import get_store
 from core.db import read_session
 from core.errors import Conflict, InvalidInput, NotFound
+from core.forget_requests import record_request
 from core.jobs import audit, create_job
 from core.queue import publish_job
 from core.settings import get_settings
@@ -199,6 +200,18 @@ def resolve_model(session: Session, ref: str, tenant_id: str) -> Model:
     return _by_id_or_name(session, Model, ref, tenant_id, "model")
 
 
+def model_and_dataset(session: Session, model_ref: str, tenant_id: str) -> tuple[Model, Dataset]:
+    """The tenant's model by id or name with its data set, in one query: intake and unlearn are hot paths."""
+    row = session.execute(
+        select(Model, Dataset)
+        .join(Dataset, Dataset.id == Model.dataset_id)
+        .where(Model.tenant_id == tenant_id, or_(Model.id == model_ref, Model.name == model_ref))
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"model {model_ref!r} not found")
+    return row[0], row[1]
+
+
 def check_name_free(session: Session, name: str | None, tenant_id: str) -> None:
     if name is None:
         return
@@ -255,9 +268,7 @@ def create_unlearn(
     forget_class: int | None = None,
 ) -> tuple[Job, ForgetRequest]:
     """Record a forget request and its unlearn job; nothing is stored unless all input is valid."""
-    model = resolve_model(session, model_ref, tenant_id)
-    ds = session.get(Dataset, model.dataset_id)
-    assert ds is not None
+    model, ds = model_and_dataset(session, model_ref, tenant_id)
     ids = resolve_forget(ds, forget_ids, forget_class)
     check_retain_left(
         ds, ids, model.forgotten_ids, "forget_class" if forget_class is not None else "forget_ids"
@@ -267,31 +278,16 @@ def create_unlearn(
     require_ready(model, model_ref)
     check_name_free(session, name, tenant_id)
     job_id = new_id()
-    request = ForgetRequest(
-        id=new_id(),  # ids known now: the rows go out in one flush, with no round trip of their own
-        job_id=job_id,
+    request = record_request(
+        session,
         tenant_id=tenant_id,
         model_id=model.id,
-        requested_by=requested_by,
-        ids=idsets.encode(ids),
-        n_ids=int(ids.size),
-        ids_sha256=idsets.sha256(ids),
-        method=method,
-        params=clean_params,
-    )
-    session.add(request)
-    audit(
-        session,
-        "forget_request",
-        request.id,
-        "received",
-        tenant_id,
-        model_id=model.id,
-        n_ids=request.n_ids,
-        sha256=request.ids_sha256,
-        method=method,
+        ids=ids,
         requested_by=requested_by,
         forget_class=forget_class,
+        method=method,
+        params=clean_params,
+        job_id=job_id,
     )
     job = create_job(
         session,

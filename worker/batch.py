@@ -10,6 +10,7 @@ from core import idsets
 from core.batching import BATCH_KIND, settle_failed
 from core.db import session_scope
 from core.jobs import audit
+from core.purge import auto_purge_parent
 from core.tables import Dataset, ForgetPolicy, ForgetRequest, Job, Model, RequestStatus
 from worker.context import JobContext
 from worker.handlers import Outcome, handler, store_child, unlearn_requested, unlearned_metrics
@@ -88,6 +89,7 @@ def forget_batch(ctx: JobContext) -> Outcome:
             session, "model", child_id, "ready", parent.tenant_id, parent_id=parent.id, method=method, **batch
         )
         _fulfil(session, ctx.job_id, request_ids, child_id, policy_model_id, parent.tenant_id)
+        auto_purge_parent(session, parent.id, child_id, ctx.job_id)  # as a single request's unlearn does
 
     result = {"model_id": child_id, **batch, **({"auto": auto} if auto else {})}
     return Outcome(result=result, metrics=metrics, apply=apply)

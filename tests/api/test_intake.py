@@ -223,3 +223,60 @@ def test_a_concurrent_first_send_of_the_same_external_ref_answers_with_the_store
     other = client.post("/forget-requests", json={**body, "forget_ids": [5]})
     assert other.status_code == 409 and missed == ["race-1"]
     assert _count(ForgetRequest) == 1
+
+
+def test_on_postgres_a_plain_request_is_stored_in_one_statement_exactly_as_the_session_stores_it(
+    client, model, monkeypatch
+):
+    from core import intake
+
+    by_session = client.post(
+        "/forget-requests", json={"model_id": "m1", "forget_ids": [1]}, headers={"Idempotency-Key": "k"}
+    )
+    assert by_session.status_code == 202
+    sessions = []
+    monkeypatch.setattr(
+        intake, "take_in", lambda *a, **k: sessions.append(k) or pytest.fail("went the usual way")
+    )
+    body = {"model_id": "m1", "forget_ids": [9, 2, 5], "requested_by": "dpo", "external_ref": "fast-1"}
+    fast = client.post("/forget-requests", json=body)
+    assert fast.status_code == 202 and fast.json()["status"] == "pending" and sessions == []
+    with session_scope() as session:
+        rows = {r.id: r for r in session.execute(select(ForgetRequest)).scalars()}
+        events = {
+            e.object_id: e
+            for e in session.execute(select(AuditEvent).where(AuditEvent.event == "received")).scalars()
+        }
+    slow_id, fast_id = by_session.json()["forget_request_id"], fast.json()["forget_request_id"]
+    row = rows[fast_id]
+    assert (
+        row.status,
+        row.model_id,
+        row.external_ref,
+        row.requested_by,
+        row.method,
+        row.params,
+        row.job_id,
+    ) == ("pending", model, "fast-1", "dpo", None, {}, None)
+    assert idsets.decode(row.ids).tolist() == [2, 5, 9] and row.ids_sha256 == idsets.sha256([2, 5, 9])
+    assert events[fast_id].detail == {
+        "model_id": model,
+        "n_ids": 3,
+        "sha256": idsets.sha256([2, 5, 9]),
+        "requested_by": "dpo",
+        "forget_class": None,
+        "external_ref": "fast-1",
+        "batched": True,
+    }
+    assert set(events[fast_id].detail) - {"external_ref"} == set(events[slow_id].detail)
+    assert (events[fast_id].tenant_id, events[fast_id].object_type) == ("local", "forget_request")
+    assert events[fast_id].at == row.created_at
+
+    # Bad ids are refused as the usual way refuses them, and nothing is stored.
+    bad = client.post("/forget-requests", json={"model_id": "m1", "forget_ids": [3, 3]})
+    assert bad.status_code == 422 and "duplicates" in bad.text and sessions == []
+    # An external_ref already taken, an unknown model or a class goes the usual way, which answers them.
+    monkeypatch.undo()
+    assert client.post("/forget-requests", json=body).json() == fast.json()
+    assert client.post("/forget-requests", json={**body, "model_id": "nope"}).status_code == 404
+    assert _count(ForgetRequest) == 2

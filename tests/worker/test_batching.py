@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from core import idsets
+from core import certificates, idsets
 from core.batching import BATCH_KIND, start_batch
 from core.batching import sweep_batches as batch_pass
 from core.db import session_scope
 from core.maintenance import sweep
 from core.queue import queue_length
 from core.services import model_lineage
-from core.tables import ForgetPolicy, ForgetRequest, Job, Model, ModelStatus, utcnow
+from core.tables import AuditEvent, ForgetPolicy, ForgetRequest, Job, Model, ModelStatus, utcnow
 from tests.utils import add_ready_model, drain, train_model
 
 
@@ -137,6 +137,30 @@ def test_a_request_during_a_running_batch_goes_into_the_next_which_starts_from_t
         assert model_lineage(session, session.get(Model, child2)) == [child2, child1, tiny]
     assert client.get("/models/tiny/forget-policy").json()["head_model_id"] == child2
 
+    # Each certificate names its batch and the versions it went from and to.
+    for request_id, batch, base, child, n_requests in (
+        (first[1], batch1, tiny, child1, 2),
+        (late, batch2, child1, child2, 1),
+    ):
+        r = client.get(f"/forget-requests/{request_id}/certificate")
+        assert r.status_code == 200, r.text
+        cert = r.json()
+        certificates.verify(cert)
+        assert cert["batch"] == {
+            "job_id": batch,
+            "base_model_id": base,
+            "result_model_id": child,
+            "n_requests": n_requests,
+            "n_ids": 3 if batch == batch1 else 2,
+            "evaluation_id": None,
+        }
+        assert (cert["method"]["job_id"], cert["parent_model"]["id"], cert["result_model"]["id"]) == (
+            batch,
+            base,
+            child,
+        )
+        assert cert["result_model"]["n_forgotten"] == len(_forgotten(child))
+
 
 def test_batches_go_on_from_the_newest_version_after_the_first_one_is_retired(client, tiny):
     _policy(client, window_seconds=0)
@@ -152,6 +176,35 @@ def test_batches_go_on_from_the_newest_version_after_the_first_one_is_retired(cl
     drain()
     (r,) = _requests(client, [late])
     assert r["status"] == "fulfilled" and r["job_id"] == batch and _forgotten(r["result_model_id"]) == [1, 2]
+
+
+def test_a_tenant_that_purges_parents_has_each_batchs_base_version_purged_once_its_child_is_ready(
+    client, tiny
+):
+    from core.artifacts import get_store
+
+    assert client.patch("/tenant/settings", json={"auto_purge_parents": True}).status_code == 200
+    _policy(client, window_seconds=0)
+    _ask(client, [1])
+    sweep_batches()
+    assert drain() == 1
+    child1 = client.get("/models/tiny/forget-policy").json()["head_model_id"]
+    _ask(client, [2])
+    sweep_batches()
+    assert drain() == 1
+    child2 = client.get("/models/tiny/forget-policy").json()["head_model_id"]
+    with session_scope() as session:
+        statuses = {m: session.get(Model, m).status for m in (tiny, child1, child2)}
+        keys = {m: session.get(Model, m).checkpoint for m in (tiny, child1, child2)}
+        purged = session.execute(
+            select(AuditEvent.object_id, AuditEvent.detail).where(AuditEvent.event == "purged")
+        ).all()
+    assert statuses == {tiny: "purged", child1: "purged", child2: "ready"}
+    assert [get_store().exists(keys[m]) for m in (tiny, child1, child2)] == [False, False, True]
+    assert {(m, d["reason"], d["child_id"]) for m, d in purged} == {
+        (tiny, "auto_purge_parents", child1),
+        (child1, "auto_purge_parents", child2),
+    }
 
 
 def test_ids_the_newest_version_already_forgot_are_fulfilled_by_it_without_a_new_version(client, tiny):
