@@ -22,7 +22,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -151,6 +151,10 @@ class PackedNet(nn.Module):
                 else:
                     target.copy_(torch.stack(parts).reshape(target.shape))
 
+    def stack(self, name: str, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The packed form of one tensor of the state dict from its K per-network values (network k's in slot k)."""
+        return torch.stack(list(parts)).reshape(self.net.state_dict()[name].shape)
+
     def state_dicts(self) -> list[dict[str, torch.Tensor]]:
         """K plain state dicts (contiguous copies), in the format the packed models had."""
         packed = self.net.state_dict()
@@ -232,10 +236,13 @@ def fit_packed(
     fast: bool | None = None,
     compile_model: bool | None = None,
     compile_backend: Backend | None = None,
+    prepare: Callable[[PackedNet], AbstractContextManager[object]] | None = None,
 ) -> list[TrainStats]:
     """Train models[k] in place on rows ids[k] with seed seeds[k], all K in one loop; fit's settings.
 
-    Progress is reported as fit reports it (each epoch's end, and every report_seconds or report_every
+    `labels[k]` overrides network k's targets (one per id). `prepare(pack)` is entered around the loop once the
+    pack is built: where a method adds its hooks (gradient rewrites act elementwise, so one hook on a packed
+    tensor is the hook on each network's slice). Progress is reported as fit reports it (each epoch's end, and every report_seconds or report_every
     steps between); events carry the pack's mean loss and accuracy; a non-finite loss in any network raises
     Diverged naming it. The returned TrainStats (one per model) share the pack's wall time.
     """
@@ -285,7 +292,8 @@ def fit_packed(
     epoch_loss = torch.full((k,), float("nan"))
     epoch_acc: torch.Tensor | None = None
     try:
-        with seeded(derive_seed(seeds[0], 1, k), dev), cudnn:
+        hooks = nullcontext() if prepare is None else prepare(pack)
+        with seeded(derive_seed(seeds[0], 1, k), dev), cudnn, hooks:
             for epoch in range(epochs):
                 pack.train()
                 perm = torch.stack([torch.randperm(n, device=dev, generator=g) for g in generators])

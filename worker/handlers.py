@@ -146,10 +146,8 @@ def train_pack_from_scratch(
     return [Trained(net, data, udata, share, finished) for net in nets]
 
 
-def unlearn_from(
-    ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
-) -> Trained:
-    """Apply a method to a stored model; the parent's checkpoint is only read (a purged one fails saying so)."""
+def load_parent(parent: Model, ds_row: Dataset, forget: np.ndarray) -> tuple[torch.nn.Module, UnlearnData]:
+    """A stored model's network and what a method unlearning `forget` from it sees (a purged one fails saying so)."""
     require_weights(parent, "unlearned")
     arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
     data = load_for(ds_row)
@@ -157,7 +155,14 @@ def unlearn_from(
         get_store().read_bytes(parent.checkpoint), arch, ds_row.num_classes, ds_row.in_channels
     )
     excluded = np.setdiff1d(idsets.decode(parent.forgotten_ids), forget)
-    udata = UnlearnData(data, forget, excluded, recipe, arch)
+    return net, UnlearnData(data, forget, excluded, recipe, arch)
+
+
+def unlearn_from(
+    ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
+) -> Trained:
+    """Apply a method to a stored model; the parent's checkpoint is only read."""
+    net, udata = load_parent(parent, ds_row, forget)
     start = time.perf_counter()
     new = run_method(
         method,
@@ -169,7 +174,7 @@ def unlearn_from(
         progress=ctx.progress,
         should_stop=ctx.should_stop,
     )
-    return Trained(new, data, udata, time.perf_counter() - start, utcnow())
+    return Trained(new, udata.dataset, udata, time.perf_counter() - start, utcnow())
 
 
 @handler("train", on_failure=fail_training_model)
