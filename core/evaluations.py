@@ -182,14 +182,19 @@ def ensure_reference_runs(
     return pending
 
 
-DEFAULT_PACK_SIZE = 8
-"""Reference runs per task when LETHE_PACK_SIZE is 0: on a CPU, packing gained up to 8 and no more
-(docs/ensemble.md); a worker whose device cannot hold a pack trains it in smaller parts."""
+PACK_SIZES = {"cpu": 8, "cuda": 32}
+"""Runs per task when LETHE_PACK_SIZE is 0, by the workers' LETHE_DEVICE: on a CPU packing gained up to 8 and
+no more (docs/ensemble.md); a GPU holds more (ml.ensemble.CUDA_PACK_CAP). A worker trains a task's runs in
+packs its device holds (ml.ensemble.device_pack_size), so a task larger than that only runs longer."""
+
+DEFAULT_PACK_SIZE = PACK_SIZES["cpu"]
+"""LETHE_DEVICE=auto: the API cannot see the workers' device, and a CPU's size keeps tasks small."""
 
 
 def pack_size() -> int:
-    """How many reference runs one task trains together: LETHE_PACK_SIZE, else DEFAULT_PACK_SIZE."""
-    return get_settings().pack_size or DEFAULT_PACK_SIZE
+    """How many runs one task trains together: LETHE_PACK_SIZE, else the size for the workers' device."""
+    settings = get_settings()
+    return settings.pack_size or PACK_SIZES.get(settings.device.split(":")[0], DEFAULT_PACK_SIZE)
 
 
 def _source(session: Session, tenant_id: str, model_ref: str | None, dataset_ref: str | None):

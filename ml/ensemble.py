@@ -190,6 +190,55 @@ class PackedNet(nn.Module):
         return out.view(out.shape[0], self.k, -1).transpose(0, 1)
 
 
+CPU_PACK_SIZE = 8
+"""Networks per pack on a CPU: packing gained up to K = 8 and no more on a 2-core machine (docs/ensemble.md)."""
+
+CUDA_PACK_CAP = 32
+"""The most networks one pack holds on a GPU however much memory is free (benchmarks/gpu_check.py's ensemble
+section measures K up to 32)."""
+
+MEMORY_HEADROOM = 0.8
+"""Share of the device's free memory a pack may plan to use (the allocator's fragmentation and cuDNN's
+workspaces take the rest)."""
+
+
+def packs_that_fit(free_bytes: int, per_model_bytes: int, cap: int = CUDA_PACK_CAP) -> int:
+    """How many networks of per_model_bytes each fit in MEMORY_HEADROOM of free_bytes: at least 1, at most cap."""
+    return max(1, min(cap, int(free_bytes * MEMORY_HEADROOM) // max(per_model_bytes, 1)))
+
+
+def device_pack_size(
+    model: nn.Module, input_shape: Sequence[int], batch_size: int, device: str | torch.device
+) -> int:
+    """How many networks like `model` one pack trains together on `device`.
+
+    On a CPU, CPU_PACK_SIZE. On CUDA, as many as the free memory holds: one training step of one network
+    (batch_size inputs of input_shape, bf16 autocast as fit runs it there, SGD with momentum) is measured, its
+    weights, gradients, optimiser state and activations are one network's share, and a pack of K needs K of
+    them (its tensors are the K networks' side by side). A pack that still runs out of memory is split in
+    halves by its callers.
+    """
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return CPU_PACK_SIZE
+    probe = copy.deepcopy(model).to(dev).train()
+    weights = sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+    opt = torch.optim.SGD(probe.parameters(), lr=0.0, momentum=0.9)
+    torch.cuda.synchronize(dev)
+    base = torch.cuda.memory_allocated(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = probe(torch.zeros(batch_size, *input_shape, device=dev))
+    out.float().sum().backward()
+    opt.step()
+    torch.cuda.synchronize(dev)
+    per_model = torch.cuda.max_memory_allocated(dev) - base + weights
+    del probe, opt, out
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(dev)
+    return packs_that_fit(free, per_model)
+
+
 def _pack_rows(
     dataset: ArrayDataset,
     ids: Sequence[np.ndarray | None],

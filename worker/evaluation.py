@@ -14,6 +14,7 @@ from core.artifacts import get_store
 from core.db import session_scope
 from core.evaluations import usable_reference_runs
 from core.jobs import audit
+from core.settings import get_settings
 from core.tables import Dataset, Evaluation, Job, JobStatus, Model, ReferenceSet, Run, Study, utcnow
 from ml.logits import evaluate, logits, predict
 from ml.methods.cost import Workload, cost
@@ -163,6 +164,7 @@ def unlearn_pack_from(
         device=ctx.device,
         progress=ctx.progress,
         should_stop=ctx.should_stop,
+        pack_size=get_settings().pack_size or None,  # unset: what the device holds
     )
     # Each model's wall time is its share of the pack's, as for reference packs.
     share, finished = (time.perf_counter() - start) / len(nets), utcnow()

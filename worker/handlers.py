@@ -18,10 +18,11 @@ from core.artifacts import get_store
 from core.db import session_scope
 from core.jobs import audit, fail_training_model
 from core.purge import auto_purge_parent, require_weights
+from core.settings import get_settings
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id, utcnow
 from ml import checkpoint
 from ml.data import ArrayDataset
-from ml.ensemble import train_packed
+from ml.ensemble import device_pack_size, train_packed
 from ml.logits import evaluate
 from ml.methods import UnlearnData, run_method
 from ml.models import build_model
@@ -110,7 +111,8 @@ def train_pack_from_scratch(
 ) -> list[Trained]:
     """train_from_scratch for several seeds at once (ml/ensemble.py), each model as its own result.
 
-    A pack too large for the device's memory trains in halves, one after the other.
+    Seeds beyond what the device holds train in several packs; a pack still too large for the device's memory
+    trains in halves, one after the other.
     """
     data = load_for(ds_row)
     udata = UnlearnData(data, forget, excluded, recipe, arch)
@@ -140,7 +142,12 @@ def train_pack_from_scratch(
             run(slice(part.start, middle))
             run(slice(middle, part.stop))
 
-    run(slice(0, len(nets)))
+    # LETHE_PACK_SIZE, else as many as the device holds (ml.ensemble.device_pack_size), per pack.
+    size = get_settings().pack_size or device_pack_size(
+        nets[0], data.train_x.shape[1:], recipe.batch_size, ctx.device
+    )
+    for first in range(0, len(nets), size):
+        run(slice(first, min(first + size, len(nets))))
     # Each model's wall time is its share of the pack's: what that model cost the worker.
     share, finished = (time.perf_counter() - start) / len(nets), utcnow()
     return [Trained(net, data, udata, share, finished) for net in nets]

@@ -8,7 +8,8 @@ methods here are those whose training is the trainer's fit plus elementwise grad
 packed tensor acts on every network's slice as it would on that network's own tensor); methods with their
 own loop (two batches or two models per step) run one per task. ml/methods/packing.py names them, torch-free.
 
-A pack too large for a CUDA device's memory runs in halves, one after the other.
+Seeds beyond what the device holds (ml.ensemble.device_pack_size, or the caller's pack_size) train in several
+packs, one after the other, and a pack that still runs out of CUDA memory runs in halves.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from ml.ensemble import PackedNet, fit_packed, train_packed
+from ml.ensemble import PackedNet, device_pack_size, fit_packed, train_packed
 from ml.methods.base import Run, UnlearnData, parse_params, registered
 from ml.methods.beyond import saliency_masks, wrong_labels
 from ml.methods.packing import PACKED_METHODS
@@ -43,6 +44,7 @@ from ml.models import build_model
 from ml.trainer import (
     Optimizer,
     Progress,
+    ProgressEvent,
     StopFlag,
     TrainStats,
     derive_seed,
@@ -93,8 +95,13 @@ def run_packed(
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
+    pack_size: int | None = None,
 ) -> list[nn.Module]:
-    """run() for several seeds in one pack: K new models on `device` (model k: seeds[k]), the input untouched."""
+    """run() for several seeds: new models on `device` (model k: seeds[k]), the input untouched.
+
+    The seeds train in packs of pack_size (default: as many as the device holds, device_pack_size), one pack
+    after the other; progress runs from 0 to 1 over all of them.
+    """
     if name not in PACKED:
         raise ValueError(f"method {name!r} does not run packed; packed: {', '.join(sorted(PACKED))}")
     if not seeds:
@@ -103,20 +110,49 @@ def run_packed(
     typed = parse_params(method_spec(name), params)
     dev = resolve_device(device)
 
-    def attempt(part: list[int]) -> list[nn.Module]:
+    size = pack_size or device_pack_size(model, data.dataset.train_x.shape[1:], _batch_size(typed, data), dev)
+    everything = list(seeds)
+
+    def attempt(first: int, part: list[int]) -> list[nn.Module]:
+        """Seeds everything[first : first + len(part)] as one pack (in halves if the device runs out of memory)."""
         works = [copy.deepcopy(model).to(dev) for _ in part]
+        share = _share(progress, first / len(everything), len(part) / len(everything))
         try:
             with seeded(part[0], dev):
-                return PACKED[name](works, data, typed, PackRun(tuple(part), dev, progress, should_stop))
+                return PACKED[name](works, data, typed, PackRun(tuple(part), dev, share, should_stop))
         except torch.cuda.OutOfMemoryError:
             if len(part) < 2:
                 raise
         del works  # leave the except block first, so the failed pack's tensors can be freed
         torch.cuda.empty_cache()
         middle = len(part) // 2
-        return attempt(part[:middle]) + attempt(part[middle:])
+        return attempt(first, part[:middle]) + attempt(first + middle, part[middle:])
 
-    return [m.to(dev) for m in attempt(list(seeds))]
+    out = [
+        m
+        for start in range(0, len(everything), size)
+        for m in attempt(start, everything[start : start + size])
+    ]
+    return [m.to(dev) for m in out]
+
+
+def _batch_size(params: Any, data: UnlearnData) -> int:
+    """The batch a method's training steps take (retrain: its recipe's)."""
+    if isinstance(params, MethodParams):
+        return params.batch_size
+    recipe = getattr(params, "recipe", None) or data.recipe
+    return recipe.batch_size
+
+
+def _share(progress: Progress | None, start: float, width: float) -> Progress | None:
+    """Progress of one pack of several, as its share of the whole: [0, 1] -> [start, start + width]."""
+    if progress is None or (start == 0.0 and width == 1.0):
+        return progress
+
+    def report(event: ProgressEvent) -> None:
+        progress(replace(event, fraction=min(1.0, start + width * event.fraction)))
+
+    return report
 
 
 def _fit(

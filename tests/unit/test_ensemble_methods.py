@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ml.data import ArrayDataset, load_dataset
+from ml.ensemble import CPU_PACK_SIZE, CUDA_PACK_CAP, device_pack_size, packs_that_fit
 from ml.errors import Cancelled
 from ml.methods import UnlearnData, run_method
 from ml.methods import packed as packed_methods
@@ -110,3 +111,49 @@ def test_a_pack_too_large_for_the_device_runs_in_halves(
     assert sizes == [4, 2, 2]
     for a, b in zip(whole, halves, strict=True):
         assert weight_diff(a, b) < 1e-3
+
+
+def test_more_seeds_than_the_device_holds_train_in_several_packs(
+    data: UnlearnData, trained: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    real = PACKED["finetune"]
+
+    def counted(models, data, params, pack):  # type: ignore[no-untyped-def]
+        sizes.append(len(models))
+        return real(models, data, params, pack)
+
+    monkeypatch.setitem(packed_methods.PACKED, "finetune", counted)
+    events: list[ProgressEvent] = []
+    out = run_packed(
+        "finetune", trained, data, {"epochs": 1}, seeds=[1, 2, 3, 4, 5], pack_size=2, progress=events.append
+    )
+    assert sizes == [2, 2, 1] and len(out) == 5
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one progress over the three packs
+    assert device_pack_size(trained, (1, 8, 8), 64, "cpu") == CPU_PACK_SIZE == 8  # a CPU: 8, measured
+
+
+def test_a_gpu_pack_holds_what_its_free_memory_holds() -> None:
+    gib = 2**30
+    assert packs_that_fit(10 * gib, gib) == 8  # 80% of the free memory
+    assert packs_that_fit(100 * gib, gib // 4) == CUDA_PACK_CAP  # never more than the cap
+    assert packs_that_fit(gib // 2, gib) == 1  # one network however little is free: it may still fit
+
+
+def test_tasks_hold_lethe_pack_size_runs_else_the_devices_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.evaluations import pack_size
+    from core.settings import get_settings
+
+    for device, pack, expected in (
+        ("cpu", 0, 8),
+        ("cuda", 0, 32),
+        ("cuda:1", 0, 32),
+        ("auto", 0, 8),
+        ("cuda", 3, 3),
+    ):
+        monkeypatch.setenv("LETHE_DEVICE", device)
+        monkeypatch.setenv("LETHE_PACK_SIZE", str(pack))
+        get_settings.cache_clear()
+        assert pack_size() == expected, device
+    get_settings.cache_clear()
