@@ -19,6 +19,8 @@ Prints JSON lines as it goes (a cut-off run keeps what it measured):
     --job-batch per network, the study's augmentation: crop, flip, AutoAugment) per pack size K, eager and
     through torch.compile, each after a warm-up call; `study_80_refs_hours` extrapolates the study's 80
     reference models (100 epochs of 45,000 images each) at that rate: 80 * 100 * 45,000 / images_per_s;
+    its first line (variant "device_pack_size") is the K a worker picks on this device when LETHE_PACK_SIZE
+    is unset (ml.ensemble.device_pack_size: what the free memory holds, at most 32);
   - summary: total seconds and the overall peak memory.
 Every measurement line has peak_memory_mib: torch.cuda.max_memory_allocated on CUDA (reset before each
 measurement), the process's peak RSS on CPU. Accuracies are meaningless on random data and not reported.
@@ -441,10 +443,23 @@ def methods_section(
 
 def ensemble_section(sizes: Sizes, device: torch.device, left: Callable[[], float]) -> None:
     """Total images/s of packed training per (variant, K): one epoch of ensemble_steps batches per network."""
-    from ml.ensemble import fit_packed
+    from ml.ensemble import device_pack_size, fit_packed
 
     data = synthetic(sizes.job_batch * sizes.ensemble_steps, seed=0)
     aug = STUDY_CIFAR10_RECIPE.augment
+    # The K a worker picks here when LETHE_PACK_SIZE is unset: what the free memory holds, one step measured.
+    torch.manual_seed(0)
+    probe = build_model(ArchSpec(width=sizes.width), 10, 3)
+    emit(
+        {
+            "section": "ensemble",
+            "variant": "device_pack_size",
+            "batch": sizes.job_batch,
+            "width": sizes.width,
+            "k": device_pack_size(probe, data.train_x.shape[1:], sizes.job_batch, device),
+        }
+    )
+    del probe
     for variant in sizes.ensemble_variants:
         for k in sizes.ensemble_ks:
             base = {"section": "ensemble", "variant": variant, "k": k, "batch": sizes.job_batch}

@@ -42,6 +42,7 @@ from core.tables import (
     Study,
     new_id,
 )
+from ml.methods.packing import packable
 from ml.specs import ArchSpec, Recipe, default_recipe
 
 UNLEARN_SEED_BASE = 10_000
@@ -129,6 +130,20 @@ def queue_run_job(
     return job
 
 
+def queue_packs(
+    session: Session, kind: str, seeds: list[int], size: int, *, tenant_id: str, parent_id: str | None
+) -> list[tuple[str, list[int]]]:
+    """One run job per pack of up to `size` seeds (ml/ensemble.py trains a pack together; each seed stays its
+    own Run, which the caller adds): (job id, seeds) per pack."""
+    packs = []
+    for start in range(0, len(seeds), size):
+        pack = seeds[start : start + size]
+        params: dict[str, Any] = {"seeds": pack} if size > 1 else {"seed": pack[0]}
+        job = queue_run_job(session, kind, tenant_id=tenant_id, params=params, parent_id=parent_id)
+        packs.append((job.id, pack))
+    return packs
+
+
 def usable_reference_runs(session: Session, rs_id: str) -> list[tuple[Run, Job]]:
     """Runs of the set that succeeded or may still succeed, by seed."""
     rows = session.execute(
@@ -155,30 +170,31 @@ def ensure_reference_runs(
             seed += 1
         taken.add(seed)
         seeds.append(seed)
-    size = pack_size()
-    for start in range(0, len(seeds), size):
-        # One task trains a pack of runs together (ml/ensemble.py); each stays its own run.
-        pack = seeds[start : start + size]
-        job = queue_run_job(
-            session, "reference_run", tenant_id=rs.tenant_id, params={"seeds": pack}, parent_id=parent_id
-        )
+    for job_id, pack in queue_packs(
+        session, "reference_run", seeds, pack_size(), tenant_id=rs.tenant_id, parent_id=parent_id
+    ):
         for s in pack:
             session.add(
-                Run(tenant_id=rs.tenant_id, kind="reference", reference_set_id=rs.id, seed=s, job_id=job.id)
+                Run(tenant_id=rs.tenant_id, kind="reference", reference_set_id=rs.id, seed=s, job_id=job_id)
             )
-        pending.append(job.id)
+        pending.append(job_id)
     session.flush()
     return pending
 
 
-DEFAULT_PACK_SIZE = 8
-"""Reference runs per task when LETHE_PACK_SIZE is 0: on a CPU, packing gained up to 8 and no more
-(docs/ensemble.md); a worker whose device cannot hold a pack trains it in smaller parts."""
+PACK_SIZES = {"cpu": 8, "cuda": 32}
+"""Runs per task when LETHE_PACK_SIZE is 0, by the workers' LETHE_DEVICE: on a CPU packing gained up to 8 and
+no more (docs/ensemble.md); a GPU holds more (ml.ensemble.CUDA_PACK_CAP). A worker trains a task's runs in
+packs its device holds (ml.ensemble.device_pack_size), so a task larger than that only runs longer."""
+
+DEFAULT_PACK_SIZE = PACK_SIZES["cpu"]
+"""LETHE_DEVICE=auto: the API cannot see the workers' device, and a CPU's size keeps tasks small."""
 
 
 def pack_size() -> int:
-    """How many reference runs one task trains together: LETHE_PACK_SIZE, else DEFAULT_PACK_SIZE."""
-    return get_settings().pack_size or DEFAULT_PACK_SIZE
+    """How many runs one task trains together: LETHE_PACK_SIZE, else the size for the workers' device."""
+    settings = get_settings()
+    return settings.pack_size or PACK_SIZES.get(settings.device.split(":")[0], DEFAULT_PACK_SIZE)
 
 
 def _source(session: Session, tenant_id: str, model_ref: str | None, dataset_ref: str | None):
@@ -294,24 +310,17 @@ def create_evaluation(
     session.add(evaluation)
     session.flush()
     waits = ensure_reference_runs(session, rs, n_models, parent_id=parent.id)
-    for i in range(n_models):
-        job = queue_run_job(
-            session,
-            "unlearn_run",
-            tenant_id=tenant_id,
-            params={"seed": UNLEARN_SEED_BASE + i},
-            parent_id=parent.id,
-        )
-        session.add(
-            Run(
-                tenant_id=tenant_id,
-                kind="unlearned",
-                evaluation_id=evaluation.id,
-                seed=UNLEARN_SEED_BASE + i,
-                job_id=job.id,
+    # Methods that train through the trainer run K seeds per task, packed (ml/methods/packed.py); others one.
+    seeds = [UNLEARN_SEED_BASE + i for i in range(n_models)]
+    size = pack_size() if packable(method) else 1
+    for job_id, pack in queue_packs(
+        session, "unlearn_run", seeds, size, tenant_id=tenant_id, parent_id=parent.id
+    ):
+        for s in pack:
+            session.add(
+                Run(tenant_id=tenant_id, kind="unlearned", evaluation_id=evaluation.id, seed=s, job_id=job_id)
             )
-        )
-        waits.append(job.id)
+        waits.append(job_id)
     session.flush()
     parent.params = {**parent.params, "evaluation_id": evaluation.id, "reference_set_id": rs.id}
     start_waiting(parent, waits)

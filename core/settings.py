@@ -104,7 +104,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="wait before a delivery's first retry; each later wait is three times longer"
     )
     pack_size: int = Field(
-        0, ge=0, le=64, description="reference models one task trains together (ml/ensemble.py); 0 = 8"
+        0,
+        ge=0,
+        le=64,
+        description="runs one task trains together (ml/ensemble.py); 0 = from LETHE_DEVICE and its memory",
     )
     artifact_url: str = Field(
         "", description="artifact store: s3://bucket/prefix for an object store; empty = LETHE_ARTIFACT_DIR"

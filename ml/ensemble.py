@@ -22,7 +22,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -151,6 +151,10 @@ class PackedNet(nn.Module):
                 else:
                     target.copy_(torch.stack(parts).reshape(target.shape))
 
+    def stack(self, name: str, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The packed form of one tensor of the state dict from its K per-network values (network k's in slot k)."""
+        return torch.stack(list(parts)).reshape(self.net.state_dict()[name].shape)
+
     def state_dicts(self) -> list[dict[str, torch.Tensor]]:
         """K plain state dicts (contiguous copies), in the format the packed models had."""
         packed = self.net.state_dict()
@@ -184,6 +188,55 @@ class PackedNet(nn.Module):
             raise ValueError(f"expected {self.k} batches (one per network), got {x.shape[0]}")
         out = self.net(self.side_by_side(x))
         return out.view(out.shape[0], self.k, -1).transpose(0, 1)
+
+
+CPU_PACK_SIZE = 8
+"""Networks per pack on a CPU: packing gained up to K = 8 and no more on a 2-core machine (docs/ensemble.md)."""
+
+CUDA_PACK_CAP = 32
+"""The most networks one pack holds on a GPU however much memory is free (benchmarks/gpu_check.py's ensemble
+section measures K up to 32)."""
+
+MEMORY_HEADROOM = 0.8
+"""Share of the device's free memory a pack may plan to use (the allocator's fragmentation and cuDNN's
+workspaces take the rest)."""
+
+
+def packs_that_fit(free_bytes: int, per_model_bytes: int, cap: int = CUDA_PACK_CAP) -> int:
+    """How many networks of per_model_bytes each fit in MEMORY_HEADROOM of free_bytes: at least 1, at most cap."""
+    return max(1, min(cap, int(free_bytes * MEMORY_HEADROOM) // max(per_model_bytes, 1)))
+
+
+def device_pack_size(
+    model: nn.Module, input_shape: Sequence[int], batch_size: int, device: str | torch.device
+) -> int:
+    """How many networks like `model` one pack trains together on `device`.
+
+    On a CPU, CPU_PACK_SIZE. On CUDA, as many as the free memory holds: one training step of one network
+    (batch_size inputs of input_shape, bf16 autocast as fit runs it there, SGD with momentum) is measured, its
+    weights, gradients, optimiser state and activations are one network's share, and a pack of K needs K of
+    them (its tensors are the K networks' side by side). A pack that still runs out of memory is split in
+    halves by its callers.
+    """
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return CPU_PACK_SIZE
+    probe = copy.deepcopy(model).to(dev).train()
+    weights = sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+    opt = torch.optim.SGD(probe.parameters(), lr=0.0, momentum=0.9)
+    torch.cuda.synchronize(dev)
+    base = torch.cuda.memory_allocated(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = probe(torch.zeros(batch_size, *input_shape, device=dev))
+    out.float().sum().backward()
+    opt.step()
+    torch.cuda.synchronize(dev)
+    per_model = torch.cuda.max_memory_allocated(dev) - base + weights
+    del probe, opt, out
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(dev)
+    return packs_that_fit(free, per_model)
 
 
 def _pack_rows(
@@ -232,10 +285,13 @@ def fit_packed(
     fast: bool | None = None,
     compile_model: bool | None = None,
     compile_backend: Backend | None = None,
+    prepare: Callable[[PackedNet], AbstractContextManager[object]] | None = None,
 ) -> list[TrainStats]:
     """Train models[k] in place on rows ids[k] with seed seeds[k], all K in one loop; fit's settings.
 
-    Progress is reported as fit reports it (each epoch's end, and every report_seconds or report_every
+    `labels[k]` overrides network k's targets (one per id). `prepare(pack)` is entered around the loop once the
+    pack is built: where a method adds its hooks (gradient rewrites act elementwise, so one hook on a packed
+    tensor is the hook on each network's slice). Progress is reported as fit reports it (each epoch's end, and every report_seconds or report_every
     steps between); events carry the pack's mean loss and accuracy; a non-finite loss in any network raises
     Diverged naming it. The returned TrainStats (one per model) share the pack's wall time.
     """
@@ -285,7 +341,8 @@ def fit_packed(
     epoch_loss = torch.full((k,), float("nan"))
     epoch_acc: torch.Tensor | None = None
     try:
-        with seeded(derive_seed(seeds[0], 1, k), dev), cudnn:
+        hooks = nullcontext() if prepare is None else prepare(pack)
+        with seeded(derive_seed(seeds[0], 1, k), dev), cudnn, hooks:
             for epoch in range(epochs):
                 pack.train()
                 perm = torch.stack([torch.randperm(n, device=dev, generator=g) for g in generators])
@@ -310,8 +367,10 @@ def fit_packed(
                         flat = augmenters[0].apply(flat, draws)
                     inputs = normalise(flat).view(xb.shape)
                     inputs = pack.side_by_side(inputs)
-                    # channels_last inputs: oneDNN's grouped convolutions ran up to 2.5x faster on them (CPU).
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                    if fast:  # channels_last weights take channels_last inputs, as in fit
+                        inputs = inputs.contiguous(memory_format=torch.channels_last)
+                    # Not on a CPU's NCHW weights: oneDNN's convolution backward corrupted the heap on
+                    # channels_last inputs there (3 channels, 32x32; tests/unit/test_ensemble.py).
                     opt.zero_grad(set_to_none=True)
                     targets = yb.transpose(0, 1)
                     try:

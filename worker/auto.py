@@ -27,7 +27,7 @@ from ml.trainer import ProgressEvent
 from worker.context import JobContext
 from worker.data import load_for
 from worker.evaluation import labels_key
-from worker.handlers import Trained, load_parent, train_pack_from_scratch, unlearn_from
+from worker.handlers import Trained, read_network, train_pack_from_scratch, unlearn_from
 
 REFERENCES_SHARE, SEARCH_SHARE = 0.3, 0.6
 """Shares of the job's progress bar: reference training, the search; the real run takes the rest."""
@@ -76,7 +76,7 @@ def unlearn_auto(
     trained_on = UnlearnData(data, np.zeros(0, np.int64), excluded, recipe, arch).retain_ids
     draws = draw_proxies(data.train_y, forget, trained_on, settings.proxies, store.proxy_seed(parent.id))
     proxies = _references(ctx, parent, ds_row, draws, excluded, settings.n_models)
-    net = load_parent(parent, ds_row)
+    net = read_network(parent, ds_row)
     evaluate = proxy_evaluator(
         net, proxies, settings.n_models, device=ctx.device, should_stop=ctx.should_stop
     )

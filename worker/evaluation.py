@@ -1,7 +1,8 @@
-"""Many-seed protocol: the run handlers (one model each) and the finalizers that score them."""
+"""Many-seed protocol: the run handlers (a job trains one model or a pack of them) and the finalizers that score them."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,11 @@ from core.artifacts import get_store
 from core.db import session_scope
 from core.evaluations import usable_reference_runs
 from core.jobs import audit
-from core.tables import Dataset, Evaluation, Job, JobStatus, Model, ReferenceSet, Run, Study
+from core.settings import get_settings
+from core.tables import Dataset, Evaluation, Job, JobStatus, Model, ReferenceSet, Run, Study, utcnow
 from ml.logits import evaluate, logits, predict
 from ml.methods.cost import Workload, cost
+from ml.methods.packed import run_packed
 from ml.metrics.divergence import mean_kl
 from ml.metrics.epsilon import (
     EpsilonResult,
@@ -35,6 +38,7 @@ from worker.handlers import (
     Outcome,
     Trained,
     handler,
+    load_parent,
     train_from_scratch,
     train_pack_from_scratch,
     unlearn_from,
@@ -106,10 +110,6 @@ def _store_run(ctx: JobContext, run_id: str, done: Trained) -> Outcome:
     return Outcome(result={"run_id": run_id}, metrics=metrics, apply=apply)
 
 
-def _run_for(session: Session, job_id: str) -> Run:
-    return session.execute(select(Run).where(Run.job_id == job_id)).scalar_one()
-
-
 @handler("reference_run")
 def reference_run(ctx: JobContext) -> Outcome:
     """Retrain from scratch without the forget set: the job's reference models, trained as one pack."""
@@ -126,7 +126,12 @@ def reference_run(ctx: JobContext) -> Outcome:
         done = train_pack_from_scratch(ctx, ds_row, arch, recipe, list(seeds.values()), forget, excluded)
     if not get_store().exists(labels_key(rs_id)):
         save_array(labels_key(rs_id), done[0].data.train_y[done[0].udata.forget_ids])
-    stored = [_store_run(ctx, run_id, one) for run_id, one in zip(seeds, done, strict=True)]
+    return _store_pack(ctx, list(seeds), done)
+
+
+def _store_pack(ctx: JobContext, run_ids: list[str], done: list[Trained]) -> Outcome:
+    """Each model of a job stored as the run it is; one job's outcome for them all."""
+    stored = [_store_run(ctx, run_id, one) for run_id, one in zip(run_ids, done, strict=True)]
     if len(stored) == 1:
         return stored[0]
 
@@ -135,22 +140,53 @@ def reference_run(ctx: JobContext) -> Outcome:
             outcome.apply(session)  # type: ignore[misc]
 
     metrics = {"n_models": len(stored), "wall_seconds": round(sum(d.wall_seconds for d in done), 4)}
-    return Outcome(result={"run_ids": list(seeds)}, metrics=metrics, apply=apply)
+    return Outcome(result={"run_ids": run_ids}, metrics=metrics, apply=apply)
+
+
+def unlearn_pack_from(
+    ctx: JobContext,
+    parent: Model,
+    ds_row: Dataset,
+    forget: np.ndarray,
+    method: str,
+    params: dict,
+    seeds: list[int],
+) -> list[Trained]:
+    """unlearn_from for several seeds in one pack (ml/methods/packed.py), each model as its own result."""
+    net, udata = load_parent(parent, ds_row, forget)
+    start = time.perf_counter()
+    nets = run_packed(
+        method,
+        net,
+        udata,
+        params,
+        seeds=seeds,
+        device=ctx.device,
+        progress=ctx.progress,
+        should_stop=ctx.should_stop,
+        pack_size=get_settings().pack_size or None,  # unset: what the device holds
+    )
+    # Each model's wall time is its share of the pack's, as for reference packs.
+    share, finished = (time.perf_counter() - start) / len(nets), utcnow()
+    return [Trained(one, udata.dataset, udata, share, finished) for one in nets]
 
 
 @handler("unlearn_run")
 def unlearn_run(ctx: JobContext) -> Outcome:
-    """The evaluated method applied to the evaluated model with one seed."""
+    """The evaluated method applied to the evaluated model: one seed, or a pack of seeds trained together."""
     with session_scope() as session:
-        run = _run_for(session, ctx.job_id)
-        evaluation = session.get(Evaluation, run.evaluation_id)
+        runs = session.execute(select(Run).where(Run.job_id == ctx.job_id).order_by(Run.seed)).scalars().all()
+        evaluation = session.get(Evaluation, runs[0].evaluation_id)
         rs = session.get(ReferenceSet, evaluation.reference_set_id)
         model = session.get(Model, evaluation.model_id)
         ds_row = session.get(Dataset, model.dataset_id)
-        forget, run_id, seed = idsets.decode(rs.forget_ids), run.id, run.seed
+        forget, seeds = idsets.decode(rs.forget_ids), {r.id: r.seed for r in runs}
         method, params = evaluation.method, evaluation.params
-    done = unlearn_from(ctx, model, ds_row, forget, method, params, seed)
-    return _store_run(ctx, run_id, done)
+    if len(seeds) == 1:
+        done = [unlearn_from(ctx, model, ds_row, forget, method, params, *seeds.values())]
+    else:
+        done = unlearn_pack_from(ctx, model, ds_row, forget, method, params, list(seeds.values()))
+    return _store_pack(ctx, list(seeds), done)
 
 
 def spread(values: list[float]) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from core.artifacts import get_store
 from core.db import session_scope
 from core.jobs import audit, end_training_model
 from core.purge import auto_purge_parent, require_weights
+from core.settings import get_settings
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id, utcnow
 from ml import checkpoint
 from ml.data import ArrayDataset
-from ml.ensemble import train_packed
+from ml.ensemble import device_pack_size, train_packed
 from ml.logits import evaluate
 from ml.methods import UnlearnData, run_method
 from ml.methods.params import AUTO
@@ -111,7 +112,8 @@ def train_pack_from_scratch(
 ) -> list[Trained]:
     """train_from_scratch for several seeds at once (ml/ensemble.py), each model as its own result.
 
-    A pack too large for the device's memory trains in halves, one after the other.
+    Seeds beyond what the device holds train in several packs; a pack still too large for the device's memory
+    trains in halves, one after the other.
     """
     data = load_for(ds_row)
     udata = UnlearnData(data, forget, excluded, recipe, arch)
@@ -141,13 +143,18 @@ def train_pack_from_scratch(
             run(slice(part.start, middle))
             run(slice(middle, part.stop))
 
-    run(slice(0, len(nets)))
+    # LETHE_PACK_SIZE, else as many as the device holds (ml.ensemble.device_pack_size), per pack.
+    size = get_settings().pack_size or device_pack_size(
+        nets[0], data.train_x.shape[1:], recipe.batch_size, ctx.device
+    )
+    for first in range(0, len(nets), size):
+        run(slice(first, min(first + size, len(nets))))
     # Each model's wall time is its share of the pack's: what that model cost the worker.
     share, finished = (time.perf_counter() - start) / len(nets), utcnow()
     return [Trained(net, data, udata, share, finished) for net in nets]
 
 
-def load_parent(parent: Model, ds_row: Dataset) -> torch.nn.Module:
+def read_network(parent: Model, ds_row: Dataset) -> torch.nn.Module:
     """A stored model's network, read from its checkpoint (a purged one fails saying so)."""
     require_weights(parent, "unlearned")
     arch = ArchSpec.model_validate(parent.arch)
@@ -168,15 +175,20 @@ def unlearn_requested(
     return unlearn_from(ctx, parent, ds_row, forget, method, params, seed), method, None
 
 
+def load_parent(parent: Model, ds_row: Dataset, forget: np.ndarray) -> tuple[torch.nn.Module, UnlearnData]:
+    """A stored model's network and what a method unlearning `forget` from it sees (a purged one fails saying so)."""
+    arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
+    data = load_for(ds_row)
+    net = read_network(parent, ds_row)
+    excluded = np.setdiff1d(idsets.decode(parent.forgotten_ids), forget)
+    return net, UnlearnData(data, forget, excluded, recipe, arch)
+
+
 def unlearn_from(
     ctx: JobContext, parent: Model, ds_row: Dataset, forget: np.ndarray, method: str, params: dict, seed: int
 ) -> Trained:
-    """Apply a method to a stored model; the parent's checkpoint is only read (a purged one fails saying so)."""
-    arch, recipe = ArchSpec.model_validate(parent.arch), Recipe.model_validate(parent.recipe)
-    data = load_for(ds_row)
-    net = load_parent(parent, ds_row)
-    excluded = np.setdiff1d(idsets.decode(parent.forgotten_ids), forget)
-    udata = UnlearnData(data, forget, excluded, recipe, arch)
+    """Apply a method to a stored model; the parent's checkpoint is only read."""
+    net, udata = load_parent(parent, ds_row, forget)
     start = time.perf_counter()
     new = run_method(
         method,
@@ -188,7 +200,7 @@ def unlearn_from(
         progress=ctx.progress,
         should_stop=ctx.should_stop,
     )
-    return Trained(new, data, udata, time.perf_counter() - start, utcnow())
+    return Trained(new, udata.dataset, udata, time.perf_counter() - start, utcnow())
 
 
 @handler("train", on_failure=end_training_model)

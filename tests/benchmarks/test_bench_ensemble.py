@@ -44,6 +44,8 @@ def test_gpu_check_ensemble_section_smoke() -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     ensemble = [r for r in lines if r["section"] == "ensemble"]
+    chosen = ensemble.pop(0)  # the K a worker picks on this device: a CPU's 8
+    assert (chosen["variant"], chosen["k"]) == ("device_pack_size", 8)
     assert {(r["variant"], r["k"]) for r in ensemble} == {
         (v, k) for v in ("eager", "compile") for k in (1, 2)
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -196,3 +198,25 @@ def test_packed_models_are_statistically_separate_runs() -> None:
     assert epsilon_hat(ref, out, labels).epsilon_hat <= floor + 1e-9
     other = np.stack([logits(m, full, forget) for m in short])
     assert epsilon_hat(ref, other, labels).epsilon_hat > floor
+
+
+def test_a_pack_of_colour_images_trains_on_a_cpu_without_corrupting_memory() -> None:
+    """oneDNN's convolution backward freed memory twice when a pack fed channels_last inputs to NCHW weights
+    (3 channels, 32x32, batch 8): the process aborted. In a subprocess, so an abort fails this test alone."""
+    code = """
+import numpy as np, torch
+from ml.data import ArrayDataset
+from ml.ensemble import fit_packed
+from ml.models import build_model
+from ml.specs import ArchSpec
+torch.set_num_threads(1)
+x = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+y = np.arange(16) % 10
+data = ArrayDataset("random32", x, y, x[:4], y[:4], 10, (0.5,) * 3, (0.25,) * 3)
+for _ in range(3):
+    torch.manual_seed(0)
+    fit_packed([build_model(ArchSpec(width=4), 10, 3)], data, [None], seeds=[0], epochs=1, lr=0.01, batch_size=8)
+print("trained")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]

@@ -83,7 +83,7 @@ def test_a_forget_request_starts_before_the_queued_research_runs(backend, tmp_pa
             tenant_id="local",
             model_ref=model_id,
             forget_ids=FORGET,
-            method="finetune",
+            method="poison_full",  # one run per task (a packed method's runs would share one)
             params={"epochs": 2},
             n_models=3,
             delta=0.05,

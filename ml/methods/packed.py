@@ -1,0 +1,366 @@
+"""Unlearning methods for K seeds at once: one pack of K networks (ml/ensemble.py) instead of K runs.
+
+run_packed(name, model, data, params, seeds=...) returns K new models; model k is what
+run_method(name, model, data, params, seed=seeds[k]) returns, up to float rounding: each network starts from
+its own copy of the model (retrain: from the fresh weights its seed builds), draws its batches, augmentation
+and random labels from its seed's streams, and keeps its own BatchNorm statistics and optimiser state. The
+methods here are those whose training is the trainer's fit plus elementwise gradient hooks (a hook on a
+packed tensor acts on every network's slice as it would on that network's own tensor); methods with their
+own loop (two batches or two models per step) run one per task. ml/methods/packing.py names them, torch-free.
+
+Seeds beyond what the device holds (ml.ensemble.device_pack_size, or the caller's pack_size) train in several
+packs, one after the other, and a pack that still runs out of CUDA memory runs in halves.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from ml.ensemble import PackedNet, device_pack_size, fit_packed, train_packed
+from ml.methods.base import Run, UnlearnData, parse_params, registered
+from ml.methods.beyond import saliency_masks, wrong_labels
+from ml.methods.packing import PACKED_METHODS
+from ml.methods.params import (
+    FinetuneParams,
+    L1SparseParams,
+    MethodParams,
+    RandomLabelParams,
+    RetrainParams,
+    SalUnParams,
+    method_spec,
+)
+from ml.methods.study import DRAWS, STAGE_1, random_labels
+from ml.models import build_model
+from ml.trainer import (
+    Optimizer,
+    Progress,
+    ProgressEvent,
+    StopFlag,
+    TrainStats,
+    derive_seed,
+    resolve_device,
+    seeded,
+)
+
+
+@dataclass(frozen=True)
+class PackRun:
+    """Run for a pack: the K seeds, and the device, progress and stop flag the pack shares."""
+
+    seeds: tuple[int, ...]
+    device: torch.device
+    progress: Progress | None = None
+    should_stop: StopFlag | None = None
+
+    def seeds_for(self, stage: int) -> list[int]:
+        """Each network's seed for a stage: Run.seed_for of its own seed."""
+        return [derive_seed(seed, stage) for seed in self.seeds]
+
+    def run(self, k: int = 0) -> Run:
+        """Network k's Run (for the parts of a method that are not per network: stages, stop checks)."""
+        return Run(self.seeds[k], self.device, self.progress, self.should_stop)
+
+
+PackedMethod = Callable[[list[nn.Module], UnlearnData, Any, PackRun], list[nn.Module]]
+PACKED: dict[str, PackedMethod] = {}
+
+
+def _register(name: str) -> Callable[[PackedMethod], PackedMethod]:
+    def wrap(fn: PackedMethod) -> PackedMethod:
+        if name not in PACKED_METHODS:
+            raise ValueError(f"{name!r} is not in ml.methods.packing.PACKED_METHODS")
+        PACKED[name] = fn
+        return fn
+
+    return wrap
+
+
+def run_packed(
+    name: str,
+    model: nn.Module,
+    data: UnlearnData,
+    params: BaseModel | dict[str, Any] | None,
+    *,
+    seeds: Sequence[int],
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    should_stop: StopFlag | None = None,
+    pack_size: int | None = None,
+) -> list[nn.Module]:
+    """run() for several seeds: new models on `device` (model k: seeds[k]), the input untouched.
+
+    The seeds train in packs of pack_size (default: as many as the device holds, device_pack_size), one pack
+    after the other; progress runs from 0 to 1 over all of them.
+    """
+    if name not in PACKED:
+        raise ValueError(f"method {name!r} does not run packed; packed: {', '.join(sorted(PACKED))}")
+    if not seeds:
+        raise ValueError("a pack needs at least one seed")
+    registered()  # every method module loaded, as run() has it
+    typed = parse_params(method_spec(name), params)
+    dev = resolve_device(device)
+
+    size = pack_size or device_pack_size(model, data.dataset.train_x.shape[1:], _batch_size(typed, data), dev)
+    everything = list(seeds)
+
+    def attempt(first: int, part: list[int]) -> list[nn.Module]:
+        """Seeds everything[first : first + len(part)] as one pack (in halves if the device runs out of memory)."""
+        works = [copy.deepcopy(model).to(dev) for _ in part]
+        share = _share(progress, first / len(everything), len(part) / len(everything))
+        try:
+            with seeded(part[0], dev):
+                return PACKED[name](works, data, typed, PackRun(tuple(part), dev, share, should_stop))
+        except torch.cuda.OutOfMemoryError:
+            if len(part) < 2:
+                raise
+        del works  # leave the except block first, so the failed pack's tensors can be freed
+        torch.cuda.empty_cache()
+        middle = len(part) // 2
+        return attempt(first, part[:middle]) + attempt(first + middle, part[middle:])
+
+    out = [
+        m
+        for start in range(0, len(everything), size)
+        for m in attempt(start, everything[start : start + size])
+    ]
+    return [m.to(dev) for m in out]
+
+
+def _batch_size(params: Any, data: UnlearnData) -> int:
+    """The batch a method's training steps take (retrain: its recipe's)."""
+    if isinstance(params, MethodParams):
+        return params.batch_size
+    recipe = getattr(params, "recipe", None) or data.recipe
+    return recipe.batch_size
+
+
+def _share(progress: Progress | None, start: float, width: float) -> Progress | None:
+    """Progress of one pack of several, as its share of the whole: [0, 1] -> [start, start + width]."""
+    if progress is None or (start == 0.0 and width == 1.0):
+        return progress
+
+    def report(event: ProgressEvent) -> None:
+        progress(replace(event, fraction=min(1.0, start + width * event.fraction)))
+
+    return report
+
+
+def _fit(
+    models: list[nn.Module],
+    data: UnlearnData,
+    ids: np.ndarray,
+    p: MethodParams,
+    pack: PackRun,
+    *,
+    epochs: int,
+    lr: float,
+    stage: str,
+    index: int,
+    progress: Progress | None,
+    labels: Sequence[np.ndarray] | None = None,
+    optimizer: Optimizer = "sgd",
+    weight_decay: float | None = None,
+    prepare: Callable[[PackedNet], AbstractContextManager[object]] | None = None,
+) -> list[TrainStats]:
+    """fit_packed with a method's optimiser settings: the packed form of the methods' own _fit."""
+    return fit_packed(
+        models,
+        data.dataset,
+        [ids] * len(models),
+        seeds=pack.seeds_for(index),
+        epochs=epochs,
+        lr=lr,
+        batch_size=p.batch_size,
+        optimizer=optimizer,
+        momentum=p.momentum,
+        nesterov=p.nesterov,
+        weight_decay=p.weight_decay if weight_decay is None else weight_decay,
+        augment=data.recipe.augment if p.augment else None,
+        device=pack.device,
+        progress=progress,
+        should_stop=pack.should_stop,
+        labels=labels,
+        stage=stage,
+        prepare=prepare,
+    )
+
+
+@contextmanager
+def _gradient_hooks(
+    module: nn.Module, rewrite: Callable[[str, nn.Parameter, torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """Rewrite every parameter's gradient (by name) as backward computes it, before the optimiser sees it."""
+    handles = [
+        p.register_hook(lambda grad, name=name, p=p: rewrite(name, p, grad))
+        for name, p in module.named_parameters()
+        if p.requires_grad
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@_register("retrain")
+def retrain(
+    models: list[nn.Module], data: UnlearnData, params: RetrainParams, pack: PackRun
+) -> list[nn.Module]:
+    """Fresh weights per seed (built as retrain builds them: first draw after seeding), trained together."""
+    dataset = data.dataset
+    fresh = []
+    for seed in pack.seeds:
+        with seeded(seed, pack.device):
+            fresh.append(build_model(data.arch, dataset.num_classes, dataset.in_channels))
+    train_packed(
+        fresh,
+        dataset,
+        [data.retain_ids] * len(fresh),
+        params.recipe or data.recipe,
+        seeds=pack.seeds_for(STAGE_1),
+        device=pack.device,
+        progress=pack.progress,
+        should_stop=pack.should_stop,
+        stage="retrain",
+    )
+    return fresh
+
+
+@_register("finetune")
+def finetune(
+    models: list[nn.Module], data: UnlearnData, params: FinetuneParams, pack: PackRun
+) -> list[nn.Module]:
+    """A few epochs on the retain set alone, per network."""
+    _fit(
+        models,
+        data,
+        data.retain_ids,
+        params,
+        pack,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="finetune",
+        index=STAGE_1,
+        progress=pack.progress,
+    )
+    return models
+
+
+@_register("random_label")
+def random_label(
+    models: list[nn.Module], data: UnlearnData, params: RandomLabelParams, pack: PackRun
+) -> list[nn.Module]:
+    """Retain mixed with the forget set relabelled wrongly, each network with its own seed's wrong labels."""
+    dataset = data.dataset
+    kept = dataset.train_y[data.retain_ids]
+    labels = [
+        np.concatenate([kept, wrong_labels(dataset, data.forget_ids, np.random.default_rng(seed))])
+        for seed in pack.seeds_for(DRAWS)
+    ]
+    _fit(
+        models,
+        data,
+        np.concatenate([data.retain_ids, data.forget_ids]),
+        params,
+        pack,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="random_label",
+        index=STAGE_1,
+        progress=pack.progress,
+        labels=labels,
+        optimizer=params.optimizer,
+    )
+    return models
+
+
+@_register("l1_sparse")
+def l1_sparse(
+    models: list[nn.Module], data: UnlearnData, params: L1SparseParams, pack: PackRun
+) -> list[nn.Module]:
+    """Fine-tune on retain with gamma (1 - e / epochs) sign(theta) added to every gradient, e read from the steps."""
+    steps_per_epoch = math.ceil(len(data.retain_ids) / params.batch_size)
+
+    @contextmanager
+    def penalty(packed: PackedNet) -> Iterator[None]:
+        steps = [0]
+
+        def count(module: nn.Module, _: tuple[torch.Tensor, ...]) -> None:
+            if module.training:
+                steps[0] += 1
+
+        def penalised(_name: str, p: nn.Parameter, grad: torch.Tensor) -> torch.Tensor:
+            epoch = (steps[0] - 1) // steps_per_epoch
+            return grad + params.gamma * (1 - epoch / params.epochs) * p.detach().sign()
+
+        counter = packed.net.register_forward_pre_hook(count)
+        try:
+            with _gradient_hooks(packed.net, penalised):
+                yield
+        finally:
+            counter.remove()
+
+    _fit(
+        models,
+        data,
+        data.retain_ids,
+        params,
+        pack,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="l1_sparse",
+        index=STAGE_1,
+        progress=pack.progress,
+        prepare=penalty,
+    )
+    return models
+
+
+@_register("salun")
+def salun(models: list[nn.Module], data: UnlearnData, params: SalUnParams, pack: PackRun) -> list[nn.Module]:
+    """SalUn with one saliency mask (every network starts from the same model, so it is the same for all)
+    and each network's own random forget labels; weight decay is the hook's, masked, as in salun()."""
+    if not len(data.forget_ids):
+        raise ValueError("salun needs forget samples")
+    dataset = data.dataset
+    n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
+    first, second = pack.run().stages([n_forget, params.epochs * (n_retain + n_forget)])
+    by_param = saliency_masks(models[0], data, params.sparsity, params.batch_size, pack.run(), first)
+    masks = {name: by_param[p] for name, p in models[0].named_parameters() if p.requires_grad}
+    kept = dataset.train_y[data.retain_ids]
+    labels = [
+        np.concatenate([kept, random_labels(dataset, n_forget, np.random.default_rng(seed))])
+        for seed in pack.seeds_for(DRAWS)
+    ]
+    decay = params.weight_decay
+
+    def masked(packed: PackedNet) -> AbstractContextManager[None]:
+        wide = {name: packed.stack(name, [mask] * packed.k) for name, mask in masks.items()}
+        return _gradient_hooks(packed.net, lambda name, p, grad: wide[name] * (grad + decay * p.detach()))
+
+    _fit(
+        models,
+        data,
+        np.concatenate([data.retain_ids, data.forget_ids]),
+        params,
+        pack,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="salun",
+        index=STAGE_1,
+        progress=second,
+        labels=labels,
+        weight_decay=0.0,
+        prepare=masked,
+    )
+    return models

@@ -1,0 +1,15 @@
+"""Which unlearning methods run packed (K seeds trained together, ml/methods/packed.py); torch-free.
+
+The fan-out (core/evaluations.py) reads this to queue an evaluation's unlearned runs K per task; the methods
+themselves live in ml/methods/packed.py, and a unit test keeps the two lists equal.
+"""
+
+from __future__ import annotations
+
+PACKED_METHODS = frozenset({"finetune", "retrain", "random_label", "l1_sparse", "salun"})
+"""Methods whose every training stage is the trainer's fit (plus elementwise gradient hooks): they pack."""
+
+
+def packable(method: str) -> bool:
+    """Whether an evaluation's runs of `method` train K per task; the others run one per task."""
+    return method in PACKED_METHODS

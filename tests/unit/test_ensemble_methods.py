@@ -1,0 +1,159 @@
+"""Packed unlearning methods: network k of a pack is the method run alone with seed k (ml/methods/packed.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ml.data import ArrayDataset, load_dataset
+from ml.ensemble import CPU_PACK_SIZE, CUDA_PACK_CAP, device_pack_size, packs_that_fit
+from ml.errors import Cancelled
+from ml.methods import UnlearnData, run_method
+from ml.methods import packed as packed_methods
+from ml.methods.packed import PACKED, run_packed
+from ml.methods.packing import PACKED_METHODS, packable
+from ml.models import build_model
+from ml.specs import ArchSpec, AugmentSpec, Recipe
+from ml.trainer import ProgressEvent, fit
+
+ARCH = ArchSpec(width=4)
+SEEDS = [10_000, 10_001, 10_002]
+
+
+@pytest.fixture(scope="module")
+def data() -> UnlearnData:
+    full = load_dataset("digits")
+    digits: ArrayDataset = replace(full, train_x=full.train_x[:300], train_y=full.train_y[:300])
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.05, augment=AugmentSpec(crop_padding=2, flip=True))
+    return UnlearnData(digits, np.arange(0, 300, 10), recipe=recipe, arch=ARCH)
+
+
+@pytest.fixture(scope="module")
+def trained(data: UnlearnData) -> torch.nn.Module:
+    """The model the methods unlearn from: trained, as a stored model is."""
+    torch.manual_seed(0)
+    model = build_model(ARCH, 10, 1)
+    fit(model, data.dataset, None, epochs=3, lr=0.05, seed=0, batch_size=64)
+    return model
+
+
+def weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    return max((sa[k].double() - sb[k].double()).abs().max().item() for k in sa if "num_batches" not in k)
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("finetune", {"epochs": 2, "batch_size": 64, "augment": True}),
+        ("retrain", None),
+        ("random_label", {"epochs": 2, "batch_size": 64}),
+        ("l1_sparse", {"epochs": 2, "batch_size": 64}),
+        ("salun", {"epochs": 2, "batch_size": 64}),
+    ],
+)
+def test_network_k_of_a_packed_method_is_the_method_run_alone_with_seed_k(
+    method: str, params: dict | None, data: UnlearnData, trained: torch.nn.Module
+) -> None:
+    """Weights and BatchNorm statistics within 1e-3 of the separate run's (measured: at most 2.4e-4 over these
+    five methods, grouped and plain convolutions rounding differently), while two seeds differ by over 3e-2."""
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    pack = run_packed(method, trained, data, params, seeds=SEEDS)
+    alone = [run_method(method, trained, data, params, seed=s) for s in SEEDS]
+    assert len(pack) == len(SEEDS)
+    for a, b in zip(alone, pack, strict=True):
+        assert weight_diff(a, b) < 1e-3
+    assert weight_diff(pack[0], pack[1]) > 3e-2  # each network its own seed's run, not one run copied
+    assert weight_diff(pack[0], trained) > 1e-3  # and it trained
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())  # the input untouched
+
+
+def test_the_packed_methods_are_the_ones_the_fan_out_packs() -> None:
+    assert set(PACKED) == PACKED_METHODS
+    assert packable("finetune") and not packable("scrub") and not packable("none")
+
+
+def test_a_method_without_a_packed_form_is_refused(data: UnlearnData, trained: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="does not run packed"):
+        run_packed("scrub", trained, data, None, seeds=SEEDS)
+    with pytest.raises(ValueError, match="at least one seed"):
+        run_packed("finetune", trained, data, None, seeds=[])
+
+
+def test_progress_and_cancel_reach_the_pack(data: UnlearnData, trained: torch.nn.Module) -> None:
+    events: list[ProgressEvent] = []
+    run_packed("finetune", trained, data, {"epochs": 2}, seeds=SEEDS, progress=events.append)
+    assert events[-1].fraction == 1.0 and events[-1].stage == "finetune" and events[-1].epoch == 2
+    with pytest.raises(Cancelled):
+        run_packed("finetune", trained, data, None, seeds=SEEDS, should_stop=lambda: True)
+
+
+def test_a_pack_too_large_for_the_device_runs_in_halves(
+    data: UnlearnData, trained: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of CUDA memory, a pack of four becomes two packs of two; the models are the same ones."""
+    sizes: list[int] = []
+    real = PACKED["finetune"]
+
+    def small_device(models, data, params, pack):  # type: ignore[no-untyped-def]
+        sizes.append(len(models))
+        if len(models) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        return real(models, data, params, pack)
+
+    seeds = [1, 2, 3, 4]
+    whole = run_packed("finetune", trained, data, {"epochs": 1}, seeds=seeds)
+    monkeypatch.setitem(packed_methods.PACKED, "finetune", small_device)
+    halves = run_packed("finetune", trained, data, {"epochs": 1}, seeds=seeds)
+    assert sizes == [4, 2, 2]
+    for a, b in zip(whole, halves, strict=True):
+        assert weight_diff(a, b) < 1e-3
+
+
+def test_more_seeds_than_the_device_holds_train_in_several_packs(
+    data: UnlearnData, trained: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    real = PACKED["finetune"]
+
+    def counted(models, data, params, pack):  # type: ignore[no-untyped-def]
+        sizes.append(len(models))
+        return real(models, data, params, pack)
+
+    monkeypatch.setitem(packed_methods.PACKED, "finetune", counted)
+    events: list[ProgressEvent] = []
+    out = run_packed(
+        "finetune", trained, data, {"epochs": 1}, seeds=[1, 2, 3, 4, 5], pack_size=2, progress=events.append
+    )
+    assert sizes == [2, 2, 1] and len(out) == 5
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one progress over the three packs
+    assert device_pack_size(trained, (1, 8, 8), 64, "cpu") == CPU_PACK_SIZE == 8  # a CPU: 8, measured
+
+
+def test_a_gpu_pack_holds_what_its_free_memory_holds() -> None:
+    gib = 2**30
+    assert packs_that_fit(10 * gib, gib) == 8  # 80% of the free memory
+    assert packs_that_fit(100 * gib, gib // 4) == CUDA_PACK_CAP  # never more than the cap
+    assert packs_that_fit(gib // 2, gib) == 1  # one network however little is free: it may still fit
+
+
+def test_tasks_hold_lethe_pack_size_runs_else_the_devices_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.evaluations import pack_size
+    from core.settings import get_settings
+
+    for device, pack, expected in (
+        ("cpu", 0, 8),
+        ("cuda", 0, 32),
+        ("cuda:1", 0, 32),
+        ("auto", 0, 8),
+        ("cuda", 3, 3),
+    ):
+        monkeypatch.setenv("LETHE_DEVICE", device)
+        monkeypatch.setenv("LETHE_PACK_SIZE", str(pack))
+        get_settings.cache_clear()
+        assert pack_size() == expected, device
+    get_settings.cache_clear()
