@@ -8,14 +8,22 @@ its bootstrap interval over models (epsilon_hat_ci95_models), the smooth estimat
 counts, the NeurIPS 2023 score (null below MIN_MODELS),
 retain / forget / test accuracy (mean and 95% half-width over seeds), MIA-efficacy (SVC attack, retain vs
 test, at most 2000 samples each), the mean KL of the reference group's forget-set predictions to the
-method's, the measured wall time over the mean retrain's, and the compute budget ml.methods.cost assigns
-(sample-passes over a retrain's). Runs are interleaved by seed (reference i, then every method's run i),
-so a change in machine load while it runs touches every method alike. --markdown ends with a table sorted
-by epsilon-hat. Nothing is written to disk.
+method's, the measured wall time per model over a reference model's, and the compute budget
+ml.methods.cost assigns (sample-passes over a retrain's).
 
-    python benchmarks/bench_leaderboard.py --markdown      # digits, N=6: 14 min on 2 shared CPU cores
-    python benchmarks/bench_leaderboard.py --dataset fashion_mnist --train-size 3000 --test-size 1000 \\
-        --n-models 3 --epochs 6 --methods none,finetune,retrain,gradient_ascent,scrub,ssd --markdown  # 10 min
+Seeds go in blocks of --pack (8): the block's reference models train as one pack (ml.ensemble), and so do
+the runs of every method whose training is plain fitting (PACKED: retrain, finetune, and the last,
+retain-set stage of the methods that repair after a reset); other methods run one by one. Blocks are
+interleaved (references, then every method, for seeds of the block), so a change in machine load touches
+every method alike. After each block every group is scored on the models it has ("partial": true until the
+last), and each line goes to --out as soon as it is made, so a run cut short keeps its last block's scores;
+--stop-after ends a run early on a block boundary. --report FILE [FILE] prints the tables from such files
+and, for two runs (two forget-set seeds), how alike their rankings are (Spearman and Kendall, scipy).
+
+    python benchmarks/bench_leaderboard.py --markdown      # digits, N=6
+    python benchmarks/bench_leaderboard.py --methods study --n-models 32 --train-size 300 --test-size 200 \
+        --seed 0 --out benchmarks/results/leaderboard-digits-seed0.jsonl --markdown    # docs/benchmarks.md
+    python benchmarks/bench_leaderboard.py --report benchmarks/results/leaderboard-digits-seed{0,1}.jsonl
 """
 
 from __future__ import annotations
