@@ -386,14 +386,20 @@ def _value(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-def read_results(path: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """A --out file's setup line, last reference line and every method's last line (the most models)."""
+def read_results(
+    path: str, models: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """A --out file's setup line, last reference line and every method's last line (the most models); with
+    `models`, the lines scored on at most that many models per group (to compare runs at equal sizes)."""
     setup: dict[str, Any] = {}
     reference: dict[str, Any] = {}
     last: dict[str, dict[str, Any]] = {}
     with open(path, encoding="utf-8") as f:
         for text in f:
             record = json.loads(text)
+            size = record.get("n_models", record.get("n_reference"))
+            if models is not None and size is not None and "bench" not in record and size > models:
+                continue
             if record.get("bench") == "leaderboard":
                 setup = record
             elif record.get("reference"):
@@ -434,9 +440,10 @@ def stability(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any
     return out
 
 
-def report(paths: list[str]) -> None:
-    """Tables from --out files (each method's last line), and with two files, their ranking's stability."""
-    runs = [read_results(p) for p in paths]
+def report(paths: list[str], models: int | None = None) -> None:
+    """Tables from --out files (each method's last line, or its last on at most `models` models per group),
+    and with two files, their ranking's stability."""
+    runs = [read_results(p, models) for p in paths]
     for path, (setup, reference, lines) in zip(paths, runs, strict=True):
         n = lines[0]["n_reference"]
         print(f"{path}: {setup.get('dataset')}, seed {setup.get('seed')}, {n} models per group\n")
@@ -495,11 +502,17 @@ def main() -> None:
         metavar="FILE",
         help="train nothing: tables from --out files, and with two, how stable their ranking is",
     )
+    parser.add_argument(
+        "--report-models",
+        type=int,
+        default=None,
+        help="with --report: the lines scored on at most this many models per group (runs cut short)",
+    )
     args = parser.parse_args()
     if args.report:
         if len(args.report) > 2:
             parser.error("--report takes one or two files")
-        report(args.report)
+        report(args.report, args.report_models)
         return
     names = list(STUDY_METHODS) if args.methods == "study" else [n for n in args.methods.split(",") if n]
     unknown = sorted(set(names) - set(METHOD_SPECS))

@@ -121,3 +121,15 @@ def test_packed_runs_are_the_methods_runs(leaderboard: Any, method: str) -> None
     for i, j in ((0, 1), (1, 0)):
         same, other = _max_diff(packed[i], alone[i]), _max_diff(packed[i], alone[j])
         assert same < 0.3 * other, (method, seeds[i], same, other)
+
+
+def test_report_models_picks_the_lines_of_a_smaller_group(leaderboard: Any, tmp_path: Path) -> None:
+    """A run cut short is compared with a full one at equal group sizes: the full run's earlier lines."""
+    path = _write(
+        tmp_path / "a.jsonl", 0, [_line("x", 9.0, 9.0, n=8, partial=True), _line("x", 1.0, 1.0, n=16)]
+    )
+    assert [r["epsilon_hat"] for r in leaderboard.read_results(path)[2]] == [1.0]
+    assert [r["epsilon_hat"] for r in leaderboard.read_results(path, 8)[2]] == [9.0]
+    assert [r["epsilon_hat"] for r in leaderboard.read_results(path, 12)[2]] == [9.0]
+    with pytest.raises(ValueError, match="no scored method"):
+        leaderboard.read_results(path, 4)
