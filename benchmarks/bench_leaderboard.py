@@ -8,26 +8,39 @@ its bootstrap interval over models (epsilon_hat_ci95_models), the smooth estimat
 counts, the NeurIPS 2023 score (null below MIN_MODELS),
 retain / forget / test accuracy (mean and 95% half-width over seeds), MIA-efficacy (SVC attack, retain vs
 test, at most 2000 samples each), the mean KL of the reference group's forget-set predictions to the
-method's, the measured wall time over the mean retrain's, and the compute budget ml.methods.cost assigns
-(sample-passes over a retrain's). Runs are interleaved by seed (reference i, then every method's run i),
-so a change in machine load while it runs touches every method alike. --markdown ends with a table sorted
-by epsilon-hat. Nothing is written to disk.
+method's, the measured wall time per model over a reference model's, and the compute budget
+ml.methods.cost assigns (sample-passes over a retrain's).
 
-    python benchmarks/bench_leaderboard.py --markdown      # digits, N=6: 14 min on 2 shared CPU cores
-    python benchmarks/bench_leaderboard.py --dataset fashion_mnist --train-size 3000 --test-size 1000 \\
-        --n-models 3 --epochs 6 --methods none,finetune,retrain,gradient_ascent,scrub,ssd --markdown  # 10 min
+Seeds go in blocks of --pack (8): the block's reference models train as one pack (ml.ensemble), and so do
+the runs of every method whose training is plain fitting (PACKED: retrain, finetune, and the last,
+retain-set stage of the methods that repair after a reset); other methods run one by one. Blocks are
+interleaved (references, then every method, for seeds of the block), so a change in machine load touches
+every method alike. After each block every group is scored on the models it has ("partial": true until the
+last), and each line goes to --out as soon as it is made, so a run cut short keeps its last block's scores;
+--stop-after ends a run early on a block boundary. --report FILE [FILE] prints the tables from such files
+and, for two runs (two forget-set seeds), how alike their rankings are (Spearman and Kendall, scipy).
+
+    python benchmarks/bench_leaderboard.py --markdown      # digits, N=6
+    python benchmarks/bench_leaderboard.py --methods study --n-models 32 --train-size 300 --test-size 200 \
+        --seed 0 --out benchmarks/results/leaderboard-digits-seed0.jsonl --markdown    # docs/benchmarks.md
+    python benchmarks/bench_leaderboard.py --report benchmarks/results/leaderboard-digits-seed{0,1}.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import io
 import json
 import math
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,16 +49,19 @@ from mlbench import sync, train_original
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
+from ml.ensemble import fit_packed, train_packed
 from ml.logits import evaluate, logits
 from ml.methods import METHOD_SPECS, UnlearnData, cost, run_method
+from ml.methods.params import FinetuneParams, RepairParams, method_spec
+from ml.methods.study import REPAIR
 from ml.metrics.divergence import mean_kl
-from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
+from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic, json_number
 from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
 from ml.metrics.resolution import resolution
 from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
-from ml.trainer import resolve_device, train
+from ml.trainer import derive_seed, resolve_device, seeded, train
 
 METHOD_SEED = 10000
 """Method run i uses seed 10000 + i, as evaluations do, so retrain never reproduces a reference model."""
@@ -138,6 +154,115 @@ def retrain_reference(data: UnlearnData, seed: int, device: torch.device) -> tup
     return model, time.perf_counter() - start
 
 
+def packed_references(
+    data: UnlearnData, seeds: list[int], device: torch.device
+) -> tuple[list[torch.nn.Module], float]:
+    """Reference models for `seeds`, trained as one pack (ml.ensemble): each initialised and seeded as
+    retrain_reference's; returns them and the wall time per model."""
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels))
+    start = time.perf_counter()
+    train_packed(
+        models, data.dataset, [data.retain_ids] * len(seeds), data.recipe, seeds=seeds, device=device
+    )
+    sync(device)
+    return models, (time.perf_counter() - start) / len(seeds)
+
+
+def _packed_retrain(
+    original: torch.nn.Module, data: UnlearnData, seeds: list[int], device: torch.device
+) -> list[torch.nn.Module]:
+    """ml.methods' retrain for run seeds `seeds`, as one pack: fresh weights drawn under the run's seed,
+    trained on the retain set with the model's recipe and the run's first stage seed."""
+    models = []
+    for seed in seeds:
+        with seeded(seed, device):
+            models.append(build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels))
+    stage_seeds = [derive_seed(seed, 0) for seed in seeds]
+    ids = [data.retain_ids] * len(seeds)
+    train_packed(models, data.dataset, ids, data.recipe, seeds=stage_seeds, device=device, stage="retrain")
+    return models
+
+
+def _packed_finetune(
+    original: torch.nn.Module, data: UnlearnData, seeds: list[int], device: torch.device
+) -> list[torch.nn.Module]:
+    """ml.methods' finetune at its defaults for run seeds `seeds`, as one pack of copies of the original."""
+    p = FinetuneParams()
+    models = [copy.deepcopy(original).to(device) for _ in seeds]
+    fit_packed(
+        models,
+        data.dataset,
+        [data.retain_ids] * len(seeds),
+        seeds=[derive_seed(seed, 0) for seed in seeds],
+        epochs=p.epochs,
+        lr=p.lr,
+        batch_size=p.batch_size,
+        momentum=p.momentum,
+        nesterov=p.nesterov,
+        weight_decay=p.weight_decay,
+        device=device,
+        stage="finetune",
+    )
+    return models
+
+
+def _packed_repair(
+    name: str, original: torch.nn.Module, data: UnlearnData, seeds: list[int], device: torch.device
+) -> list[torch.nn.Module]:
+    """A method that ends by fine-tuning on the retain set (RepairParams): each run's first stages alone
+    (run_method with epochs=0, which skips the repair), then every run's repair as one pack, with the
+    repair stage's seed and the method's default settings."""
+    p = method_spec(name).params()
+    models = [run_method(name, original, data, {"epochs": 0}, seed=seed, device=device) for seed in seeds]
+    fit_packed(
+        models,
+        data.dataset,
+        [data.retain_ids] * len(seeds),
+        seeds=[derive_seed(seed, REPAIR) for seed in seeds],
+        epochs=p.epochs,
+        lr=p.lr,
+        batch_size=p.batch_size,
+        momentum=p.momentum,
+        nesterov=p.nesterov,
+        weight_decay=p.weight_decay,
+        augment=data.recipe.augment if p.augment else None,
+        device=device,
+        stage="retain",
+    )
+    return models
+
+
+PACKED: dict[str, Callable[..., list[torch.nn.Module]]] = {
+    "retrain": _packed_retrain,
+    "finetune": _packed_finetune,
+    **{
+        name: partial(_packed_repair, name)
+        for name, spec in METHOD_SPECS.items()
+        if issubclass(spec.params, RepairParams)
+    },
+}
+"""Methods whose training is plain fitting: with --pack above 1 their runs train K at a time (ml.ensemble),
+each from the weights and with the seeds run_method would give it (for repairing methods, their last stage);
+every other method runs one by one."""
+
+STUDY_METHODS = (
+    "none",
+    "finetune",
+    "retrain",
+    "poison",
+    "poison_full",
+    "hybrid",
+    "prune",
+    "prune_last_layer",
+    "prune_complex",
+    "activation_reset",
+)
+"""The study's approaches (its Table 1, with `none` for the untouched model) and retrain: --methods study."""
+
+
 def summarise(name: str, refs: Group, group: Group, data: UnlearnData, ref_seconds: float) -> dict[str, Any]:
     """One method's leaderboard line from its group and the reference group."""
     labels = data.dataset.train_y[data.forget_ids]
@@ -171,6 +296,26 @@ def summarise(name: str, refs: Group, group: Group, data: UnlearnData, ref_secon
         "time_vs_retrain": seconds["mean"] / ref_seconds,
         "budget_vs_retrain": cost(name, {}, data),
     }
+
+
+def scores(
+    refs: Group, groups: dict[str, Group], data: UnlearnData, *, partial: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The reference group's line and every method's, from the models trained so far; `partial` marks the
+    lines written before the last seed, so a reader takes each method's last line."""
+    ref_seconds = spread(refs.metrics["seconds"])
+    reference = {
+        "reference": True,
+        "n_models": len(refs.forget_logits),
+        "partial": partial,
+        **{k: spread(refs.metrics[k]) for k in (*ACCURACIES, "mia_efficacy")},
+        "seconds": ref_seconds,
+    }
+    lines = [
+        {**summarise(name, refs, group, data, ref_seconds["mean"]), "partial": partial}
+        for name, group in groups.items()
+    ]
+    return reference, lines
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -236,6 +381,82 @@ def markdown(lines: list[dict[str, Any]], reference: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _value(v: Any) -> float:
+    """A JSON figure as a float: "inf" is infinity, null (NaN) is NaN."""
+    return math.nan if v is None else float(v)
+
+
+def read_results(
+    path: str, models: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """A --out file's setup line, last reference line and every method's last line (the most models); with
+    `models`, the lines scored on at most that many models per group (to compare runs at equal sizes)."""
+    setup: dict[str, Any] = {}
+    reference: dict[str, Any] = {}
+    last: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as f:
+        for text in f:
+            record = json.loads(text)
+            size = record.get("n_models", record.get("n_reference"))
+            if models is not None and size is not None and "bench" not in record and size > models:
+                continue
+            if record.get("bench") == "leaderboard":
+                setup = record
+            elif record.get("reference"):
+                reference = record
+            elif "method" in record:
+                last[record["method"]] = record
+    if not last:
+        raise ValueError(f"{path} holds no scored method yet")
+    return setup, reference, list(last.values())
+
+
+def stability(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
+    """How alike two leaderboards rank their common methods: Spearman's rho and Kendall's tau-b (scipy; both
+    count ties, which censored and infinite figures make common), for epsilon-hat and its smooth companion.
+
+    Infinite figures rank last, tied; a method whose figure is undefined (NaN) in either run is left out of
+    that figure's correlation.
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    by_a, by_b = {r["method"]: r for r in a}, {r["method"]: r for r in b}
+    common = [m for m in by_a if m in by_b]
+    out: dict[str, Any] = {"methods": common}
+    for key in ("epsilon_hat", "epsilon_hat_smooth"):
+        pairs = [(m, _value(by_a[m][key]), _value(by_b[m][key])) for m in common]
+        pairs = [p for p in pairs if not (math.isnan(p[1]) or math.isnan(p[2]))]
+        x = [min(p[1], 1e300) for p in pairs]  # infinities tie at the bottom, which ranking keeps
+        y = [min(p[2], 1e300) for p in pairs]
+        rho, rho_p = spearmanr(x, y)
+        tau, tau_p = kendalltau(x, y)
+        out[key] = {
+            "n_methods": len(pairs),
+            "spearman": json_number(float(rho)),
+            "spearman_p": json_number(float(rho_p)),
+            "kendall_tau_b": json_number(float(tau)),
+            "kendall_p": json_number(float(tau_p)),
+        }
+    return out
+
+
+def report(paths: list[str], models: int | None = None) -> None:
+    """Tables from --out files (each method's last line, or its last on at most `models` models per group),
+    and with two files, their ranking's stability."""
+    runs = [read_results(p, models) for p in paths]
+    for path, (setup, reference, lines) in zip(paths, runs, strict=True):
+        n = lines[0]["n_reference"]
+        print(f"{path}: {setup.get('dataset')}, seed {setup.get('seed')}, {n} models per group\n")
+        print(markdown(lines, reference))
+        print()
+    if len(runs) == 2:
+        print(
+            json.dumps(
+                {"bench": "leaderboard_stability", "files": paths, **stability(runs[0][2], runs[1][2])}
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -248,20 +469,59 @@ def main() -> None:
         "--epochs", type=int, default=8, help="the recipe's epochs (0: the data set's default recipe as is)"
     )
     parser.add_argument("--forget-fraction", type=float, default=0.1)
-    parser.add_argument("--methods", default=",".join(METHOD_SPECS), help="comma-separated names")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHOD_SPECS),
+        help="comma-separated names, or `study`: the study's approaches and retrain",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="the forget set's draw and the original model's")
     parser.add_argument("--train-size", type=int, default=0, help="seeded random training rows (0 = all)")
     parser.add_argument("--test-size", type=int, default=0, help="seeded random test rows (0 = all)")
+    parser.add_argument(
+        "--pack",
+        type=int,
+        default=8,
+        help="references and packed methods train this many at a time (1: one by one)",
+    )
+    parser.add_argument(
+        "--summary-every", type=int, default=8, help="with --pack 1: score every group after this many seeds"
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        default=0,
+        help="seconds: start no new block of seeds after this; the groups are scored on what they have",
+    )
+    parser.add_argument("--out", default=None, help="also write every JSON line to this file as it is made")
     parser.add_argument("--markdown", action="store_true", help="end with a Markdown table")
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        metavar="FILE",
+        help="train nothing: tables from --out files, and with two, how stable their ranking is",
+    )
+    parser.add_argument(
+        "--report-models",
+        type=int,
+        default=None,
+        help="with --report: the lines scored on at most this many models per group (runs cut short)",
+    )
     args = parser.parse_args()
-    names = [n for n in args.methods.split(",") if n]
+    if args.report:
+        if len(args.report) > 2:
+            parser.error("--report takes one or two files")
+        report(args.report, args.report_models)
+        return
+    names = list(STUDY_METHODS) if args.methods == "study" else [n for n in args.methods.split(",") if n]
     unknown = sorted(set(names) - set(METHOD_SPECS))
     if unknown:
         parser.error(f"unknown methods {unknown}; valid: {', '.join(METHOD_SPECS)}")
     if args.n_models < 2:
         parser.error("--n-models must be at least 2: epsilon-hat fits a Gaussian to each group")
+    if args.pack < 1 or args.summary_every < 1:
+        parser.error("--pack and --summary-every must be at least 1")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     device = resolve_device(args.device)
@@ -274,63 +534,110 @@ def main() -> None:
     arch = ArchSpec(width=args.width)
     forget = random_forget_ids(dataset.n_train, fraction=args.forget_fraction, seed=args.seed)
     data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
-    print(
-        json.dumps(
-            {
-                "bench": "leaderboard",
-                "dataset": args.dataset,
-                "n_train": dataset.n_train,
-                "n_test": dataset.n_test,
-                "forget": len(forget),
-                "retain": len(data.retain_ids),
-                "arch": arch.model_dump(),
-                "recipe": recipe.model_dump(),
-                "n_models": args.n_models,
-                "methods": names,
-                "params": "each method's defaults",
-                "threads": torch.get_num_threads(),
-                "device": str(device),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "cpu_count": os.cpu_count(),
-                "loadavg_1m": round(os.getloadavg()[0], 2),
-                "seed": args.seed,
-            }
-        ),
-        flush=True,
+    out_file = None
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        out_file = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
+
+    def emit(record: dict[str, Any]) -> None:
+        """One JSON line to stdout and, flushed at once, to --out: a run cut short keeps what it had."""
+        text = json.dumps(record)
+        print(text, flush=True)
+        if out_file is not None:
+            out_file.write(text + "\n")
+            out_file.flush()
+
+    emit(
+        {
+            "bench": "leaderboard",
+            "dataset": args.dataset,
+            "n_train": dataset.n_train,
+            "n_test": dataset.n_test,
+            "forget": len(forget),
+            "retain": len(data.retain_ids),
+            "arch": arch.model_dump(),
+            "recipe": recipe.model_dump(),
+            "n_models": args.n_models,
+            "methods": names,
+            "params": "each method's defaults",
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+            "seed": args.seed,
+            "pack": args.pack,
+        }
     )
 
-    original = train_original(data, ORIGINAL_SEED + args.seed, device)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        original = train_original(data, ORIGINAL_SEED + args.seed, device)
+    for text in printed.getvalue().splitlines():
+        emit(json.loads(text))
 
     probe = Probe(data, device)
     refs = Group()
     groups = {name: Group() for name in names}
-    for i in range(args.n_models):
-        model, seconds = retrain_reference(data, i, device)
-        refs.add(model, seconds, data, probe)
+    block = args.pack if args.pack > 1 else args.summary_every
+    for first in range(0, args.n_models, block):
+        seeds = list(range(first, min(args.n_models, first + block)))
+        if args.pack > 1:
+            models, per_model = packed_references(data, seeds, device)
+            for model in models:
+                refs.add(model, per_model, data, probe)
+        else:
+            for i in seeds:
+                model, seconds = retrain_reference(data, i, device)
+                refs.add(model, seconds, data, probe)
         for name in names:
-            sync(device)
-            start = time.perf_counter()
-            out = run_method(name, original, data, {}, seed=METHOD_SEED + i, device=device)
-            sync(device)
-            groups[name].add(out, time.perf_counter() - start, data, probe)
+            run_seeds = [METHOD_SEED + i for i in seeds]
+            if args.pack > 1 and name in PACKED:
+                sync(device)
+                start = time.perf_counter()
+                outs = PACKED[name](original, data, run_seeds, device)
+                sync(device)
+                per_model = (time.perf_counter() - start) / len(outs)
+                for out in outs:
+                    groups[name].add(out, per_model, data, probe)
+            else:
+                for seed in run_seeds:
+                    sync(device)
+                    start = time.perf_counter()
+                    out = run_method(name, original, data, {}, seed=seed, device=device)
+                    sync(device)
+                    groups[name].add(out, time.perf_counter() - start, data, probe)
+            print(
+                f"seeds {seeds[0]}-{seeds[-1]}: {name} done, {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        done = seeds[-1] + 1
         print(
-            f"seed {i + 1}/{args.n_models} done, {time.perf_counter() - started:.0f} s",
+            f"seed {done}/{args.n_models} done, {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
             flush=True,
         )
-
-    ref_seconds = spread(refs.metrics["seconds"])
-    reference = {
-        "reference": True,
-        **{k: spread(refs.metrics[k]) for k in (*ACCURACIES, "mia_efficacy")},
-        "seconds": ref_seconds,
-    }
-    print(json.dumps(reference), flush=True)
-    lines = [summarise(name, refs, groups[name], data, ref_seconds["mean"]) for name in names]
-    for line in lines:
-        print(json.dumps(line), flush=True)
-    print(json.dumps({"done": True, "wall_seconds": round(time.perf_counter() - started, 1)}), flush=True)
+        late = args.stop_after and time.perf_counter() - started > args.stop_after and done < args.n_models
+        if done >= 2:
+            reference, lines = scores(refs, groups, data, partial=done < args.n_models and not late)
+            emit(reference)
+            for line in lines:
+                emit(line)
+        if late:
+            break
+    emit(
+        {
+            "done": True,
+            "n_models": len(refs.forget_logits),
+            "stopped_early": len(refs.forget_logits) < args.n_models,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+        }
+    )
+    if out_file is not None:
+        out_file.close()
     if args.markdown:
         print()
         print(markdown(lines, reference))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.slow
 METHODS = ("none", "finetune", "retrain")
 
 
-def test_leaderboard_prints_one_scored_line_per_method() -> None:
+def test_leaderboard_prints_one_scored_line_per_method(tmp_path: Path) -> None:
+    out_file = tmp_path / "results" / "leaderboard.jsonl"
     done = run_benchmark(
         "bench_leaderboard.py",
         "--methods",
@@ -32,15 +34,27 @@ def test_leaderboard_prints_one_scored_line_per_method() -> None:
         "1",
         "--device",
         "cpu",
+        "--pack",
+        "2",
+        "--out",
+        str(out_file),
         "--markdown",
     )
     assert done.returncode == 0, done.stderr[-4000:]
     out = done.stdout.splitlines()
     records = [json.loads(line) for line in out if line.startswith("{")]
+    assert [json.loads(line) for line in out_file.read_text().splitlines()] == records  # the file has it all
     setup = records[0]
     assert setup["bench"] == "leaderboard" and setup["n_models"] == 3 and setup["threads"] == 1
-    assert setup["n_train"] == 600 and setup["forget"] == 60
-    by_method = {r["method"]: r for r in records if "method" in r}
+    assert setup["n_train"] == 600 and setup["forget"] == 60 and setup["pack"] == 2
+    # Packs of 2 then 1: every group is scored after seed 2 (partial) and again after seed 3.
+    partial = [r for r in records if "method" in r and r["partial"]]
+    assert [r["method"] for r in partial] == list(METHODS)
+    assert all(r["n_reference"] == r["n_unlearned"] == 2 for r in partial)
+    final = [r for r in records if "method" in r and not r["partial"]]
+    assert [r["method"] for r in final] == list(METHODS)
+    assert [r["n_models"] for r in records if r.get("reference")] == [2, 3]
+    by_method = {r["method"]: r for r in final}
     assert list(by_method) == list(METHODS)
     for name, record in by_method.items():
         assert "epsilon_hat" in record, record
