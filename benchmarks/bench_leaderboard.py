@@ -468,6 +468,9 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=8, help="the recipe's epochs (0: the data set's default recipe as is)"
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="the recipe's batch size (0: the data set's default)"
+    )
     parser.add_argument("--forget-fraction", type=float, default=0.1)
     parser.add_argument(
         "--methods",
@@ -531,6 +534,8 @@ def main() -> None:
     recipe = default_recipe(args.dataset)
     if args.epochs:
         recipe = recipe.cut_to(args.epochs)
+    if args.batch_size:  # a small subset needs small batches to take enough steps to learn
+        recipe = recipe.model_copy(update={"batch_size": args.batch_size})
     arch = ArchSpec(width=args.width)
     forget = random_forget_ids(dataset.n_train, fraction=args.forget_fraction, seed=args.seed)
     data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
