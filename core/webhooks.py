@@ -51,6 +51,7 @@ JOB_FIELDS = (
     "attempts",
     "model_id",
     "forget_request_id",
+    "parent_id",
     "result",
     "created_at",
     "started_at",
