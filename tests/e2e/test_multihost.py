@@ -287,7 +287,8 @@ def test_runs_spread_over_two_worker_hosts_and_a_lost_host_costs_nothing(
             body = {
                 "model_id": "tiny",
                 "forget_ids": FORGET,
-                "method": "finetune",
+                # neggrad_plus runs one model per task (it is not packed), so four runs spread over the hosts
+                "method": "neggrad_plus",
                 "params": {"epochs": 2},
                 "n_models": 4,
             }
