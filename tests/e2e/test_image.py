@@ -263,7 +263,7 @@ def test_compose_services_run_from_the_image_layout(pg_env, s3_endpoint, tmp_pat
             child = http.get(f"/models/{job['result']['model_id']}").json()
             assert child["status"] == "ready" and child["n_forgotten"] == 3
             # The worker service sends the job's webhook, signed.
-            assert receiver.got.wait(60), f"no webhook delivered\n{procs.logs()}"
+            assert receiver.got.wait(180), f"no webhook delivered\n{procs.logs()}"  # a loaded machine: room
             headers, body = receiver.requests[0]
             assert headers["x-lethe-signature"] == sign(hook["secret"], body)
             assert json.loads(body)["job"]["id"] == job["id"]
