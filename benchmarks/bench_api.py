@@ -31,9 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -49,18 +47,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
+    API_APP,
     REPO,
     Backend,
-    add_ready_model,
     backends,
-    children,
-    drop_queue,
     exit_on_sigterm,
-    fresh_database,
     machine,
     percentile,
     process_cpu_seconds,
-    service_env,
+    serve,
 )
 
 TARGETS: dict[str, tuple[float, float]] = {
@@ -74,8 +69,9 @@ RATE_LIMIT = "1000000000/minute"
 """The per-tenant limit is raised out of the way: this measures serving, not refusing (its check still runs)."""
 MAX_ACTIVE_JOBS = "1000000"
 """So is the limit on a tenant's queued jobs: with the worker paused every POST /unlearn stays queued."""
-UVICORN = ["uvicorn", "--host", "127.0.0.1"]
-"""docker-compose.yml's api command; only the app and the port differ between ours and bare."""
+LIMITS_OUT_OF_THE_WAY = {"LETHE_RATE_LIMIT": RATE_LIMIT, "LETHE_TENANT_MAX_ACTIVE_JOBS": MAX_ACTIVE_JOBS}
+APPS = {"ours": API_APP, "bare": ("--app-dir", str(HERE), "bench_api:bare_app")}
+"""Only the app differs between ours and bare: common.serve runs both with the same uvicorn command."""
 
 CLIENTS = {
     "httpx": "httpx.AsyncClient, one process, keep-alive",
@@ -313,79 +309,45 @@ def bench_backend(backend: Backend, args: argparse.Namespace, setup: dict[str, A
     """Serve ours and bare for one backend and load both at every level; returns the result records."""
     import httpx
 
-    from tests.e2e.stack import free_port, wait_for
-
-    tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-api-"))
-    queue = f"lethe-bench-{uuid.uuid4().hex[:8]}"
     records: list[dict[str, Any]] = []
-    procs = children(tmp)
-    try:
-        with fresh_database(backend, tmp / "home") as db_url:
-            model_id, key = add_ready_model(db_url, "bench")
-            headers = {"X-API-Key": key} if key else {}
-            env = service_env(
-                backend,
-                tmp / "home",
-                db_url,
-                queue,
-                LETHE_RATE_LIMIT=RATE_LIMIT,
-                LETHE_TENANT_MAX_ACTIVE_JOBS=MAX_ACTIVE_JOBS,
-            )
-            ports = {"ours": free_port(), "bare": free_port()}
-            servers = {
-                "ours": procs.start("ours", [*UVICORN, "--port", str(ports["ours"]), "api.main:app"], env),
-                "bare": procs.start(
-                    "bare",
-                    [*UVICORN, "--port", str(ports["bare"]), "--app-dir", str(HERE), "bench_api:bare_app"],
-                    env,
-                ),
-            }
-            urls = {side: f"http://127.0.0.1:{port}" for side, port in ports.items()}
-            for side, url in urls.items():
-                wait_for(lambda url=url: httpx.get(f"{url}/health").status_code == 200, 60, side, procs.logs)
-            unlearn = {"model_id": model_id, "forget_ids": [3, 17, 42], "method": "none"}
-            created = httpx.post(f"{urls['ours']}/unlearn", json=unlearn, headers=headers, timeout=30)
-            if created.status_code != 202:
-                raise RuntimeError(f"POST /unlearn answered {created.status_code}: {created.text}")
-            job_path = f"/jobs/{created.json()['job_id']}"
-            intake = {"model_id": model_id, "forget_ids": [3, 17, 42], "requested_by": "bench"}
-            endpoints = [
-                ("GET /jobs/{id}", "GET", job_path, None, 200, args.get_requests),
-                ("POST /unlearn", "POST", "/unlearn", unlearn, 202, args.post_requests),
-                ("POST /forget-requests", "POST", "/forget-requests", intake, 202, args.post_requests),
-            ]
-            for clients in args.clients:
-                for client in args.client:
-                    for label, method, path, body, expected, count in endpoints:
-                        sides = {
-                            side: asyncio.run(
-                                run_load(
-                                    urls[side],
-                                    method,
-                                    path,
-                                    body,
-                                    expected,
-                                    clients,
-                                    count,
-                                    args.time_cap,
-                                    servers[side].pid,
-                                    args.warmup,
-                                    headers,
-                                    client,
-                                )
-                            ).summary()
-                            for side in ("ours", "bare")
-                        }
-                        record = compare(setup, backend, label, clients, client, sides)
-                        print(json.dumps(record), flush=True)
-                        records.append(record)
-    except BaseException:
-        print(procs.logs(), file=sys.stderr)
-        raise
-    finally:
-        procs.stop()
-        drop_queue(backend, queue)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with serve(backend, "bench-api", model="bench", env=LIMITS_OUT_OF_THE_WAY, apps=APPS) as service:
+        urls, headers = service.urls, service.headers
+        unlearn = {"model_id": service.model_id, "forget_ids": [3, 17, 42], "method": "none"}
+        created = httpx.post(f"{urls['ours']}/unlearn", json=unlearn, headers=headers, timeout=30)
+        if created.status_code != 202:
+            raise RuntimeError(f"POST /unlearn answered {created.status_code}: {created.text}")
+        job_path = f"/jobs/{created.json()['job_id']}"
+        intake = {"model_id": service.model_id, "forget_ids": [3, 17, 42], "requested_by": "bench"}
+        endpoints = [
+            ("GET /jobs/{id}", "GET", job_path, None, 200, args.get_requests),
+            ("POST /unlearn", "POST", "/unlearn", unlearn, 202, args.post_requests),
+            ("POST /forget-requests", "POST", "/forget-requests", intake, 202, args.post_requests),
+        ]
+        for clients in args.clients:
+            for client in args.client:
+                for label, method, path, body, expected, count in endpoints:
+                    sides = {
+                        side: asyncio.run(
+                            run_load(
+                                urls[side],
+                                method,
+                                path,
+                                body,
+                                expected,
+                                clients,
+                                count,
+                                args.time_cap,
+                                service.servers[side].pid,
+                                args.warmup,
+                                headers,
+                                client,
+                            )
+                        ).summary()
+                        for side in ("ours", "bare")
+                    }
+                    record = compare(setup, backend, label, clients, client, sides)
+                    print(json.dumps(record), flush=True)
+                    records.append(record)
     return records
 
 

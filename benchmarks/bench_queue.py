@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +36,10 @@ from common import (  # noqa: E402
     Backend,
     as_utc,
     backends,
-    children,
-    drop_queue,
     exit_on_sigterm,
-    fresh_database,
     machine,
     percentile,
-    register_digits,
-    service_env,
+    serve,
 )
 
 TINY_MODEL = {
@@ -60,17 +53,6 @@ RATE_LIMIT = "1000000000/minute"
 """Polling every POLL_S would pass the default per-tenant limit; the limit is not what is measured."""
 JOB_TIMEOUT_S = 300.0
 FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def worker_cmd(queue: str) -> list[str]:
-    """`lethe up`'s worker command line, consuming this run's queue."""
-    from cli.main import worker_command
-
-    cmd = worker_command(concurrency=1)
-    from core.queue import ROLES, queue_name
-
-    cmd[cmd.index("--queues") + 1] = ",".join(queue_name(r, queue) for r in ROLES)  # worker_queues() for it
-    return cmd
 
 
 def wait_finished(http: Any, job_id: str, logs: Any) -> dict[str, Any]:
@@ -99,77 +81,54 @@ def bench_backend(backend: Backend, repeats: int, setup: dict[str, Any]) -> dict
     """Start the API and a worker on one backend, time `repeats` none-method jobs; returns the record."""
     import httpx
 
-    from tests.e2e.stack import free_port, wait_for
-
-    tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-queue-"))
-    queue = f"lethe-bench-{uuid.uuid4().hex[:8]}"
-    procs = children(tmp)
-    try:
-        with fresh_database(backend, tmp / "home") as db_url:
-            key = register_digits(db_url)
-            env = service_env(
-                backend, tmp / "home", db_url, queue, LETHE_DEVICE="cpu", LETHE_TORCH_THREADS="1"
+    env = {"LETHE_DEVICE": "cpu", "LETHE_TORCH_THREADS": "1"}
+    with (
+        serve(backend, "bench-queue", worker=True, env=env) as service,
+        httpx.Client(base_url=service.url, headers=service.headers, timeout=30) as http,
+    ):
+        created = http.post("/models", json=TINY_MODEL)
+        if created.status_code != 202:
+            raise RuntimeError(f"POST /models answered {created.status_code}: {created.text}")
+        train = wait_finished(http, created.json()["job_id"], service.logs)
+        body = {"model_id": "tiny", "method": "none"}
+        wait_finished(
+            http, http.post("/unlearn", json={**body, "forget_ids": [0]}).json()["job_id"], service.logs
+        )
+        rows: list[dict[str, float]] = []
+        for i in range(repeats):
+            sent = time.time()
+            answer = http.post("/unlearn", json={**body, "forget_ids": [i + 1]})
+            if answer.status_code != 202:
+                raise RuntimeError(f"POST /unlearn answered {answer.status_code}: {answer.text}")
+            job_id = answer.json()["job_id"]
+            job = wait_finished(http, job_id, service.logs)
+            metrics = http.get(f"/jobs/{job_id}/metrics").json()
+            method_s, method_end = float(metrics["wall_seconds"]), as_utc(metrics["method_finished_at"])
+            created_at, started, finished = (
+                as_utc(job[k]) for k in ("created_at", "started_at", "finished_at")
             )
-            port = free_port()
-            procs.start("api", ["uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)], env)
-            procs.start("worker", worker_cmd(queue), env)
-            headers = {"X-API-Key": key} if key else {}
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as http:
-                wait_for(lambda: http.get("/health").status_code == 200, 60, "the API", procs.logs)
-                created = http.post("/models", json=TINY_MODEL)
-                if created.status_code != 202:
-                    raise RuntimeError(f"POST /models answered {created.status_code}: {created.text}")
-                train = wait_finished(http, created.json()["job_id"], procs.logs)
-                body = {"model_id": "tiny", "method": "none"}
-                wait_finished(
-                    http, http.post("/unlearn", json={**body, "forget_ids": [0]}).json()["job_id"], procs.logs
-                )
-                rows: list[dict[str, float]] = []
-                for i in range(repeats):
-                    sent = time.time()
-                    answer = http.post("/unlearn", json={**body, "forget_ids": [i + 1]})
-                    if answer.status_code != 202:
-                        raise RuntimeError(f"POST /unlearn answered {answer.status_code}: {answer.text}")
-                    job_id = answer.json()["job_id"]
-                    job = wait_finished(http, job_id, procs.logs)
-                    metrics = http.get(f"/jobs/{job_id}/metrics").json()
-                    method_s, method_end = (
-                        float(metrics["wall_seconds"]),
-                        as_utc(metrics["method_finished_at"]),
-                    )
-                    created_at, started, finished = (
-                        as_utc(job[k]) for k in ("created_at", "started_at", "finished_at")
-                    )
-                    running_s = (finished - started).total_seconds()
-                    rows.append(
-                        {
-                            "post_to_running_s": started.timestamp() - sent,
-                            "created_to_running_s": (started - created_at).total_seconds(),
-                            "running_to_succeeded_s": running_s,
-                            "method_s": method_s,
-                            "method_end_to_succeeded_s": (finished - method_end).total_seconds(),
-                            "post_to_succeeded_s": finished.timestamp() - sent,
-                        }
-                    )
-        record = {
-            **setup,
-            "backend": backend.name,
-            "broker": "redis" if backend.name == "postgres" else "sqla+sqlite",
-            "repeats": repeats,
-            "tiny_model_train_s": round(
-                (as_utc(train["finished_at"]) - as_utc(train["started_at"])).total_seconds(), 3
-            ),
-            **{name: summarise([row[name] for row in rows]) for name in rows[0]},
-        }
-        print(json.dumps(record), flush=True)
-        return record
-    except BaseException:
-        print(procs.logs(), file=sys.stderr)
-        raise
-    finally:
-        procs.stop()
-        drop_queue(backend, queue)
-        shutil.rmtree(tmp, ignore_errors=True)
+            rows.append(
+                {
+                    "post_to_running_s": started.timestamp() - sent,
+                    "created_to_running_s": (started - created_at).total_seconds(),
+                    "running_to_succeeded_s": (finished - started).total_seconds(),
+                    "method_s": method_s,
+                    "method_end_to_succeeded_s": (finished - method_end).total_seconds(),
+                    "post_to_succeeded_s": finished.timestamp() - sent,
+                }
+            )
+    record = {
+        **setup,
+        "backend": backend.name,
+        "broker": "redis" if backend.name == "postgres" else "sqla+sqlite",
+        "repeats": repeats,
+        "tiny_model_train_s": round(
+            (as_utc(train["finished_at"]) - as_utc(train["started_at"])).total_seconds(), 3
+        ),
+        **{name: summarise([row[name] for row in rows]) for name in rows[0]},
+    }
+    print(json.dumps(record), flush=True)
+    return record
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

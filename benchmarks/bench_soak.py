@@ -35,11 +35,8 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -48,20 +45,16 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_queue import TINY_MODEL, wait_finished, worker_cmd  # noqa: E402
+from bench_queue import TINY_MODEL, wait_finished  # noqa: E402
 from common import (  # noqa: E402
     REPO,
     Backend,
     as_utc,
     backends,
-    children,
-    drop_queue,
     exit_on_sigterm,
-    fresh_database,
     machine,
     percentile,
-    register_digits,
-    service_env,
+    serve,
 )
 
 RETRIES = 5
@@ -252,84 +245,61 @@ def check(
 def bench_backend(backend: Backend, args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
     import httpx
 
-    from tests.e2e.stack import free_port, wait_for
+    from tests.e2e.stack import wait_for
 
-    tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-soak-"))
-    queue = f"lethe-bench-{uuid.uuid4().hex[:8]}"
-    procs = children(tmp)
-    try:
-        with fresh_database(backend, tmp / "home") as db_url:
-            key = register_digits(db_url)
-            env = service_env(
-                backend,
-                tmp / "home",
-                db_url,
-                queue,
-                LETHE_DEVICE="cpu",
-                LETHE_TORCH_THREADS="1",
-                LETHE_RATE_LIMIT=RATE_LIMIT,
-                LETHE_MAINTENANCE_SECONDS=str(args.sweep_seconds),
+    env = {
+        "LETHE_DEVICE": "cpu",
+        "LETHE_TORCH_THREADS": "1",
+        "LETHE_RATE_LIMIT": RATE_LIMIT,
+        "LETHE_MAINTENANCE_SECONDS": str(args.sweep_seconds),
+    }
+    with serve(backend, "bench-soak", worker=True, env=env) as service:
+        url, headers = service.url, service.headers
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+            created = http.post("/models", json=TINY_MODEL)
+            if created.status_code != 202:
+                raise RuntimeError(f"POST /models answered {created.status_code}: {created.text}")
+            wait_finished(http, created.json()["job_id"], service.logs)
+            model = created.json()["model_id"]
+            n_train = next(
+                d["n_train"] for d in http.get("/datasets").json()["data"] if d["name"] == "digits"
             )
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            procs.start("api", ["uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)], env)
-            procs.start("worker", worker_cmd(queue), env)
-            headers = {"X-API-Key": key} if key else {}
-            with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-                wait_for(lambda: http.get("/health").status_code == 200, 120, "the API", procs.logs)
-                created = http.post("/models", json=TINY_MODEL)
-                if created.status_code != 202:
-                    raise RuntimeError(f"POST /models answered {created.status_code}: {created.text}")
-                wait_finished(http, created.json()["job_id"], procs.logs)
-                model = created.json()["model_id"]
-                n_train = next(
-                    d["n_train"] for d in http.get("/datasets").json()["data"] if d["name"] == "digits"
-                )
-                policy = {"method": "none", "window_seconds": args.window}
-                put = http.put(f"/models/{model}/forget-policy", json=policy)
-                if put.status_code != 200:
-                    raise RuntimeError(f"PUT forget-policy answered {put.status_code}: {put.text}")
-            answers, took = asyncio.run(
-                send_all(url, headers, model, args.requests, args.seconds, args.clients, n_train, args.seed)
+            policy = {"method": "none", "window_seconds": args.window}
+            put = http.put(f"/models/{model}/forget-policy", json=policy)
+            if put.status_code != 200:
+                raise RuntimeError(f"PUT forget-policy answered {put.status_code}: {put.text}")
+        answers, took = asyncio.run(
+            send_all(url, headers, model, args.requests, args.seconds, args.clients, n_train, args.seed)
+        )
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+            wait_for(
+                lambda: (
+                    http.get("/forget-requests", params={"status": "fulfilled", "limit": 1}).json()["count"]
+                    >= sum(a["status"] == 202 for a in answers)
+                ),
+                args.window + args.sweep_seconds + args.fulfil_timeout,
+                "every request fulfilled",
+                service.logs,
             )
-            with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-                wait_for(
-                    lambda: (
-                        http.get("/forget-requests", params={"status": "fulfilled", "limit": 1}).json()[
-                            "count"
-                        ]
-                        >= sum(a["status"] == 202 for a in answers)
-                    ),
-                    args.window + args.sweep_seconds + args.fulfil_timeout,
-                    "every request fulfilled",
-                    procs.logs,
-                )
-            figures = check(db_url, model, answers, args)
-        latencies = [a["ms"] for a in answers]
-        record = {
-            **setup,
-            "backend": backend.name,
-            "broker": "redis" if backend.name == "postgres" else "sqla+sqlite",
-            "intake": {
-                "requests": len(answers),
-                "seconds": round(took, 2),
-                "req_per_s": round(len(answers) / took, 1),
-                "p50_ms": round(percentile(latencies, 50), 2),
-                "p99_ms": round(percentile(latencies, 99), 2),
-                "max_ms": round(max(latencies), 2),
-            },
-            **figures,
-            "loadavg_1m_after": round(os.getloadavg()[0], 2),
-        }
-        print(json.dumps(record), flush=True)
-        return record
-    except BaseException:
-        print(procs.logs(), file=sys.stderr)
-        raise
-    finally:
-        procs.stop()
-        drop_queue(backend, queue)
-        shutil.rmtree(tmp, ignore_errors=True)
+        figures = check(service.database_url, model, answers, args)
+    latencies = [a["ms"] for a in answers]
+    record = {
+        **setup,
+        "backend": backend.name,
+        "broker": "redis" if backend.name == "postgres" else "sqla+sqlite",
+        "intake": {
+            "requests": len(answers),
+            "seconds": round(took, 2),
+            "req_per_s": round(len(answers) / took, 1),
+            "p50_ms": round(percentile(latencies, 50), 2),
+            "p99_ms": round(percentile(latencies, 99), 2),
+            "max_ms": round(max(latencies), 2),
+        },
+        **figures,
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(record), flush=True)
+    return record
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -1,5 +1,8 @@
 """Helpers shared by the service benchmarks: the servers to run against, fresh databases, CPU accounting.
 
+`serve` starts the service a benchmark measures (API servers and optionally a worker, on a fresh database
+of one backend) and stops it again, whatever ends the benchmark.
+
 Imports stay light (no torch, no core at module level): bench_api serves its bare FastAPI app from a
 uvicorn subprocess that imports that module, and the comparison must not pay for heavy imports.
 """
@@ -8,11 +11,14 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +32,11 @@ if str(REPO) not in sys.path:
 
 LOCAL_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 LOCAL_BROKER_URL = "redis://127.0.0.1:6379/15"
+UVICORN = ["uvicorn", "--host", "127.0.0.1"]
+"""docker-compose.yml's api command, less the port and the app (so the same uvicorn settings)."""
+API_APP = ("api.main:app",)
+READY_TIMEOUT_S = 120.0
+"""Seconds a server has to answer GET /health; a loaded two-core machine takes a while to import the app."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,106 @@ def service_env(backend: Backend, home: Path, database_url: str, queue: str, **e
         env.update({"LETHE_DATABASE_URL": database_url, "LETHE_BROKER_URL": backend.broker_url})
     env.update(extra)
     return env
+
+
+def worker_cmd(queue: str) -> list[str]:
+    """`lethe up`'s worker command line, consuming this run's queue."""
+    from cli.main import worker_command
+    from core.queue import ROLES, queue_name
+
+    cmd = worker_command(concurrency=1)
+    cmd[cmd.index("--queues") + 1] = ",".join(queue_name(r, queue) for r in ROLES)  # worker_queues() for it
+    return cmd
+
+
+@dataclass
+class Service:
+    """A running service: its API servers by name, the database they share, and a key to call them with."""
+
+    backend: Backend
+    folder: Path
+    """This run's temporary folder (home, logs), removed when the service stops."""
+    database_url: str
+    key: str | None
+    model_id: str | None
+    urls: dict[str, str]
+    servers: dict[str, subprocess.Popen[bytes]]
+    procs: Any
+
+    @property
+    def url(self) -> str:
+        """The first server's URL (the only one, unless several apps were asked for)."""
+        return next(iter(self.urls.values()))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key} if self.key else {}
+
+    def logs(self) -> str:
+        """The tail of every process's output, for an error message."""
+        return str(self.procs.logs())
+
+
+@contextmanager
+def serve(
+    backend: Backend,
+    label: str,
+    *,
+    model: str | None = None,
+    worker: bool = False,
+    env: Mapping[str, str] | None = None,
+    apps: Mapping[str, Sequence[str]] | None = None,
+    port: int | None = None,
+) -> Iterator[Service]:
+    """The service on a fresh, migrated database of one backend, until the block ends; then stopped and removed.
+
+    Registers digits and an API key, and a ready model of that name with `model`. Each of `apps` (name:
+    uvicorn's arguments after the port; by default one server, "api", serving the real app) is served by
+    `uvicorn --host 127.0.0.1 --port P`, the first on `port` when given, the others on free ports; `worker`
+    adds `lethe up`'s worker (concurrency 1). All run with service_env plus `env`, on this run's own queue
+    and home under a temporary folder named after `label`, and die with the benchmark. The block starts
+    once every server answers /health. When it raises, every process's log goes to stderr.
+    """
+    import httpx
+
+    from tests.e2e.stack import free_port, wait_for
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"lethe-{label}-"))
+    queue = f"lethe-{label}-{uuid.uuid4().hex[:8]}"
+    procs = children(tmp)
+    try:
+        with fresh_database(backend, tmp / "home") as db_url:
+            if model is None:
+                model_id, key = None, register_digits(db_url)
+            else:
+                model_id, key = add_ready_model(db_url, model)
+            full_env = service_env(backend, tmp / "home", db_url, queue, **(env or {}))
+            servers: dict[str, subprocess.Popen[bytes]] = {}
+            urls: dict[str, str] = {}
+            for i, (name, app) in enumerate((apps or {"api": API_APP}).items()):
+                at = port if port is not None and i == 0 else free_port()
+                servers[name] = procs.start(name, [*UVICORN, "--port", str(at), *app], full_env)
+                urls[name] = f"http://127.0.0.1:{at}"
+            if worker:
+                procs.start("worker", worker_cmd(queue), full_env)
+            for name, url in urls.items():
+                wait_for(
+                    lambda url=url: httpx.get(f"{url}/health").status_code == 200,
+                    READY_TIMEOUT_S,
+                    name,
+                    procs.logs,
+                )
+            try:
+                yield Service(backend, tmp, db_url, key, model_id, urls, servers, procs)
+            finally:
+                procs.stop()  # before its database is dropped under it
+    except BaseException:
+        print(procs.logs(), file=sys.stderr)
+        raise
+    finally:
+        procs.stop()
+        drop_queue(backend, queue)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def api_key(session: Any, tenant: str = "local") -> str | None:

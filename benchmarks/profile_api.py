@@ -19,9 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,17 +27,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_api import MAX_ACTIVE_JOBS, RATE_LIMIT, UVICORN, RawConnection  # noqa: E402
-from common import (  # noqa: E402
-    add_ready_model,
-    backends,
-    children,
-    drop_queue,
-    exit_on_sigterm,
-    fresh_database,
-    machine,
-    service_env,
-)
+from bench_api import LIMITS_OUT_OF_THE_WAY, RawConnection  # noqa: E402
+from common import API_APP, backends, exit_on_sigterm, machine, serve  # noqa: E402
 
 PARTS = {
     "route in a worker thread (Session)": ("_run_sync_endpoint", "_create_in_session"),
@@ -148,81 +137,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not chosen:
         raise SystemExit(skipped[0]["skipped"])
     backend = chosen[0]
-    import httpx
-
-    from tests.e2e.stack import free_port, wait_for
-
-    tmp = Path(tempfile.mkdtemp(prefix="lethe-profile-api-"))
-    queue = f"lethe-profile-{uuid.uuid4().hex[:8]}"
-    procs = children(tmp)
-    try:
-        with fresh_database(backend, tmp / "home") as db_url:
-            model_id, key = add_ready_model(db_url, "bench")
-            headers = {"X-API-Key": key} if key else {}
-            env = service_env(
-                backend,
-                tmp / "home",
-                db_url,
-                queue,
-                LETHE_RATE_LIMIT=RATE_LIMIT,
-                LETHE_TENANT_MAX_ACTIVE_JOBS=MAX_ACTIVE_JOBS,
-            )
-            port = free_port()
-            server = procs.start("ours", [*UVICORN, "--port", str(port), "api.main:app"], env)
-            url = f"http://127.0.0.1:{port}"
-            wait_for(lambda: httpx.get(f"{url}/health").status_code == 200, 60, "ours", procs.logs)
-            body: dict[str, Any] = {"model_id": model_id, "forget_ids": [3, 17, 42], "requested_by": "bench"}
-            if args.endpoint == "unlearn":
-                body = {"model_id": model_id, "forget_ids": [3, 17, 42], "method": "none"}
-            payload = json.dumps(body).encode()
-            asyncio.run(_load(url, f"/{args.endpoint}", payload, headers, args.clients, 2.0))  # warm up
-            out = tmp / "stacks.txt"
-            spy = subprocess.Popen(
-                [
-                    args.py_spy,
-                    "record",
-                    "--pid",
-                    str(server.pid),
-                    "--rate",
-                    str(args.rate),
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(out),
-                    "--duration",
-                    str(int(args.seconds)),
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            time.sleep(1.0)
-            n = asyncio.run(_load(url, f"/{args.endpoint}", payload, headers, args.clients, args.seconds))
-            _, err = spy.communicate(timeout=args.seconds + 120)
-            if spy.returncode != 0 or not out.exists():
-                raise RuntimeError(f"py-spy failed: {err.decode()[-2000:]}")
-            collapsed = out.read_text()
-            if args.flame:
-                args.flame.write_text(collapsed)
-            record = {
-                "bench": "profile_api",
-                **machine(),
-                "backend": backend.name,
-                "endpoint": f"POST /{args.endpoint}",
-                "clients": args.clients,
-                "seconds": args.seconds,
-                "requests": n,
-                **breakdown(collapsed, args.top),
-            }
-            print(json.dumps(record), flush=True)
-            return record
-    except BaseException:
-        print(procs.logs(), file=sys.stderr)
-        raise
-    finally:
-        procs.stop()
-        drop_queue(backend, queue)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with serve(
+        backend, "profile-api", model="bench", env=LIMITS_OUT_OF_THE_WAY, apps={"ours": API_APP}
+    ) as service:
+        url, headers, model_id = service.url, service.headers, service.model_id
+        body: dict[str, Any] = {"model_id": model_id, "forget_ids": [3, 17, 42], "requested_by": "bench"}
+        if args.endpoint == "unlearn":
+            body = {"model_id": model_id, "forget_ids": [3, 17, 42], "method": "none"}
+        payload = json.dumps(body).encode()
+        asyncio.run(_load(url, f"/{args.endpoint}", payload, headers, args.clients, 2.0))  # warm up
+        out = service.folder / "stacks.txt"
+        spy = subprocess.Popen(
+            [
+                args.py_spy,
+                "record",
+                "--pid",
+                str(service.servers["ours"].pid),
+                "--rate",
+                str(args.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--duration",
+                str(int(args.seconds)),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)
+        n = asyncio.run(_load(url, f"/{args.endpoint}", payload, headers, args.clients, args.seconds))
+        _, err = spy.communicate(timeout=args.seconds + 120)
+        if spy.returncode != 0 or not out.exists():
+            raise RuntimeError(f"py-spy failed: {err.decode()[-2000:]}")
+        collapsed = out.read_text()
+    if args.flame:
+        args.flame.write_text(collapsed)
+    record = {
+        "bench": "profile_api",
+        **machine(),
+        "backend": backend.name,
+        "endpoint": f"POST /{args.endpoint}",
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "requests": n,
+        **breakdown(collapsed, args.top),
+    }
+    print(json.dumps(record), flush=True)
+    return record
 
 
 if __name__ == "__main__":
