@@ -9,17 +9,18 @@ from api.deps import SessionDep, TenantDep
 from api.pagination import Cursor, Limit, page
 from api.schemas import DatasetList, DatasetPublic, MethodPublic
 from core.tables import Dataset
-from ml.methods.params import METHOD_SPECS
+from ml.methods.params import AUTO_SPEC, METHOD_SPECS
 
 router = APIRouter(tags=["catalog"])
 
 
 @router.get("/methods", response_model=list[MethodPublic], summary="Unlearning methods and their parameters")
 def list_methods() -> list[MethodPublic]:
-    """Every registered unlearning method with a one-line description and the JSON schema of its parameters."""
+    """Every registered unlearning method with a one-line description and the JSON schema of its parameters,
+    then "auto", which chooses one of them (forgetting only: evaluations and studies refuse it)."""
     return [
         MethodPublic(name=s.name, description=s.description, params_schema=s.params.model_json_schema())
-        for s in METHOD_SPECS.values()
+        for s in (*METHOD_SPECS.values(), AUTO_SPEC)
     ]
 
 

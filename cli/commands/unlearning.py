@@ -108,7 +108,14 @@ def unlearn_command(
         str,
         typer.Argument(metavar="MODEL", help="id or name of the model to unlearn from", show_default=False),
     ],
-    method: Annotated[str, typer.Option("--method", "-m", help="unlearning method (see `lethe methods`)")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="unlearning method, or auto: Lethe chooses one for this model (see `lethe methods`)",
+        ),
+    ],
     ids: Ids = None,
     ids_file: IdsFile = None,
     forget_class: ForgetClass = None,
@@ -163,7 +170,14 @@ def evaluate_command(
             metavar="MODEL", help="id or name of the model to evaluate the method on", show_default=False
         ),
     ],
-    method: Annotated[str, typer.Option("--method", "-m", help="unlearning method (see `lethe methods`)")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="unlearning method (see `lethe methods`); not auto: an evaluation measures one fixed method",
+        ),
+    ],
     ids: Ids = None,
     ids_file: IdsFile = None,
     forget_class: ForgetClass = None,
@@ -272,7 +286,7 @@ def study_command(
 
 
 def methods_command(as_json: AsJson = False, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
-    """List the unlearning methods with their parameters and defaults."""
+    """List the unlearning methods with their parameters and defaults, and auto (unlearn only)."""
     with connect(url, api_key) as api:
         methods = api.list_methods()
     if as_json:

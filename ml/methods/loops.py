@@ -1,6 +1,6 @@
-"""The pieces the methods beyond the study share: the trainer with a method's settings, gradient hooks, and a
-short loop of their own (rows on the device, progress, stop requests, divergence checks) for steps that need two
-batches or two models, in float32 on every device.
+"""The pieces the methods share: a run's random streams and the trainer with a method's settings (the study's
+methods and those beyond it), gradient hooks, and a short loop of their own (rows on the device, progress, stop
+requests, divergence checks) for steps that need two batches or two models, in float32 on every device.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from ml.data.base import ArrayDataset
 from ml.errors import Diverged
 from ml.methods.base import Run, UnlearnData
 from ml.methods.params import MethodParams
-from ml.methods.study import STAGE_1
 from ml.specs import AugmentSpec
 from ml.trainer import (
     REPORT_SECONDS,
@@ -33,6 +32,9 @@ from ml.trainer import (
     fit,
     to_device,
 )
+
+# A run's random streams, one per use, so changing one stage's length never shifts another's draws.
+STAGE_1, DRAWS, STAGE_2, REPAIR = range(4)
 
 
 def _fit(
@@ -50,8 +52,13 @@ def _fit(
     labels: np.ndarray | None = None,
     optimizer: Optimizer = "sgd",
     weight_decay: float | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> TrainStats:
-    """The trainer with a method's optimiser settings (study.py's, plus Adam and a weight-decay override)."""
+    """The trainer with a method's optimiser settings; `index` gives the stage its own random stream.
+
+    `optimizer` and `weight_decay` override the params' SGD and weight decay; `until`, asked after every
+    epoch, ends training early when it returns True (selective pruning's overfitting copies).
+    """
     return fit(
         model,
         data.dataset,
@@ -70,6 +77,7 @@ def _fit(
         should_stop=run.should_stop,
         labels=labels,
         stage=stage,
+        until=until,
     )
 
 

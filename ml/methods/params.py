@@ -269,10 +269,11 @@ class AutoParams(Strict):
         0.01,
         ge=0,
         le=1,
-        description="the chosen method may lose at most this much test accuracy (0.01: 1 point)",
+        description="a trial losing more test accuracy than this (0.01: 1 point) is chosen only when every trial "
+        "does, and then the one that lost least",
     )
     time_budget_seconds: float = Field(
-        300.0, gt=0, le=86400, description="the search stops after this long (reference training not counted)"
+        300.0, gt=0, le=86400, description="no trial starts after this long (reference training not counted)"
     )
     trials: int = Field(20, ge=1, le=1000, description="at most this many (method, params) trials")
     proxies: int = Field(2, ge=1, le=16, description="proxy forget sets drawn like the real one, each scored")
@@ -293,6 +294,7 @@ class MethodSpec:
 
 
 METHOD_SPECS: dict[str, MethodSpec] = {}
+"""The registered methods: each has an implementation, and any of them may be evaluated."""
 
 
 def _spec(name: str, description: str, params: type[Strict]) -> None:
@@ -392,6 +394,17 @@ _spec(
     " challenge's common pattern.",
     NoiseResetParams,
 )
+
+
+AUTO_SPEC = MethodSpec(
+    AUTO,
+    "Lethe chooses the method and its params for this model (an Optuna search scored on proxy forget sets"
+    " drawn like the real one, within the budget and accuracy tolerance), then applies the winner. For"
+    " POST /unlearn and forget policies only: evaluations and studies refuse it, as they measure one fixed"
+    " method.",
+    AutoParams,
+)
+"""What GET /methods lists for "auto" beside the registered methods."""
 
 
 class UnknownMethod(KeyError):

@@ -21,11 +21,11 @@ from torch import nn
 from ml.data.base import ArrayDataset
 from ml.logits import accuracy, logits
 from ml.methods.base import Run, UnlearnData, register_method
+from ml.methods.loops import DRAWS, REPAIR, STAGE_1, STAGE_2, _fit
 from ml.methods.params import (
     ActivationResetParams,
     FinetuneParams,
     HybridParams,
-    MethodParams,
     NoneParams,
     PoisonFullParams,
     PoisonParams,
@@ -36,47 +36,7 @@ from ml.methods.params import (
     RetrainParams,
 )
 from ml.models import build_model
-from ml.trainer import Progress, TrainStats, fit, train
-
-# A run's random streams, one per use, so changing one stage's length never shifts another's draws.
-STAGE_1, DRAWS, STAGE_2, REPAIR = range(4)
-
-
-def _fit(
-    model: nn.Module,
-    data: UnlearnData,
-    ids: np.ndarray,
-    p: MethodParams,
-    run: Run,
-    *,
-    epochs: int,
-    lr: float,
-    stage: str,
-    index: int,
-    progress: Progress | None,
-    labels: np.ndarray | None = None,
-    until: Callable[[], bool] | None = None,
-) -> TrainStats:
-    """The trainer with a method's optimiser settings; `index` gives the stage its own random stream."""
-    return fit(
-        model,
-        data.dataset,
-        ids,
-        epochs=epochs,
-        lr=lr,
-        seed=run.seed_for(index),
-        batch_size=p.batch_size,
-        momentum=p.momentum,
-        nesterov=p.nesterov,
-        weight_decay=p.weight_decay,
-        augment=data.recipe.augment if p.augment else None,
-        device=run.device,
-        progress=progress,
-        should_stop=run.should_stop,
-        labels=labels,
-        stage=stage,
-        until=until,
-    )
+from ml.trainer import Progress, train
 
 
 def random_labels(dataset: ArrayDataset, n: int, rng: np.random.Generator) -> np.ndarray:

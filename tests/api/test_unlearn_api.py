@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from core import idsets
 from core.db import session_scope
 from core.tables import AuditEvent, ForgetRequest, Job
-from ml.methods.params import FinetuneParams
+from ml.methods.params import METHOD_SPECS, AutoParams, FinetuneParams
 from tests.utils import add_ready_model
 
 
@@ -131,6 +131,18 @@ def test_methods_lists_schemas(client):
     assert {"finetune", "retrain", "none"} <= set(methods)
     props = methods["finetune"]["params_schema"]["properties"]
     assert props["epochs"]["default"] == 5 and props["lr"]["default"] == 0.001
+
+
+def test_methods_lists_auto_with_its_params_after_the_registered_ones(client):
+    listed = client.get("/methods").json()
+    assert [m["name"] for m in listed] == [*METHOD_SPECS, "auto"]
+    auto = listed[-1]
+    assert "chooses" in auto["description"] and "evaluations and studies refuse it" in auto["description"]
+    props = auto["params_schema"]["properties"]
+    assert {k: p["default"] for k, p in props.items()} == AutoParams().model_dump()
+    assert props["budget"]["default"] == 0.1 and props["accuracy_tolerance"]["default"] == 0.01
+    assert all(p.get("description") for p in props.values())
+    assert props["budget"]["exclusiveMinimum"] == 0 and props["budget"]["maximum"] == 1
 
 
 def test_create_model_validates_and_queues(client):

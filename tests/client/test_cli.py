@@ -157,6 +157,9 @@ def test_methods_and_models_as_tables_and_json(stack):
     assert methods["finetune"]["params_schema"]["properties"]["lr"]["default"] == 0.001
     table = lethe("methods", stack=stack).stdout
     assert "finetune" in table and "epochs=5" in table
+    auto = methods["auto"]["params_schema"]["properties"]
+    assert auto["budget"]["default"] == 0.1 and auto["trials"]["default"] == 20
+    assert "auto" in table and "budget=0.1" in table and "accuracy_tolerance=0.01" in table
 
     models = json.loads(lethe("models", "list", "--json", stack=stack).stdout)
     assert stack.model_id in [m["id"] for m in models]
@@ -226,6 +229,23 @@ def test_unlearn_without_wait_queues_and_jobs_cancel_stops_it(stack):
     assert by_class.exit_code == 0, by_class.output
     trail = lethe("jobs", "show", json.loads(by_class.stdout)["job_id"], "--json", stack=stack)
     assert json.loads(trail.stdout)["kind"] == "unlearn"
+
+
+def test_unlearn_takes_auto_with_its_params_and_evaluate_refuses_it(stack):
+    result = lethe(
+        "unlearn", "tiny", "--ids", "5,6", "--method", "auto", "-p", "trials=3", "--json", stack=stack
+    )
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.stdout)
+    cancelled = lethe("jobs", "cancel", created["job_id"], "--json", stack=stack)
+    assert json.loads(cancelled.stdout)["status"] == "cancelled", cancelled.output
+    with Client(stack.url, api_key=stack.api_key) as api:
+        request = api.get_forget_request(created["forget_request_id"])
+    assert request.method == "auto" and request.params["trials"] == 3 and request.params["budget"] == 0.1
+    result = lethe("unlearn", "tiny", "--ids", "5", "--method", "auto", "-p", "budget=2", stack=stack)
+    assert_one_error_line(result, 1, "params.budget")
+    result = lethe("evaluate", "tiny", "--ids", "5", "--method", "auto", stack=stack)
+    assert_one_error_line(result, 1, "invalid request: method:")
 
 
 def test_evaluate_and_study_wait_and_export(stack, tmp_path):
