@@ -57,7 +57,9 @@ def test_bench_api_reports_both_sides_per_level() -> None:
         assert record["bench"] == "api" and record["cpu_count"] >= 1
         for side in ("ours", "bare"):
             figures = record[side]
-            assert figures["errors"] == 0 and figures["requests"] == 200, record
+            # The time cap may stop a side before its 200 requests on a loaded machine (POST /unlearn on
+            # Postgres ran 11 a second with one client at load 5 to 9); enough remain to measure its CPU.
+            assert figures["errors"] == 0 and 50 <= figures["requests"] <= 200, record
             assert figures["req_per_s"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"], record
         assert record["throughput_ratio"] > 0 and record["server_cpu_ratio"] > 0
         if record["clients"] == 32:
