@@ -46,6 +46,7 @@ from ml.trainer import (
     _brief,
     _compiled,
     _targets,
+    channels_last_helps,
     compile_default,
     compile_mode,
     derive_seed,
@@ -318,7 +319,8 @@ def fit_packed(
     steps_per_epoch = math.ceil(n / batch_size)
     total = steps_per_epoch * epochs
     pack = PackedNet(models).to(dev)
-    if fast:
+    layout = fast and channels_last_helps(dataset)
+    if layout:
         pack.to(memory_format=torch.channels_last)
     wide = pack.net
     net = _compiled(wide, backend, compile_mode(backend, dev), stage) if compile_model else wide
@@ -367,7 +369,7 @@ def fit_packed(
                         flat = augmenters[0].apply(flat, draws)
                     inputs = normalise(flat).view(xb.shape)
                     inputs = pack.side_by_side(inputs)
-                    if fast:  # channels_last weights take channels_last inputs, as in fit
+                    if layout:  # channels_last weights take channels_last inputs, as in fit
                         inputs = inputs.contiguous(memory_format=torch.channels_last)
                     # Not on a CPU's NCHW weights: oneDNN's convolution backward corrupted the heap on
                     # channels_last inputs there (3 channels, 32x32; tests/unit/test_ensemble.py).
@@ -420,7 +422,7 @@ def fit_packed(
                             )
                 samples += seen
     finally:
-        if fast:
+        if layout:
             pack.to(memory_format=torch.contiguous_format)
     for model in models:
         model.to(dev)

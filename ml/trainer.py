@@ -283,7 +283,8 @@ def fit(
     steps_per_epoch = math.ceil(n / batch_size)
     total = steps_per_epoch * epochs
     model.to(dev)
-    if fast:
+    layout = fast and channels_last_helps(dataset)
+    if layout:
         model.to(memory_format=torch.channels_last)
     net = _compiled(model, backend, compile_mode(backend, dev), stage) if compile_model else model
     opt = make_optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
@@ -291,7 +292,7 @@ def fit(
     generator = torch.Generator(device=dev)
     generator.manual_seed(seed)
     augmenter = build_augmenter(augment, generator)
-    normalise = Normalizer(dataset.mean, dataset.std, dev, channels_last=fast)
+    normalise = Normalizer(dataset.mean, dataset.std, dev, channels_last=layout)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if fast else nullcontext()
     cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True) if cuda else nullcontext()
     started = time.perf_counter()
@@ -363,12 +364,27 @@ def fit(
                 if until is not None and epoch + 1 < epochs and until():
                     break
     finally:
-        if fast:
+        if layout:
             # channels_last weights are not contiguous, which breaks safetensors and torch.equal users.
             model.to(memory_format=torch.contiguous_format)
     return TrainStats(
         epoch + 1, step, samples, time.perf_counter() - started, epoch_loss, epoch_acc, net is not model
     )
+
+
+CHANNELS_LAST_MIN_SIDE = 16
+"""The fast path stores weights and inputs channels_last only for images at least this many pixels a side.
+
+ResNet-18's last stage maps an 8x8 image (digits) to 1x1, where channels_last and contiguous strides describe
+the same memory. There inductor in CUDA graph mode (torch 2.11, H200) compiled a step that asserted
+channels_last strides on a contiguous layer4 weight and fell back to eager on every run, and channels_last
+saves nothing on maps that small. CIFAR's 32x32 keeps 4x4 in the last stage.
+"""
+
+
+def channels_last_helps(dataset: ArrayDataset) -> bool:
+    """Whether the fast path lays this data set's images and the weights out channels_last."""
+    return min(dataset.train_x.shape[-2:]) >= CHANNELS_LAST_MIN_SIDE
 
 
 def compile_mode(backend: Backend, device: torch.device) -> str | None:
