@@ -1,0 +1,108 @@
+"""What keeps `lethe` quick to start (benchmarks/bench_cli.py measures it).
+
+- LazyGroup: a command group whose commands are imported and built by typer only when they run (or when
+  help lists them), so `lethe jobs list` pays for neither the other commands' modules nor their options.
+
+tests/cli/test_cli_startup.py keeps what these leave out from coming back.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, ClassVar
+
+import typer
+import typer.main
+from typer.core import TyperGroup
+
+
+class Lazy:
+    """A command or command group, found when it is needed.
+
+    `target` is the command function or typer.Typer itself, or "module:attribute" naming one so that the
+    module is imported only then; `options` are what `Typer.command()` or `Typer.add_typer()` would take.
+    """
+
+    def __init__(self, target: object, **options: Any) -> None:
+        self.target = target
+        self.options = options
+
+    def resolve(self) -> object:
+        if not isinstance(self.target, str):
+            return self.target
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+class _Commands(MutableMapping[str, Any]):
+    """A group's commands by name: every name is known at once, each command is built when first looked up."""
+
+    def __init__(
+        self, built: dict[str, Any], lazy: dict[str, Lazy], build: Callable[[str, Lazy], Any]
+    ) -> None:
+        self._names = [*lazy, *(name for name in built if name not in lazy)]
+        self._built = dict(built)
+        self._lazy = dict(lazy)
+        self._build = build
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in self._lazy:
+                raise KeyError(name)
+            self._built[name] = self._build(name, self._lazy.pop(name))
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._lazy.pop(name, None)
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._names.remove(name)
+        self._built.pop(name, None)
+        self._lazy.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class LazyGroup(TyperGroup):
+    """A typer group whose subclass names its commands in `lazy`, in the order help lists them.
+
+    A command is built as typer builds one registered on the group (with Typer.command or Typer.add_typer
+    and the entry's options), when it is looked up: to run it, or to list it in help, which builds all.
+    Names, and so typer's "did you mean" suggestions, are known without building anything.
+    """
+
+    lazy: ClassVar[dict[str, Lazy]] = {}
+    pretty_exceptions_short: ClassVar[bool] = True
+    """As typer.Typer's default: how a command's exception is shown when pretty exceptions are on."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands(dict(self.commands), self.lazy, self._build)
+
+    def _build(self, name: str, entry: Lazy) -> Any:
+        target = entry.resolve()
+        holder = typer.Typer()  # registers the entry exactly as it would be on the group's own Typer
+        if isinstance(target, typer.Typer):
+            holder.add_typer(target, name=name, **entry.options)
+            return typer.main.get_group_from_info(
+                holder.registered_groups[0],
+                pretty_exceptions_short=self.pretty_exceptions_short,
+                suggest_commands=self.suggest_commands,
+                rich_markup_mode=self.rich_markup_mode,
+            )
+        holder.command(name, **entry.options)(target)  # type: ignore[arg-type]
+        return typer.main.get_command_from_info(
+            holder.registered_commands[0],
+            pretty_exceptions_short=self.pretty_exceptions_short,
+            rich_markup_mode=self.rich_markup_mode,
+        )
