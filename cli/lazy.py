@@ -2,6 +2,9 @@
 
 - LazyGroup: a command group whose commands are imported and built by typer only when they run (or when
   help lists them), so `lethe jobs list` pays for neither the other commands' modules nor their options.
+- defer_conversion: typer converts every parameter's value with a pydantic TypeAdapter that it builds on
+  first use, even for a value that needs nothing (an option not given, a default, a string for a `str`);
+  deferred, a command whose values all need nothing imports no pydantic.
 
 tests/cli/test_cli_startup.py keeps what these leave out from coming back.
 """
@@ -9,7 +12,7 @@ tests/cli/test_cli_startup.py keeps what these leave out from coming back.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, ClassVar
 
 import typer
@@ -106,3 +109,44 @@ class LazyGroup(TyperGroup):
             pretty_exceptions_short=self.pretty_exceptions_short,
             rich_markup_mode=self.rich_markup_mode,
         )
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        defer_conversion(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+
+class _Deferred:
+    """Stands in for typer's conversion of one parameter's value until a value needs converting."""
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:  # what typer's conversion answers for no value, without building anything
+            return () if param.multiple or param.nargs == -1 else None
+        if _unchanged(value, param.type_descriptor):
+            return value
+        from typer._coercion import build_runtime_param
+
+        param._runtime_param = build_runtime_param(param.type_descriptor)
+        return param._runtime_param.coerce(value, param=param, ctx=ctx)
+
+
+def _unchanged(value: Any, descriptor: Any) -> bool:
+    """Whether typer's conversion would return `value` itself: a string for a `str`, an in-range number."""
+    info = descriptor.parameter_info
+    if info.parser is not None or descriptor.file_annotation is not None:
+        return False
+    kind = descriptor.annotation
+    if kind is str:
+        return type(value) is str
+    if kind in (int, float) and type(value) is kind:
+        return (info.min is None or info.min <= value) and (info.max is None or value <= info.max)
+    return False
+
+
+def defer_conversion(params: Iterable[Any]) -> None:
+    """Defer typer's conversion of these parameters' values (a command calls this before parsing).
+
+    A parameter of a typer without lazily built conversion (no `_runtime_param` slot) is left as it is.
+    """
+    for param in params:
+        if getattr(param, "_runtime_param", False) is None and hasattr(param, "type_descriptor"):
+            param._runtime_param = _Deferred()

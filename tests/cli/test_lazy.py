@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Annotated
 
 import pytest
 import typer
+from typer.core import TyperCommand
 from typer.testing import CliRunner
 
-from cli.lazy import Lazy, LazyGroup
+from cli.lazy import Lazy, LazyGroup, defer_conversion
 from cli.main import app
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -97,3 +100,72 @@ def test_a_lazy_target_names_its_module_and_attribute():
     assert Lazy("cli.main:keys_app").resolve() is keys_app
     with pytest.raises(AttributeError):
         Lazy("cli.main:no_such_command").resolve()
+
+
+class Deferring(TyperCommand):
+    def parse_args(self, ctx, args):
+        defer_conversion(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+
+def run(cls: type[TyperCommand] | None, args: list[str]) -> tuple[int, str]:
+    """A command with one parameter of each kind `lethe` uses, run with typer's conversion or a deferred one."""
+    demo = typer.Typer()
+
+    @demo.command(cls=cls)
+    def show(
+        text: Annotated[str, typer.Argument()],
+        limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+        ratio: Annotated[float, typer.Option()] = 0.5,
+        bounded: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.25,
+        clamped: Annotated[int, typer.Option(min=1, max=9, clamp=True)] = 5,
+        name: Annotated[str | None, typer.Option(envvar="DEMO_NAME")] = None,
+        count: Annotated[int | None, typer.Option()] = None,
+        items: Annotated[list[str] | None, typer.Option("--item")] = None,
+        path: Annotated[Path | None, typer.Option()] = None,
+        flag: Annotated[bool, typer.Option()] = False,
+    ) -> None:
+        values = (text, limit, ratio, bounded, clamped, name, count, items, path, flag)
+        typer.echo(repr([(type(v).__name__, v) for v in values]))
+
+    result = runner.invoke(demo, args, env={"DEMO_NAME": "from-env"} if "env" in args else {})
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["hello"],
+        ["hello", "--limit", "7", "--ratio", "2", "--bounded", "1", "--clamped", "99"],
+        ["hello", "--name", "x", "--count", "3", "--item", "a", "--item", "b", "--path", "/tmp/p", "--flag"],
+        ["env"],
+        ["hello", "--limit", "0"],
+        ["hello", "--limit", "abc"],
+        ["hello", "--limit", "2.5"],
+        ["hello", "--ratio", "nan"],
+        ["hello", "--bounded", "1.5"],
+        ["hello", "--count", "x"],
+        [],
+    ],
+)
+def test_deferred_conversion_gives_typers_values_and_errors(args):
+    assert run(Deferring, args) == run(None, args)
+
+
+def test_deferred_conversion_builds_no_converter_for_values_that_need_none():
+    demo = typer.Typer()
+    seen: dict[str, object] = {}
+
+    @demo.command(cls=Deferring)
+    def show(
+        ctx: typer.Context,
+        text: str,
+        limit: Annotated[int, typer.Option(min=1)] = 50,
+        name: str | None = None,
+    ) -> None:
+        seen.update({p.name: type(p._runtime_param).__name__ for p in ctx.command.params})
+
+    assert runner.invoke(demo, ["x"]).exit_code == 0
+    assert set(seen.values()) == {"_Deferred"} and {"text", "limit", "name"} <= seen.keys()
+    assert runner.invoke(demo, ["x", "--limit", "3"]).exit_code == 0
+    assert seen["limit"] == "AdapterRuntimeParam" and seen["text"] == "_Deferred"
