@@ -5,6 +5,9 @@
 - defer_conversion: typer converts every parameter's value with a pydantic TypeAdapter that it builds on
   first use, even for a value that needs nothing (an option not given, a default, a string for a `str`);
   deferred, a command whose values all need nothing imports no pydantic.
+- import_help_lightly: typer's help renderer imports rich's Markdown (markdown-it, pygments) and
+  Traceback (attrs) at its top, for markup mode "markdown" and pretty exceptions, neither of which `lethe`
+  uses; with it they are imported if ever used. LazyGroup calls it when help is asked for.
 
 tests/cli/test_cli_startup.py keeps what these leave out from coming back.
 """
@@ -12,6 +15,8 @@ tests/cli/test_cli_startup.py keeps what these leave out from coming back.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, ClassVar
 
@@ -112,6 +117,8 @@ class LazyGroup(TyperGroup):
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         defer_conversion(self.get_params(ctx))
+        if not args or not set(args).isdisjoint(ctx.help_option_names):
+            import_help_lightly()  # help is coming, of this group or of one of its commands
         return super().parse_args(ctx, args)
 
 
@@ -150,3 +157,57 @@ def defer_conversion(params: Iterable[Any]) -> None:
     for param in params:
         if getattr(param, "_runtime_param", False) is None and hasattr(param, "type_descriptor"):
             param._runtime_param = _Deferred()
+
+
+class _Markdown:
+    """rich.markdown.Markdown, imported when one is made."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from rich.markdown import Markdown
+
+        return Markdown(*args, **kwargs)
+
+
+class _Traceback:
+    """rich.traceback.Traceback, imported when one is made."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from rich.traceback import Traceback
+
+        return Traceback(*args, **kwargs)
+
+    @classmethod
+    def from_exception(cls, *args: Any, **kwargs: Any) -> Any:
+        from rich.traceback import Traceback
+
+        return Traceback.from_exception(*args, **kwargs)
+
+
+_STAND_INS = {"rich.markdown": {"Markdown": _Markdown}, "rich.traceback": {"Traceback": _Traceback}}
+
+
+def import_help_lightly() -> None:
+    """Import typer's help renderer with rich.markdown and rich.traceback standing in for, not imported.
+
+    The stand-ins are in sys.modules only while typer.rich_utils is imported: afterwards both modules import
+    as usual. A typer that takes more from them than the stand-ins have gets the real modules.
+    """
+    if "typer.rich_utils" in sys.modules:
+        return
+    stand_ins: dict[str, types.ModuleType] = {}
+    for name, attributes in _STAND_INS.items():
+        if name not in sys.modules:
+            stand_ins[name] = module = types.ModuleType(name)
+            module.__dict__.update(attributes)
+    sys.modules.update(stand_ins)
+    try:
+        import typer.rich_utils
+    except ImportError:
+        for name in stand_ins:
+            del sys.modules[name]
+        stand_ins = {}
+        import typer.rich_utils  # noqa: F401
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]

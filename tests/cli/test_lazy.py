@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli.lazy import Lazy, LazyGroup, defer_conversion
 from cli.main import app
+from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -169,3 +172,41 @@ def test_deferred_conversion_builds_no_converter_for_values_that_need_none():
     assert set(seen.values()) == {"_Deferred"} and {"text", "limit", "name"} <= seen.keys()
     assert runner.invoke(demo, ["x", "--limit", "3"]).exit_code == 0
     assert seen["limit"] == "AdapterRuntimeParam" and seen["text"] == "_Deferred"
+
+
+def test_help_rendered_lightly_still_renders_markdown_and_tracebacks():
+    """Typer's markdown markup and rich tracebacks work after import_help_lightly; both modules import as usual."""
+    probe = """
+import sys
+from cli.lazy import import_help_lightly
+import_help_lightly()
+left_out = [m for m in ("rich.markdown", "markdown_it", "rich.traceback", "attr") if m in sys.modules]
+assert not left_out, left_out
+import typer
+from typer.testing import CliRunner
+demo = typer.Typer(rich_markup_mode="markdown")
+@demo.command()
+def hello() -> None:
+    '''Say **hello** in `code`.'''
+demo.command()(lambda: None)
+out = CliRunner(env={"COLUMNS": "100"}).invoke(demo, ["hello", "--help"]).output
+assert "Say hello in code." in out and "**" not in out, out
+import rich.markdown, rich.traceback, typer.rich_utils
+assert "rich.markdown" in sys.modules and "markdown_it" in sys.modules
+assert isinstance(typer.rich_utils.Markdown("x"), rich.markdown.Markdown)
+try:
+    1 / 0
+except ZeroDivisionError as exc:
+    tb = typer.rich_utils.Traceback.from_exception(type(exc), exc, exc.__traceback__)
+assert isinstance(tb, rich.traceback.Traceback)
+print("ok")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
