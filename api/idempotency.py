@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from core.errors import Conflict
+from core.jobs import created_kinds
 from core.services import publish_jobs
 from core.tables import IdempotencyKey
 
@@ -93,5 +94,5 @@ def idempotent(
         body,
         status_code=status,
         headers=accepted_headers(status, body),
-        background=BackgroundTask(publish_jobs, job_ids),
+        background=BackgroundTask(publish_jobs, job_ids, kinds=created_kinds(session, job_ids)),
     )

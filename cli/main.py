@@ -14,24 +14,8 @@ from pathlib import Path
 
 import typer
 
-from cli.certificate import certificate_app
-from cli.commands import register
-from cli.datasets import datasets_app
-from cli.epsilon import epsilon_command
-from cli.tenants import tenants_app
-
-app = typer.Typer(
-    help="Lethe: make a trained classifier forget samples, and measure how well it forgot.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(datasets_app, name="datasets")
-app.add_typer(tenants_app, name="tenants")
-app.add_typer(certificate_app, name="certificate")
-app.command(
-    "epsilon", help="Epsilon-hat of unlearned vs reference logits (the study's forget-quality metric)."
-)(epsilon_command)
-register(app)
+from cli.commands import COMMANDS, GROUPS
+from cli.lazy import Lazy, LazyGroup
 
 
 def _echo(msg: str) -> None:
@@ -73,7 +57,6 @@ def worker_command(
     ]
 
 
-@app.command()
 def migrate(
     bootstrap: bool = typer.Option(False, help="also register digits and queue the demo model"),
     wait: float = typer.Option(60.0, help="seconds to wait for the database to accept connections"),
@@ -103,7 +86,6 @@ def migrate(
                 _echo(f"queued training of the demo model (job {job_id})")
 
 
-@app.command()
 def maintain(
     once: bool = typer.Option(False, help="one pass, then exit (for cron)"),
     interval: float = typer.Option(10.0, help="seconds between passes"),
@@ -122,7 +104,6 @@ def maintain(
 
 
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("create")
@@ -273,7 +254,6 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-@app.command()
 def up(
     host: str = typer.Option("127.0.0.1", envvar="LETHE_HOST", help="address the API listens on"),
     port: int = typer.Option(8000, envvar="LETHE_PORT", help="port the API listens on"),
@@ -314,7 +294,6 @@ def up(
             _echo(f"requeued {len(orphans)} job(s) the worker left running")
 
 
-@app.command()
 def worker(
     queues: str = typer.Option(
         "", help="roles to serve, comma-separated: forget, train, evaluate (default: all, forget first)"
@@ -330,6 +309,42 @@ def worker(
     from cli.workers import run_workers
 
     run_workers(queues=queues, gpus=gpus, concurrency=concurrency)
+
+
+class _Lethe(LazyGroup):
+    """`lethe`: each command is imported and built when it runs (cli.lazy); help lists them in this order."""
+
+    lazy = {
+        "epsilon": Lazy(
+            "cli.epsilon:epsilon_command",
+            help="Epsilon-hat of unlearned vs reference logits (the study's forget-quality metric).",
+        ),
+        **COMMANDS,
+        "migrate": Lazy(migrate),
+        "maintain": Lazy(maintain),
+        "up": Lazy(up),
+        "worker": Lazy(worker),
+        "datasets": Lazy("cli.datasets:datasets_app"),
+        "tenants": Lazy("cli.tenants:tenants_app"),
+        "certificate": Lazy("cli.certificate:certificate_app"),
+        **GROUPS,
+        "keys": Lazy(keys_app),
+    }
+
+
+app = typer.Typer(
+    cls=_Lethe,
+    help="Lethe: make a trained classifier forget samples, and measure how well it forgot.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _lethe() -> None:
+    # Does nothing: typer builds an app as a group only when it has a callback or registered commands,
+    # and _Lethe's commands are not registered on the app.
+    pass
 
 
 if __name__ == "__main__":

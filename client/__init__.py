@@ -1,7 +1,11 @@
 """Python client of the Lethe API: `Client(url, api_key)` (or `AsyncClient`) returns pydantic objects and raises
-LetheErrors. It needs only httpx and pydantic (client/pyproject.toml builds it as the `lethe-client` package)."""
+LetheErrors. It needs only httpx and pydantic (client/pyproject.toml builds it as the `lethe-client` package).
 
-from client.aio import AsyncClient
+`AsyncClient` is imported from client.aio when first named, so that a program using only `Client` does not
+import asyncio."""
+
+from typing import TYPE_CHECKING, Any
+
 from client.client import API_KEY_HEADER, DEFAULT_URL, IDEMPOTENCY_HEADER, Client
 from client.errors import (
     Conflict,
@@ -44,6 +48,18 @@ from client.models import (
     WebhookCreated,
     WebhookList,
 )
+
+if TYPE_CHECKING:
+    from client.aio import AsyncClient
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AsyncClient":
+        from client.aio import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "API_KEY_HEADER",

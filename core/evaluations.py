@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from core import idsets, purge
 from core.errors import InvalidInput
 from core.fanout import start_waiting
-from core.jobs import audit, create_job
+from core.jobs import audit, create_job, note_kind
 from core.services import (
     check_retain_left,
     get_dataset,
@@ -115,6 +115,7 @@ def queue_run_job(
         parent_id=parent_id,
     )
     session.add(job)
+    note_kind(session, job.id, kind)
     if parent_id is None:
         audit(session, "job", job.id, "queued", tenant_id, kind=kind)
     else:  # a child run has no webhook deliveries: skip audit()'s lookup, whose autoflush costs a round trip

@@ -127,6 +127,17 @@ def _collect(session: Session, _flush_context: Any) -> None:
     ]
     if not events:
         return
+    pending = session.info.setdefault(PENDING, [])
+    # A `queued` event names its kind, the only label its counter needs: no read for a job just created.
+    unknown = []
+    for e in events:
+        if e.event == "queued" and (e.detail or {}).get("kind"):
+            pending.append(Moved(e.event, e.detail, e.detail["kind"], None, None, None))
+        else:
+            unknown.append(e)
+    events = unknown
+    if not events:
+        return
     ids = {e.object_id for e in events}
     rows = {
         r.id: r
@@ -134,7 +145,6 @@ def _collect(session: Session, _flush_context: Any) -> None:
             select(Job.id, Job.kind, Job.created_at, Job.started_at, Job.finished_at).where(Job.id.in_(ids))
         )
     }
-    pending = session.info.setdefault(PENDING, [])
     for e in events:
         row = rows.get(e.object_id)
         if row is not None:

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
-from core.tables import FINISHED, AuditEvent, Job, JobStatus, utcnow
+from core.tables import FINISHED, AuditEvent, Job, JobStatus, new_id, utcnow
 from core.webhooks import record_job_event
 
 if TYPE_CHECKING:
@@ -33,12 +33,29 @@ def audit(session: Session, obj_type: str, obj_id: str, event: str, tenant_id: s
         record_job_event(session, tenant_id, obj_id, event)
 
 
+KINDS = "lethe.job_kinds"
+"""Key in session.info: the kind of each job the session created, so publishing them needs no read."""
+
+
+def note_kind(session: Session, job_id: str, kind: str) -> None:
+    session.info.setdefault(KINDS, {})[job_id] = kind
+
+
+def created_kinds(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
+    """The kinds of these jobs that the session created (note_kind), by id."""
+    noted = session.info.get(KINDS, {})
+    return {job_id: noted[job_id] for job_id in job_ids if job_id in noted}
+
+
 def create_job(session: Session, kind: str, *, tenant_id: str, params: dict[str, Any], **fields: Any) -> Job:
-    """Add a queued job to the session (the caller commits, then publishes)."""
-    job = Job(kind=kind, tenant_id=tenant_id, params=params, status=JobStatus.queued, **fields)
+    """Add a queued job and its `queued` event to the session and write both in one flush (the caller
+    commits, then publishes)."""
+    job_id = fields.pop("id", None) or new_id()
+    job = Job(id=job_id, kind=kind, tenant_id=tenant_id, params=params, status=JobStatus.queued, **fields)
     session.add(job)
+    note_kind(session, job_id, kind)
+    audit(session, "job", job_id, "queued", tenant_id, kind=kind)
     session.flush()
-    audit(session, "job", job.id, "queued", tenant_id, kind=kind)
     return job
 
 

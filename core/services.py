@@ -15,7 +15,7 @@ from core.artifacts import get_store
 from core.db import read_session
 from core.errors import Conflict, InvalidInput, NotFound
 from core.forget_requests import record_request
-from core.jobs import audit, create_job
+from core.jobs import audit, create_job, created_kinds
 from core.queue import publish_job
 from core.settings import get_settings
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
@@ -320,16 +320,19 @@ def commit_and_publish(session: Session, *job_ids: str) -> None:
     publish_jobs(job_ids, session)
 
 
-def publish_jobs(job_ids: list[str] | tuple[str, ...], session: Session | None = None) -> None:
+def publish_jobs(
+    job_ids: list[str] | tuple[str, ...], session: Session | None = None, kinds: dict[str, str] | None = None
+) -> None:
     """Publish committed jobs; one that fails to publish stays queued and is published again later.
 
-    Each message carries its kind's time limits: kinds come from `session` (the one that just committed the
-    jobs, so without a query) and, for any it does not hold, from the database."""
+    Each message carries its kind's time limits: kinds come from `kinds` and `session` (the one that just
+    committed the jobs, so without a query) and, for any neither holds, from the database."""
     if not job_ids:
         return
-    kinds = (
-        {} if session is None else {o.id: o.kind for o in session.identity_map.values() if isinstance(o, Job)}
-    )
+    kinds = dict(kinds or {})
+    if session is not None:
+        kinds.update(created_kinds(session, job_ids))
+        kinds.update({o.id: o.kind for o in session.identity_map.values() if isinstance(o, Job)})
     if missing := [job_id for job_id in job_ids if job_id not in kinds]:
         with read_session() as reader:
             kinds.update(reader.execute(select(Job.id, Job.kind).where(Job.id.in_(missing))).all())

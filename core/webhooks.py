@@ -129,11 +129,11 @@ def record_job_event(session: Session, tenant_id: str, job_id: str, audit_event:
     event = JOB_EVENTS.get(audit_event)
     if event is None:
         return
-    hooks = [
-        h
-        for h in session.execute(select(Webhook.id, Webhook.events).where(Webhook.tenant_id == tenant_id))
-        if event in h.events
-    ]
+    # Webhooks are written by requests of their own (create_webhook flushes), so this read needs no flush
+    # first: a job just added goes out with its events in the caller's one flush, or below for a webhook.
+    with session.no_autoflush:
+        found = session.execute(select(Webhook.id, Webhook.events).where(Webhook.tenant_id == tenant_id))
+        hooks = [h for h in found if event in h.events]
     if not hooks:
         return
     columns = [getattr(Job, name) for name in JOB_FIELDS]

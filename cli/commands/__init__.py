@@ -2,30 +2,28 @@
 
 The server is LETHE_URL (or --url) and the key LETHE_API_KEY (or --api-key). Bad arguments print one
 line starting with "error:" and exit with status 2; an error answered by the API exits with status 1.
-Modules import the client and rich inside the commands that use them, so that starting costs little.
+Each module is imported when one of its commands runs (cli.lazy), and imports the client and rich inside
+the commands that use them, so that starting costs little.
 """
 
 from __future__ import annotations
 
-import typer
-
 from cli.commands.common import Command
-from cli.commands.jobs import jobs_app
-from cli.commands.logits import logits_command
-from cli.commands.models import models_app
-from cli.commands.unlearning import evaluate_command, methods_command, study_command, unlearn_command
-from cli.commands.version import version_command
-from cli.commands.webhooks import webhooks_app
+from cli.lazy import Lazy
 
+COMMANDS = {
+    "unlearn": Lazy("cli.commands.unlearning:unlearn_command", cls=Command),
+    "evaluate": Lazy("cli.commands.unlearning:evaluate_command", cls=Command),
+    "study": Lazy("cli.commands.unlearning:study_command", cls=Command),
+    "methods": Lazy("cli.commands.unlearning:methods_command", cls=Command),
+    "logits": Lazy("cli.commands.logits:logits_command", cls=Command),
+    "version": Lazy("cli.commands.version:version_command", cls=Command),
+}
+"""The API commands of the main `lethe` app, in the order its help lists them."""
 
-def register(app: typer.Typer) -> None:
-    """Add the API commands to the main `lethe` app."""
-    app.command("unlearn", cls=Command)(unlearn_command)
-    app.command("evaluate", cls=Command)(evaluate_command)
-    app.command("study", cls=Command)(study_command)
-    app.command("methods", cls=Command)(methods_command)
-    app.command("logits", cls=Command)(logits_command)
-    app.command("version", cls=Command)(version_command)
-    app.add_typer(jobs_app, name="jobs")
-    app.add_typer(models_app, name="models")
-    app.add_typer(webhooks_app, name="webhooks")
+GROUPS = {
+    "jobs": Lazy("cli.commands.jobs:jobs_app"),
+    "models": Lazy("cli.commands.models:models_app"),
+    "webhooks": Lazy("cli.commands.webhooks:webhooks_app"),
+}
+"""The API command groups of the main `lethe` app."""

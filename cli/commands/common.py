@@ -12,6 +12,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from cli.lazy import defer_conversion, import_help_lightly
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 """client.DEFAULT_URL, repeated so that defining the options does not import the client."""
 
@@ -42,13 +44,21 @@ def one_line(exc: Exception) -> NoReturn:
 
 
 class OneLineUsage:
-    """Usage errors (missing argument, bad option value) as one "error:" line instead of a usage box."""
+    """Usage errors (missing argument, bad option value) as one "error:" line instead of a usage box.
+
+    Values are converted only when they need it, and help is rendered without what it never uses (cli.lazy).
+    """
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        defer_conversion(self.get_params(ctx))  # type: ignore[attr-defined]
         try:
             return super().parse_args(ctx, args)  # type: ignore[misc]
         except _UsageError as exc:
             one_line(exc)
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        import_help_lightly()
+        super().format_help(ctx, formatter)  # type: ignore[misc]
 
 
 class Command(OneLineUsage, TyperCommand):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ml.methods.bad_teacher import bad_teacher
 from ml.methods.gradient_ascent import gradient_ascent
-from ml.methods.l1_sparse import l1_sparse
+from ml.methods.l1_sparse import l1_penalty, l1_sparse
 from ml.methods.loops import (
     _augment,
     _distill_kl,
@@ -29,7 +29,7 @@ from ml.methods.loops import (
 from ml.methods.neggrad_plus import neggrad_plus
 from ml.methods.noise_reset import noise_reset, perturb
 from ml.methods.random_label import random_label, wrong_labels
-from ml.methods.salun import saliency_masks, salun
+from ml.methods.salun import masked_decay, saliency_masks, salun
 from ml.methods.scrub import scrub
 from ml.methods.ssd import dampen, importances, ssd
 
@@ -51,7 +51,9 @@ __all__ = [
     "dampen",
     "gradient_ascent",
     "importances",
+    "l1_penalty",
     "l1_sparse",
+    "masked_decay",
     "neggrad_plus",
     "noise_reset",
     "perturb",

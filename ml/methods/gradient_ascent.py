@@ -28,7 +28,7 @@ def gradient_ascent(model: nn.Module, data: UnlearnData, params: GradientAscentP
     lr = params.lr
     if params.scale_lr and len(data.forget_ids) < params.batch_size:
         lr *= len(data.forget_ids) / params.batch_size
-    with _gradient_hooks(model, lambda _, grad: -grad):
+    with _gradient_hooks(model, lambda _name, _p, grad: -grad):
         _fit(
             model,
             data,

@@ -6,6 +6,8 @@ Each method receives a private copy of the model from run() and may change it in
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -24,27 +26,37 @@ def l1_sparse(model: nn.Module, data: UnlearnData, params: L1SparseParams, run: 
     decaying gamma). The penalty's gradient gamma_e sign(theta) is added to every parameter's, all of them
     penalised as in its code; epoch e is read from the trainer's step count.
     """
-    steps_per_epoch = math.ceil(len(data.retain_ids) / params.batch_size)
+    with l1_penalty(model, params, steps_per_epoch=math.ceil(len(data.retain_ids) / params.batch_size)):
+        _fit(
+            model,
+            data,
+            data.retain_ids,
+            params,
+            run,
+            epochs=params.epochs,
+            lr=params.lr,
+            stage="l1_sparse",
+            index=STAGE_1,
+            progress=run.progress,
+        )
+    return model
+
+
+@contextmanager
+def l1_penalty(model: nn.Module, params: L1SparseParams, *, steps_per_epoch: int) -> Iterator[None]:
+    """l1-sparse's gradient while entered: gamma (1 - e / epochs) sign(theta) added to every parameter's.
+
+    Epoch e is read from the training forward passes `model` has made since entry. A pack passes its wide
+    network, whose one forward per step is every network's step.
+    """
     counter = _StepCounter(model)
 
-    def penalised(p: nn.Parameter, grad: torch.Tensor) -> torch.Tensor:
+    def penalised(_name: str, p: nn.Parameter, grad: torch.Tensor) -> torch.Tensor:
         epoch = (counter.steps - 1) // steps_per_epoch
         return grad + params.gamma * (1 - epoch / params.epochs) * p.detach().sign()
 
     try:
         with _gradient_hooks(model, penalised):
-            _fit(
-                model,
-                data,
-                data.retain_ids,
-                params,
-                run,
-                epochs=params.epochs,
-                lr=params.lr,
-                stage="l1_sparse",
-                index=STAGE_1,
-                progress=run.progress,
-            )
+            yield
     finally:
         counter.remove()
-    return model

@@ -98,13 +98,21 @@ def _require_classes(data: UnlearnData, method: str) -> None:
         raise ValueError(f"{method} compares class distributions and has no regression form")
 
 
+GradientRewrite = Callable[[str, nn.Parameter, torch.Tensor], torch.Tensor]
+"""A gradient hook's rewrite: (the parameter's name in the module, the parameter, its gradient) -> new gradient."""
+
+
 @contextmanager
-def _gradient_hooks(
-    model: nn.Module, rewrite: Callable[[nn.Parameter, torch.Tensor], torch.Tensor]
-) -> Iterator[None]:
-    """Rewrite every parameter's gradient as backward computes it, before the trainer's optimiser sees it."""
+def _gradient_hooks(model: nn.Module, rewrite: GradientRewrite) -> Iterator[None]:
+    """Rewrite every trainable parameter's gradient as backward computes it, before the optimiser sees it.
+
+    `model` is one network or a pack's wide one (ml/ensemble.py's PackedNet.net): an elementwise rewrite acts
+    on every network's slice of a packed tensor as on that network's own tensor.
+    """
     handles = [
-        p.register_hook(lambda grad, p=p: rewrite(p, grad)) for p in model.parameters() if p.requires_grad
+        p.register_hook(lambda grad, name=name, p=p: rewrite(name, p, grad))
+        for name, p in model.named_parameters()
+        if p.requires_grad
     ]
     try:
         yield

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from ml.ensemble import PackedNet, device_pack_size, fit_packed, train_packed
 from ml.methods.base import Run, UnlearnData, parse_params, registered
-from ml.methods.beyond import saliency_masks, wrong_labels
+from ml.methods.beyond import l1_penalty, masked_decay, saliency_masks, wrong_labels
 from ml.methods.packing import PACKED_METHODS
 from ml.methods.params import (
     FinetuneParams,
@@ -195,23 +195,6 @@ def _fit(
     )
 
 
-@contextmanager
-def _gradient_hooks(
-    module: nn.Module, rewrite: Callable[[str, nn.Parameter, torch.Tensor], torch.Tensor]
-) -> Iterator[None]:
-    """Rewrite every parameter's gradient (by name) as backward computes it, before the optimiser sees it."""
-    handles = [
-        p.register_hook(lambda grad, name=name, p=p: rewrite(name, p, grad))
-        for name, p in module.named_parameters()
-        if p.requires_grad
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @_register("retrain")
 def retrain(
     models: list[nn.Module], data: UnlearnData, params: RetrainParams, pack: PackRun
@@ -291,24 +274,8 @@ def l1_sparse(
     """Fine-tune on retain with gamma (1 - e / epochs) sign(theta) added to every gradient, e read from the steps."""
     steps_per_epoch = math.ceil(len(data.retain_ids) / params.batch_size)
 
-    @contextmanager
-    def penalty(packed: PackedNet) -> Iterator[None]:
-        steps = [0]
-
-        def count(module: nn.Module, _: tuple[torch.Tensor, ...]) -> None:
-            if module.training:
-                steps[0] += 1
-
-        def penalised(_name: str, p: nn.Parameter, grad: torch.Tensor) -> torch.Tensor:
-            epoch = (steps[0] - 1) // steps_per_epoch
-            return grad + params.gamma * (1 - epoch / params.epochs) * p.detach().sign()
-
-        counter = packed.net.register_forward_pre_hook(count)
-        try:
-            with _gradient_hooks(packed.net, penalised):
-                yield
-        finally:
-            counter.remove()
+    def penalty(packed: PackedNet) -> AbstractContextManager[None]:
+        return l1_penalty(packed.net, params, steps_per_epoch=steps_per_epoch)
 
     _fit(
         models,
@@ -335,18 +302,16 @@ def salun(models: list[nn.Module], data: UnlearnData, params: SalUnParams, pack:
     dataset = data.dataset
     n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
     first, second = pack.run().stages([n_forget, params.epochs * (n_retain + n_forget)])
-    by_param = saliency_masks(models[0], data, params.sparsity, params.batch_size, pack.run(), first)
-    masks = {name: by_param[p] for name, p in models[0].named_parameters() if p.requires_grad}
+    masks = saliency_masks(models[0], data, params.sparsity, params.batch_size, pack.run(), first)
     kept = dataset.train_y[data.retain_ids]
     labels = [
         np.concatenate([kept, random_labels(dataset, n_forget, np.random.default_rng(seed))])
         for seed in pack.seeds_for(DRAWS)
     ]
-    decay = params.weight_decay
 
     def masked(packed: PackedNet) -> AbstractContextManager[None]:
         wide = {name: packed.stack(name, [mask] * packed.k) for name, mask in masks.items()}
-        return _gradient_hooks(packed.net, lambda name, p, grad: wide[name] * (grad + decay * p.detach()))
+        return masked_decay(packed.net, wide, params.weight_decay)
 
     _fit(
         models,

@@ -5,6 +5,9 @@ Each method receives a private copy of the model from run() and may change it in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+
 import numpy as np
 import torch
 from torch import nn
@@ -18,13 +21,15 @@ from ml.trainer import Progress
 
 def saliency_masks(
     model: nn.Module, data: UnlearnData, sparsity: float, batch_size: int, run: Run, progress: Progress | None
-) -> dict[nn.Parameter, torch.Tensor]:
-    """SalUn's mask: the `sparsity` share of all weights with the largest |gradient| of the forget loss.
+) -> dict[str, torch.Tensor]:
+    """SalUn's mask, by parameter name: the `sparsity` share of all weights with the largest |gradient| of the
+    forget loss.
 
     The gradient is summed over batches of the forget set in eval mode, as SalUn's generate_mask.py does;
     the ranking is global over every parameter tensor, ties broken by position.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     total = [torch.zeros_like(p) for p in params]
     for grads in batch_gradients(
         model, data, data.forget_ids, batch_size, run, progress=progress, stage="saliency"
@@ -37,8 +42,20 @@ def saliency_masks(
     if k:
         keep[torch.topk(flat, k, sorted=False).indices] = True
     return {
-        p: mask.view_as(p) for p, mask in zip(params, keep.split([p.numel() for p in params]), strict=True)
+        name: mask.view_as(p)
+        for (name, p), mask in zip(named, keep.split([p.numel() for p in params]), strict=True)
     }
+
+
+def masked_decay(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], weight_decay: float
+) -> AbstractContextManager[None]:
+    """SalUn's gradient while entered: mask * (gradient + weight_decay * theta), the mask by parameter name.
+
+    The optimiser then runs without weight decay, so weights outside the mask never move. A pack passes its
+    wide network and each mask stacked once per network (the same mask for all).
+    """
+    return _gradient_hooks(model, lambda name, p, grad: masks[name] * (grad + weight_decay * p.detach()))
 
 
 @register_method("salun")
@@ -56,8 +73,7 @@ def salun(model: nn.Module, data: UnlearnData, params: SalUnParams, run: Run) ->
     first, second = run.stages([n_forget, params.epochs * (n_retain + n_forget)])
     masks = saliency_masks(model, data, params.sparsity, params.batch_size, run, first)
     noise = random_labels(dataset, n_forget, np.random.default_rng(run.seed_for(DRAWS)))
-    decay = params.weight_decay
-    with _gradient_hooks(model, lambda p, grad: masks[p] * (grad + decay * p.detach())):
+    with masked_decay(model, masks, params.weight_decay):
         _fit(
             model,
             data,

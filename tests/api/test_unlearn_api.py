@@ -231,3 +231,36 @@ def test_forget_a_whole_class(client, model):
         "/evaluations", json={"model_id": "m1", "forget_class": 0, "method": "none", "n_models": 1}
     )
     assert ev.status_code == 202
+
+
+def test_unlearn_writes_in_one_flush_and_publishes_without_reading_the_job(client, model):
+    """The job's `queued` event goes out with the other rows; neither the job metrics nor the publish
+    read the job back (its kind is known), and a tenant without webhooks gets one lookup, no deliveries."""
+    from sqlalchemy import event
+
+    from core.db import get_engine
+    from core.jobmetrics import QUEUED
+
+    statements: list[str] = []
+
+    def record(*args) -> None:
+        statements.append(" ".join(args[2].split()))
+
+    queued_before = QUEUED.labels("unlearn")._value.get()
+    event.listen(get_engine(), "before_cursor_execute", record)
+    try:
+        r = client.post("/unlearn", json={"model_id": model, "forget_ids": [1, 2], "method": "none"})
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", record)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert len([s for s in statements if s.startswith("INSERT INTO audit_events")]) == 1
+    assert [s for s in statements if "FROM jobs WHERE jobs.id" in s] == []
+    assert len([s for s in statements if "FROM webhooks" in s]) == 1
+    assert QUEUED.labels("unlearn")._value.get() == queued_before + 1
+    with session_scope() as session:
+        events = session.execute(
+            select(AuditEvent.object_type, AuditEvent.event).order_by(AuditEvent.id)
+        ).all()
+        assert [tuple(e) for e in events][-2:] == [("forget_request", "received"), ("job", "queued")]
+        assert session.get(Job, job_id).kind == "unlearn"

@@ -1,4 +1,5 @@
-"""`lethe` starts light: --help and simple commands import neither torch nor the server's code.
+"""`lethe` starts light: --help and simple commands import neither torch nor the server's code, and a command
+imports only its own module, the client only when it talks to the API, pydantic only when it validates.
 
 benchmarks/bench_cli.py measures the start; this keeps the imports that made it slow from coming back.
 """
@@ -15,7 +16,21 @@ from tests.client import serve
 from tests.conftest import REPO
 
 HEAVY = ("torch", "numpy", "scipy", "sqlalchemy", "celery", "fastapi", "api", "core", "ml", "worker")
-CLIENT = ("client", "httpx")  # pydantic too, but typer imports it to convert a command's arguments
+CLIENT = ("client", "httpx", "pydantic")
+HELP_UNUSED = ("rich.markdown", "markdown_it", "pygments", "rich.traceback", "attr")
+"""What typer's help renderer imports for markup mode "markdown" and for pretty tracebacks (cli.lazy)."""
+COMMAND_MODULES = (
+    "cli.commands.jobs",
+    "cli.commands.models",
+    "cli.commands.unlearning",
+    "cli.commands.logits",
+    "cli.commands.webhooks",
+    "cli.commands.version",
+    "cli.epsilon",
+    "cli.datasets",
+    "cli.tenants",
+    "cli.certificate",
+)
 
 PROBE = """
 import json, sys
@@ -24,12 +39,12 @@ try:
     app(sys.argv[1:], prog_name="lethe")
 except SystemExit:
     pass
-sys.stderr.write("\\nMODULES " + json.dumps(sorted({m.split(".")[0] for m in sys.modules})) + "\\n")
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
 """
 
 
 def imported(*args: str, env: dict[str, str] | None = None) -> set[str]:
-    """The top-level packages loaded by the time `lethe ARGS` has run, in a fresh interpreter."""
+    """The modules, and their top-level packages, loaded by the time `lethe ARGS` has run, in a fresh interpreter."""
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         capture_output=True,
@@ -38,18 +53,36 @@ def imported(*args: str, env: dict[str, str] | None = None) -> set[str]:
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **(env or {})},
         timeout=120,
     )
-    line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES "))
-    return set(json.loads(line.removeprefix("MODULES ")))
+    line = next((line for line in proc.stderr.splitlines() if line.startswith("MODULES ")), None)
+    assert line is not None, proc.stderr[-2000:]
+    modules = set(json.loads(line.removeprefix("MODULES ")))
+    return modules | {m.split(".")[0] for m in modules}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["jobs", "list", "--help"], ["epsilon", "--help"], ["version"]])
-def test_help_and_version_import_neither_torch_nor_the_client(args):
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], [], ["jobs", "--help"], ["jobs", "list", "--help"], ["epsilon", "--help"], ["version"]],
+)
+def test_help_and_version_import_neither_torch_nor_the_client_nor_pydantic(args):
     loaded = imported(*args)
     assert "typer" in loaded
-    assert loaded.isdisjoint(HEAVY + CLIENT), sorted(loaded & set(HEAVY + CLIENT))
+    unwanted = set(HEAVY + CLIENT + HELP_UNUSED + ("typer._adapters",))
+    assert loaded.isdisjoint(unwanted), sorted(loaded & unwanted)
 
 
-def test_jobs_list_imports_the_client_but_nothing_of_the_server():
+def test_help_lists_every_command_and_so_imports_them_all():
+    loaded = imported("--help")
+    assert set(COMMAND_MODULES) <= loaded, sorted(set(COMMAND_MODULES) - loaded)
+
+
+def test_a_command_imports_its_own_module_and_no_other_command():
+    loaded = imported("version")
+    assert "cli.commands.version" in loaded
+    others = set(COMMAND_MODULES) - {"cli.commands.version"}
+    assert loaded.isdisjoint(others), sorted(loaded & others)
+
+
+def test_jobs_list_imports_the_client_but_nothing_of_the_server_nor_of_other_commands():
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -59,9 +92,11 @@ def test_jobs_list_imports_the_client_but_nothing_of_the_server():
 
     with serve(Starlette(routes=[Route("/jobs", jobs)])) as url:
         loaded = imported("jobs", "list", env={"LETHE_URL": url, "LETHE_API_KEY": "k"})
-    assert {*CLIENT, "pydantic", "httpcore"} <= loaded
-    unused = ("trio", "click", "pygments")  # httpcore's trio support, httpx's own command line
-    assert loaded.isdisjoint(HEAVY + unused), sorted(loaded & set(HEAVY + unused))
+    assert {*CLIENT, "httpcore", "cli.commands.jobs"} <= loaded
+    # httpcore's trio support, httpx's own command line, the asyncio client, typer's argument converters
+    unused = ("trio", "click", "pygments", "asyncio", "client.aio", "typer._adapters")
+    others = tuple(m for m in COMMAND_MODULES if m != "cli.commands.jobs")
+    assert loaded.isdisjoint(HEAVY + unused + others), sorted(loaded & set(HEAVY + unused + others))
 
 
 def test_leaving_out_unused_modules_leaves_them_importable():
