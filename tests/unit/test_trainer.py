@@ -307,3 +307,31 @@ def test_a_recipe_cut_to_fewer_epochs_scales_its_milestones_and_drops_those_out_
         exclude={"epochs", "milestones"}
     )
     assert study.cut_to(10).epochs == 10 and study.epochs == 100
+
+
+@pytest.mark.parametrize("side, channels_last", [(8, False), (16, True)])
+def test_the_fast_path_lays_out_channels_last_only_for_images_16_pixels_a_side(side, channels_last) -> None:
+    """On 8x8 images ResNet-18's last stage is 1x1, where inductor's CUDA graphs failed on channels_last
+    weights (tests/gpu); there the weights stay contiguous during training, and wider images still get it."""
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(
+        "rgb",
+        rng.integers(0, 256, (32, 3, side, side), dtype=np.uint8),
+        rng.integers(0, 10, 32),
+        rng.integers(0, 256, (8, 3, side, side), dtype=np.uint8),
+        rng.integers(0, 10, 8),
+        10,
+        (0.5, 0.5, 0.5),
+        (0.25, 0.25, 0.25),
+    )
+    torch.manual_seed(0)
+    model = build_model(ARCH, 10, 3)
+    seen: list[bool] = []
+
+    def progress(_event: ProgressEvent) -> None:
+        convs = [p for p in model.parameters() if p.dim() == 4]
+        seen.append(all(p.is_contiguous(memory_format=torch.channels_last) for p in convs))
+
+    fit(model, data, None, epochs=1, lr=0.01, batch_size=16, seed=0, fast=True, progress=progress)
+    assert seen and set(seen) == {channels_last}
+    assert all(p.is_contiguous() for p in model.parameters())  # handed back plain either way
