@@ -217,15 +217,14 @@ def serve(
     worker: bool = False,
     env: Mapping[str, str] | None = None,
     apps: Mapping[str, Sequence[str]] | None = None,
-    port: int | None = None,
 ) -> Iterator[Service]:
     """The service on a fresh, migrated database of one backend, until the block ends; then stopped and removed.
 
     Registers digits and an API key, and a ready model of that name with `model`. Each of `apps` (name:
     uvicorn's arguments after the port; by default one server, "api", serving the real app) is served by
-    `uvicorn --host 127.0.0.1 --port P`, the first on `port` when given, the others on free ports; `worker`
-    adds `lethe up`'s worker (concurrency 1). All run with service_env plus `env`, on this run's own queue
-    and home under a temporary folder named after `label`, and die with the benchmark. The block starts
+    `uvicorn --host 127.0.0.1 --port P` on a free port; `worker` adds `lethe up`'s worker (concurrency 1).
+    All run with service_env plus `env`, on this run's own queue and home under a temporary folder named
+    after `label`, and die with the benchmark. The block starts
     once every server answers /health. When it raises, every process's log goes to stderr.
     """
     import httpx
@@ -244,8 +243,8 @@ def serve(
             full_env = service_env(backend, tmp / "home", db_url, queue, **(env or {}))
             servers: dict[str, subprocess.Popen[bytes]] = {}
             urls: dict[str, str] = {}
-            for i, (name, app) in enumerate((apps or {"api": API_APP}).items()):
-                at = port if port is not None and i == 0 else free_port()
+            for name, app in (apps or {"api": API_APP}).items():
+                at = free_port()
                 servers[name] = procs.start(name, [*UVICORN, "--port", str(at), *app], full_env)
                 urls[name] = f"http://127.0.0.1:{at}"
             if worker:
