@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import json
+import time
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -256,8 +257,8 @@ def test_a_server_that_is_not_there_is_a_connection_failure():
         api.list_methods()
 
 
-def _stand_in(handler) -> Client:
-    return Client("http://lethe.test", api_key="k-123", transport=httpx.MockTransport(handler))
+def _stand_in(handler, **options) -> Client:
+    return Client("http://lethe.test", api_key="k-123", transport=httpx.MockTransport(handler), **options)
 
 
 def test_statuses_the_local_server_does_not_produce_and_the_api_key_header():
@@ -275,7 +276,8 @@ def test_statuses_the_local_server_does_not_produce_and_the_api_key_header():
             return httpx.Response(200, json={"unexpected": True})
         return httpx.Response(502, text="bad gateway")
 
-    with _stand_in(handler) as api:
+    # A Retry-After beyond max_retry_wait is raised at once, with the wait it asked for.
+    with _stand_in(handler, max_retry_wait=10) as api:
         health = api.health()
         assert health.status == "down" and not health.ok and health.broker == "down"
         with pytest.raises(RateLimited, match="slow down") as limited:
@@ -287,6 +289,27 @@ def test_statuses_the_local_server_does_not_produce_and_the_api_key_header():
         with pytest.raises(LetheError, match="unexpected answer to GET /datasets"):
             api.list_datasets()
     assert {r.headers["X-API-Key"] for r in seen} == {"k-123"}
+    assert [r.url.path for r in seen].count("/models") == 1
+
+
+def test_a_retry_after_within_the_limit_is_waited_then_retried():
+    """429 with a short Retry-After: the request is sent again until it passes, or the retries run out."""
+    answers = iter([429, 429, 200, 429, 429, 429, 429])
+    sent: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(time.monotonic())
+        status = next(answers)
+        if status == 429:
+            return httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "0.2"})
+        return httpx.Response(200, json={"data": [], "count": 0})
+
+    with _stand_in(handler, retries=3) as api:
+        assert api.list_models().count == 0
+        assert len(sent) == 3 and sent[2] - sent[0] >= 0.4  # two waits of 0.2 s
+        with pytest.raises(RateLimited, match="slow down"):
+            api.list_models()
+    assert len(sent) == 3 + 4  # the first try and three retries
 
 
 def test_requests_carry_the_documented_paths_and_bodies():
