@@ -146,6 +146,9 @@ class LetheUp:
                 "LETHE_DEVICE": "cpu",
                 "LETHE_HEARTBEAT_SECONDS": "1",
                 "LETHE_WORKER_STOP_SECONDS": "10",
+                # The demo model trains first on a new home; kept tiny, it does not hold up the test's job.
+                "LETHE_DEMO_EPOCHS": "1",
+                "LETHE_DEMO_WIDTH": "4",
                 **(extra_env or {}),
             }
         )
@@ -213,7 +216,7 @@ def test_nothing_outlives_lethe_up_and_the_running_job_runs_on_the_next_start(ho
     up = LetheUp(home, log)
     lethe_up.append(up)
     up.wait_healthy()
-    r = up.http.post("/models", json={"dataset": "digits", "arch": {"width": 8}, "recipe": {"epochs": 40}})
+    r = up.http.post("/models", json={"dataset": "digits", "arch": {"width": 8}, "recipe": {"epochs": 16}})
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     wait_for(
