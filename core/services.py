@@ -49,7 +49,8 @@ def validate_method(
     try:
         spec = method_spec(method)
     except UnknownMethod as exc:
-        raise InvalidInput("method", str(exc)) from None
+        valid = sorted([*exc.valid, AUTO]) if allow_auto else exc.valid
+        raise InvalidInput("method", f"unknown method {exc.name!r}; valid: {', '.join(valid)}") from None
     return validate_spec(spec.params, params, "params").model_dump(mode="json")
 
 
