@@ -8,6 +8,7 @@ the write lock.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -72,23 +73,45 @@ class TenantCache:
 
 TENANTS = TenantCache()
 
+_LOOKUPS: dict[tuple[int, str], asyncio.Task[str | None]] = {}
+"""Lookups in flight, by (event loop, key digest): when a key's cache entry expires, every client using the
+key misses at once; one lookup (its own task, so that no request's disconnect cancels it) answers them all,
+one database query and one worker thread instead of one each."""
+
 
 def _lookup(key_digest: str) -> str | None:
     with read_session() as session:
-        return tenant_for_digest(session, key_digest)
+        tenant = tenant_for_digest(session, key_digest)
+    if tenant is not None:
+        TENANTS.put(key_digest, tenant)
+    return tenant
+
+
+async def _tenant_of(key_digest: str) -> str | None:
+    """The tenant of a key digest from the cache, else from the database, one lookup per digest at a time."""
+    tenant = TENANTS.get(key_digest)
+    if tenant is not None:
+        return tenant
+    loop = asyncio.get_running_loop()
+    slot = (id(loop), key_digest)
+    task = _LOOKUPS.get(slot)
+    if task is None:
+        task = loop.create_task(run_in_threadpool(_lookup, key_digest))
+        _LOOKUPS[slot] = task
+        task.add_done_callback(lambda done: _lookup_done(slot, done))
+    return await asyncio.shield(task)
+
+
+def _lookup_done(slot: tuple[int, str], task: asyncio.Task[str | None]) -> None:
+    _LOOKUPS.pop(slot, None)
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed lookup whose callers all left must not warn as unretrieved
 
 
 async def get_tenant(key: Annotated[str | None, Security(API_KEY)]) -> str:
     """The caller's tenant, from the X-API-Key header; 401 when it is missing or unknown, 429 when the
     tenant is over its rate limit (one dependency for both, as every dependency adds to each request's cost)."""
-    tenant = None
-    if key:
-        key_digest = digest(key)
-        tenant = TENANTS.get(key_digest)
-        if tenant is None:
-            tenant = await run_in_threadpool(_lookup, key_digest)
-            if tenant is not None:
-                TENANTS.put(key_digest, tenant)
+    tenant = await _tenant_of(digest(key)) if key else None
     if tenant is None:
         raise HTTPException(
             status_code=401,
