@@ -15,6 +15,7 @@ from api.idempotency import Created, IdempotencyHeader, accepted_headers, idempo
 from api.schemas import UnlearnCreate, UnlearnCreated
 from core import services, unlearn_fast
 from core.db import get_sessionmaker, poll_pool
+from core.queue import DISPATCHER
 from core.quotas import check_tenant_queue
 
 router = APIRouter(tags=["unlearn"])
@@ -64,9 +65,8 @@ async def unlearn(
                 answer,
                 status_code=202,
                 headers=accepted_headers(202, answer),
-                background=BackgroundTask(
-                    services.publish_jobs, [stored.job_id], kinds={stored.job_id: unlearn_fast.KIND}
-                ),
+                # Once the answer is out, from the process's dispatcher thread, batched with other requests'.
+                background=BackgroundTask(DISPATCHER.publish_async, stored.job_id, unlearn_fast.KIND),
             )
     return await run_in_threadpool(_unlearn_in_session, body, tenant, idempotency_key)
 
