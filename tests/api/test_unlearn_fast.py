@@ -271,3 +271,36 @@ def test_a_forget_set_that_may_leave_nothing_goes_the_usual_way(client, model, m
         )
     refused = client.post("/unlearn", json={**BODY, "forget_ids": [0]})
     assert refused.status_code == 422 and "nothing would be left" in refused.json()["detail"][0]["msg"]
+
+
+def test_the_fast_path_publishes_the_job_with_its_task_sent_event_for_flower(client, model):
+    """The dispatcher's batches carry the task-sent event Flower shows tasks from, as send_task alone did."""
+    import asyncio
+    import threading
+
+    from core.queue import DISPATCHER, get_celery
+
+    r = client.post("/unlearn", json=BODY)
+    assert r.status_code == 202
+    job_id = r.json()["job_id"]
+    app = get_celery()
+    seen = threading.Event()
+
+    def on_sent(event: dict) -> None:
+        if event.get("uuid") == job_id and event.get("queue", "").endswith(".forget"):
+            seen.set()
+            receiver.should_stop = True
+
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={"task-sent": on_sent})
+        listener = threading.Thread(
+            target=receiver.capture, kwargs={"limit": None, "timeout": 60}, daemon=True
+        )
+        listener.start()
+        for _ in range(60):  # events are fire-and-forget: publish again until the listener is subscribed
+            asyncio.run(DISPATCHER.publish_async(job_id, unlearn_fast.KIND))
+            if seen.wait(0.5):
+                break
+        receiver.should_stop = True
+        listener.join(10)
+    assert seen.is_set()
