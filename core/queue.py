@@ -185,7 +185,8 @@ class Dispatcher:
     A request adds its job to a queue (no thread hop of its own), and the thread sends whatever has
     gathered meanwhile through one producer from Celery's pool, in one pipeline of broker commands
     (kombu's Producer.batch): the messages and their task-sent events for Flower, as send_task writes them.
-    A batch that fails is sent again one message at a time; a message that still fails leaves its job
+    A batch that fails (a connection gone stale when Redis restarted) is sent again one message at a time,
+    through send_task's own retries; a message that still fails leaves its job and the rest of the batch
     queued, for the maintenance sweep to publish again (core.maintenance.lost_messages), as before."""
 
     def __init__(self) -> None:
@@ -250,7 +251,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def send_batch(jobs: list[tuple[str, str | None]]) -> None:
-    """Publish jobs through one producer in one pipeline; on failure each on its own, logging what fails."""
+    """Publish jobs through one producer in one pipeline; on failure one at a time, until one fails too."""
     app = get_celery()
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=2 * PUBLISH_BATCH):
@@ -261,11 +262,17 @@ def send_batch(jobs: list[tuple[str, str | None]]) -> None:
         log.warning(
             "publishing %d jobs together failed; publishing them one by one", len(jobs), exc_info=True
         )
-    for job_id, kind in jobs:
+    for i, (job_id, kind) in enumerate(jobs):
         try:
-            publish_job(job_id, kind)
+            publish_job(job_id, kind)  # with send_task's own retries, reconnecting if need be
         except Exception:
-            log.exception("publishing job %s failed; it stays queued", job_id)
+            # The broker is away: trying the rest would hold the dispatcher up for as long again each.
+            log.exception(
+                "publishing job %s failed; it and the %d after it stay queued for the sweep",
+                job_id,
+                len(jobs) - i - 1,
+            )
+            return
 
 
 DISPATCHER = Dispatcher()

@@ -211,13 +211,18 @@ def test_a_batch_that_fails_is_sent_one_by_one_and_a_failure_leaves_the_job_to_t
         return real(job_id, kind, producer)
 
     monkeypatch.setattr(queue, "publish_job", fail_one)
+    # One by one until one fails: the rest wait for the sweep rather than hold the dispatcher up.
+    queue.send_batch([("b-4", "train"), ("b-3", "unlearn"), ("b-5", "unlearn")])
+    ids = {m["headers"]["id"] for m in _queued_messages(pg_env["LETHE_BROKER_URL"])}
+    assert "b-4" in ids and not {"b-3", "b-5"} & ids
+    assert "publishing job b-3 failed; it and the 1 after it stay queued" in caplog.text
     dispatcher = queue.Dispatcher()
 
     async def publish() -> None:
         await asyncio.gather(
-            dispatcher.publish_async("b-3", "unlearn"), dispatcher.publish_async("b-4", "train")
+            dispatcher.publish_async("b-3", "unlearn"), dispatcher.publish_async("b-6", "train")
         )
 
-    asyncio.run(asyncio.wait_for(publish(), 10))  # both answered: neither waits for the sweep
-    ids = {m["headers"]["id"] for m in _queued_messages(pg_env["LETHE_BROKER_URL"])}
-    assert "b-4" in ids and "b-3" not in ids and "publishing job b-3 failed" in caplog.text
+    asyncio.run(
+        asyncio.wait_for(publish(), 10)
+    )  # both answered, the failed one too: neither waits for the sweep
