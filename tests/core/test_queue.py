@@ -226,3 +226,17 @@ def test_a_batch_that_fails_is_sent_one_by_one_and_a_failure_leaves_the_job_to_t
     asyncio.run(
         asyncio.wait_for(publish(), 10)
     )  # both answered, the failed one too: neither waits for the sweep
+
+
+def test_without_kombus_batches_the_dispatcher_sends_each_message_through_one_producer(
+    pg_env, monkeypatch, caplog
+):
+    """kombu before 5.7 has no Producer.batch: the messages still go, without a warning each time."""
+    from kombu import messaging
+
+    from core import queue
+
+    monkeypatch.delattr(messaging.Producer, "batch")
+    queue.send_batch([("o-1", "unlearn"), ("o-2", "train")])
+    assert {m["headers"]["id"] for m in _queued_messages(pg_env["LETHE_BROKER_URL"])} == {"o-1", "o-2"}
+    assert "one by one" not in caplog.text
