@@ -6,8 +6,14 @@ the job's state. No result backend.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
 from functools import lru_cache
-from queue import Empty
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from celery import Celery
@@ -16,6 +22,8 @@ from kombu.exceptions import ChannelError
 from kombu.utils.scheduling import FairCycle
 
 from core.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 RUN_JOB = "lethe.run_job"
 
@@ -149,8 +157,10 @@ VISIBILITY_TIMEOUT = max(TIME_LIMITS.values()) + 3600
 """Redis redelivers an unacknowledged message after this: above every hard limit, or a job would run twice."""
 
 
-def publish_job(job_id: str, kind: str | None = None) -> None:
-    """Send the job id to the workers; the task id is the job id, with the kind's time limits."""
+def publish_job(job_id: str, kind: str | None = None, producer: Any = None) -> None:
+    """Send the job id to the workers; the task id is the job id, with the kind's time limits.
+
+    `producer`: one already acquired (Celery's producer pool), whose batch the message may join."""
     hard = TIME_LIMITS.get(kind or "", DEFAULT_TIME_LIMIT)
     get_celery().send_task(
         RUN_JOB,
@@ -159,7 +169,121 @@ def publish_job(job_id: str, kind: str | None = None) -> None:
         queue=queue_for(kind),
         soft_time_limit=hard - 60,
         time_limit=hard,
+        producer=producer,
     )
+
+
+PUBLISH_BATCH = 256
+"""The most messages one trip to the broker carries (each with its task-sent event)."""
+PUBLISH_WAIT_S = 30.0
+"""How long publish_async waits for its message to go out; past it the job is left to the sweep."""
+
+
+class Dispatcher:
+    """Publishes job ids handed over by the event loop from one thread of the process, in batches.
+
+    A request adds its job to a queue (no thread hop of its own), and the thread sends whatever has
+    gathered meanwhile through one producer from Celery's pool, in one pipeline of broker commands
+    (kombu's Producer.batch): the messages and their task-sent events for Flower, as send_task writes them.
+    A batch that fails (a connection gone stale when Redis restarted) is sent again one message at a time,
+    through send_task's own retries; a message that still fails leaves its job and the rest of the batch
+    queued, for the maintenance sweep to publish again (core.maintenance.lost_messages), as before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: SimpleQueue[tuple[str, str | None, Callable[[], None]]] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def submit(self, job_id: str, kind: str | None, done: Callable[[], None]) -> None:
+        """Publish the job soon; `done` is called from the dispatcher's thread once it was tried."""
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            self._start()
+        self._queue.put((job_id, kind, done))
+
+    async def publish_async(self, job_id: str, kind: str | None) -> None:
+        """Publish the job and wait (on the event loop, costing it nothing meanwhile) until it was tried."""
+        loop = asyncio.get_running_loop()
+        sent = loop.create_future()
+        self.submit(job_id, kind, lambda: loop.call_soon_threadsafe(_resolve, sent))
+        try:
+            await asyncio.wait_for(sent, PUBLISH_WAIT_S)
+        except TimeoutError:
+            log.warning(
+                "publishing job %s took over %gs; the sweep publishes it if it was lost",
+                job_id,
+                PUBLISH_WAIT_S,
+            )
+
+    def _start(self) -> None:
+        with self._lock:
+            thread = self._thread
+            if thread is not None and self._pid == os.getpid() and thread.is_alive():
+                return
+            if self._pid != os.getpid():
+                self._queue = SimpleQueue()  # a forked child: what the parent had queued is the parent's
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="lethe-publish", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            batch = [queue.get()]
+            while len(batch) < PUBLISH_BATCH:
+                try:
+                    batch.append(queue.get_nowait())
+                except Empty:
+                    break
+            try:
+                send_batch([(job_id, kind) for job_id, kind, _ in batch])
+            except Exception:  # the app itself could not be built: the sweep publishes them later
+                log.exception("publishing %d jobs failed; they stay queued", len(batch))
+            for *_, done in batch:
+                with contextlib.suppress(RuntimeError):  # the waiting event loop has closed: nobody waits
+                    done()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _batch(producer: Any) -> contextlib.AbstractContextManager[Any]:
+    """kombu's Producer.batch (kombu 5.7) where there is one; before it, each message goes on its own, still
+    through the one producer."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=2 * PUBLISH_BATCH) if batch is not None else contextlib.nullcontext()
+
+
+def send_batch(jobs: list[tuple[str, str | None]]) -> None:
+    """Publish jobs through one producer in one pipeline; on failure one at a time, until one fails too."""
+    app = get_celery()
+    try:
+        with app.producer_or_acquire() as producer, _batch(producer):
+            for job_id, kind in jobs:
+                publish_job(job_id, kind, producer)
+        return
+    except Exception:
+        log.warning(
+            "publishing %d jobs together failed; publishing them one by one", len(jobs), exc_info=True
+        )
+    for i, (job_id, kind) in enumerate(jobs):
+        try:
+            publish_job(job_id, kind)  # with send_task's own retries, reconnecting if need be
+        except Exception:
+            # The broker is away: trying the rest would hold the dispatcher up for as long again each.
+            log.exception(
+                "publishing job %s failed; it and the %d after it stay queued for the sweep",
+                job_id,
+                len(jobs) - i - 1,
+            )
+            return
+
+
+DISPATCHER = Dispatcher()
+"""The process's dispatcher (its thread starts with the first job handed to it)."""
 
 
 def queue_length() -> int:

@@ -233,13 +233,20 @@ def test_forget_a_whole_class(client, model):
     assert ev.status_code == 202
 
 
-def test_unlearn_writes_in_one_flush_and_publishes_without_reading_the_job(client, model):
-    """The job's `queued` event goes out with the other rows; neither the job metrics nor the publish
-    read the job back (its kind is known), and a tenant without webhooks gets one lookup, no deliveries."""
+def test_unlearn_writes_in_one_flush_and_publishes_without_reading_the_job(client, model, monkeypatch):
+    """The usual way (here forced: the Postgres fast path is tested in test_unlearn_fast.py): the job's
+    `queued` event goes out with the other rows; neither the job metrics nor the publish read the job back
+    (its kind is known), and a tenant without webhooks gets one lookup, no deliveries."""
     from sqlalchemy import event
 
+    from core import unlearn_fast
     from core.db import get_engine
     from core.jobmetrics import QUEUED
+
+    async def usual_way(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(unlearn_fast, "create_unlearn_async", usual_way)
 
     statements: list[str] = []
 

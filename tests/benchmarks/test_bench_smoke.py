@@ -76,3 +76,20 @@ def test_bench_queue_times_each_interval() -> None:
             figures = record[key]
             assert 0 <= figures["min"] <= figures["median"] <= figures["p90"] <= figures["max"], record
         assert record["post_to_succeeded_s"]["median"] > 0
+
+
+def test_bench_publish_reports_cpu_per_message_for_each_way() -> None:
+    if not os.environ.get("LETHE_TEST_BROKER_URL"):
+        pytest.skip("LETHE_TEST_BROKER_URL is not set")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env["LETHE_BENCH_BROKER_URL"] = os.environ["LETHE_TEST_BROKER_URL"]
+    done = run_benchmark("bench_publish.py", "--messages", "64", env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [(line["way"], line["batch"]) for line in lines] == [
+        ("send_task one at a time", None),
+        ("dispatcher batch", 1),
+        ("dispatcher batch", 4),
+        ("dispatcher batch", 32),
+    ]
+    assert all(line["bench"] == "publish" and line["cpu_us_per_message"] > 0 for line in lines)

@@ -129,3 +129,114 @@ def test_a_consumer_takes_every_forget_message_before_any_other(backend, tmp_pat
             conn.default_channel.queue_delete(name)
     get_celery.cache_clear()
     assert taken == ["unlearn"] * 3 + ["train"] * 3
+
+
+def _queued_messages(url: str) -> list[dict]:
+    import json
+
+    import redis
+
+    broker = redis.Redis.from_url(url)
+    return [json.loads(m) | {"queue": q} for q in worker_queues() for m in broker.lrange(q, 0, -1)]
+
+
+def test_the_dispatcher_sends_a_batch_in_one_pipeline_with_its_task_sent_events(pg_env, monkeypatch):
+    """Jobs handed over together go out in one trip (kombu's Producer.batch): each on its kind's queue
+    with its time limits, and each with the task-sent event send_task writes (Flower's)."""
+    import asyncio
+
+    from redis.client import Pipeline, Redis
+
+    from core.queue import DISPATCHER, TIME_LIMITS, send_batch
+
+    commands: list[str] = []
+    trips: list[list[str]] = []
+    plain, piped = Redis.execute_command, Pipeline.execute
+
+    def execute_command(self, *args, **kwargs):
+        if not isinstance(self, Pipeline):
+            commands.append(str(args[0]).upper())
+        return plain(self, *args, **kwargs)
+
+    def execute(self, *args, **kwargs):
+        trips.append([str(c[0][0]).upper() for c in self.command_stack])
+        return piped(self, *args, **kwargs)
+
+    monkeypatch.setattr(Redis, "execute_command", execute_command)
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    jobs = [("j-1", "unlearn"), ("j-2", "train"), ("j-3", "unlearn")]
+    send_batch(jobs)
+    assert "LPUSH" not in commands and "PUBLISH" not in commands
+    # The messages and their task-sent events in one trip (others declare the queues, once per connection).
+    assert [t for t in trips if "LPUSH" in t] == [["LPUSH", "PUBLISH"] * 3]
+    queued = {m["headers"]["id"]: m for m in _queued_messages(pg_env["LETHE_BROKER_URL"])}
+    assert set(queued) == {"j-1", "j-2", "j-3"}
+    for job_id, kind in jobs:
+        assert queued[job_id]["queue"] == queue_for(kind)
+        assert queued[job_id]["headers"]["timelimit"] == [TIME_LIMITS[kind], TIME_LIMITS[kind] - 60]
+
+    # Through the dispatcher's thread: the caller waits on its event loop until its message went out.
+    async def publish_three() -> None:
+        await asyncio.gather(*(DISPATCHER.publish_async(f"k-{i}", "unlearn") for i in range(3)))
+
+    asyncio.run(publish_three())
+    ids = {m["headers"]["id"] for m in _queued_messages(pg_env["LETHE_BROKER_URL"])}
+    assert {"k-0", "k-1", "k-2"} <= ids
+    sent = [t for t in trips if "LPUSH" in t][1:]
+    assert sum(t.count("LPUSH") for t in sent) == 3 and len(sent) <= 3
+
+
+def test_a_batch_that_fails_is_sent_one_by_one_and_a_failure_leaves_the_job_to_the_sweep(
+    pg_env, monkeypatch, caplog
+):
+    import asyncio
+
+    from kombu import messaging
+
+    from core import queue
+
+    def broken(self, max_size=1):
+        raise ConnectionError("the pipeline broke")
+
+    monkeypatch.setattr(messaging.Producer, "batch", broken)
+    queue.send_batch([("b-1", "unlearn"), ("b-2", "unlearn")])
+    assert {m["headers"]["id"] for m in _queued_messages(pg_env["LETHE_BROKER_URL"])} == {"b-1", "b-2"}
+    assert "one by one" in caplog.text
+
+    real = queue.publish_job
+
+    def fail_one(job_id, kind=None, producer=None):
+        if job_id == "b-3":
+            raise ConnectionError("the broker is away")
+        return real(job_id, kind, producer)
+
+    monkeypatch.setattr(queue, "publish_job", fail_one)
+    # One by one until one fails: the rest wait for the sweep rather than hold the dispatcher up.
+    queue.send_batch([("b-4", "train"), ("b-3", "unlearn"), ("b-5", "unlearn")])
+    ids = {m["headers"]["id"] for m in _queued_messages(pg_env["LETHE_BROKER_URL"])}
+    assert "b-4" in ids and not {"b-3", "b-5"} & ids
+    assert "publishing job b-3 failed; it and the 1 after it stay queued" in caplog.text
+    dispatcher = queue.Dispatcher()
+
+    async def publish() -> None:
+        await asyncio.gather(
+            dispatcher.publish_async("b-3", "unlearn"), dispatcher.publish_async("b-6", "train")
+        )
+
+    asyncio.run(
+        asyncio.wait_for(publish(), 10)
+    )  # both answered, the failed one too: neither waits for the sweep
+
+
+def test_without_kombus_batches_the_dispatcher_sends_each_message_through_one_producer(
+    pg_env, monkeypatch, caplog
+):
+    """kombu before 5.7 has no Producer.batch: the messages still go, without a warning each time."""
+    from kombu import messaging
+
+    from core import queue
+
+    monkeypatch.delattr(messaging.Producer, "batch")
+    queue.send_batch([("o-1", "unlearn"), ("o-2", "train")])
+    assert {m["headers"]["id"] for m in _queued_messages(pg_env["LETHE_BROKER_URL"])} == {"o-1", "o-2"}
+    assert "one by one" not in caplog.text
