@@ -8,7 +8,13 @@ spell on a shared machine hits them all; quote ratios from one run. Beside the w
 the CPU seconds (user + system) the process used, which a loaded machine inflates far less. Target: under
 0.5 s on an idle 2-core machine for each lethe command.
 
-    python benchmarks/bench_cli.py [--runs 15]
+The commands run with their bytecode cached, as from an installed package: PYTHONDONTWRITEBYTECODE is left
+out of their environment, so the warm-up launch writes it (with it set, every launch compiled cli/ and
+client/ again, about a tenth of `lethe jobs list`'s instructions). With --instructions each command also
+runs once under valgrind's callgrind, after the timed runs, and its record gets the instructions it
+executed: the same on a busy machine as on an idle one.
+
+    python benchmarks/bench_cli.py [--runs 15] [--instructions]
 
 Prints one JSON line per command: {"bench": "cli_startup", "command", "median_s", "p90_s", "runs", ...}.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -69,6 +76,23 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """The instructions the command executed, counted by valgrind's callgrind (which must be installed)."""
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind on {' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
 def serve_api(tmp: Path, procs: Any) -> tuple[str, str]:
     """The API on a fresh embedded home with three queued jobs to list; returns its URL and an API key."""
     import httpx
@@ -98,13 +122,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="launches of each command")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count each command's instructions with callgrind"
+    )
     args = parser.parse_args(argv)
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind on PATH")
     tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-cli-"))
     procs = children(tmp)
     records: list[dict[str, object]] = []
     try:
         url, key = serve_api(tmp, procs)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LETHE_") and k != "PYTHONDONTWRITEBYTECODE"
+        }
         env |= {"PYTHONPATH": str(REPO), "LETHE_URL": url, "LETHE_API_KEY": key, "COLUMNS": "200"}
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
@@ -123,6 +156,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 wall, used = timed(cmd, env)
                 times[name].append(wall)
                 cpu[name].append(used)
+        load_end = round(os.getloadavg()[0], 2)  # of the timed runs, before callgrind's
+        counted = (
+            {name: instructions(cmd, env) for name, cmd in commands.items()} if args.instructions else {}
+        )
         for name, values in times.items():
             median = statistics.median(values)
             record: dict[str, object] = {
@@ -135,8 +172,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 "cpu_min_s": round(min(cpu[name]), 3),
                 "runs": len(values),
                 **setup,
-                "loadavg_1m_end": round(os.getloadavg()[0], 2),
+                "loadavg_1m_end": load_end,
             }
+            if name in counted:
+                record["instructions"] = counted[name]
             if name.startswith("lethe"):
                 record |= {"target_s": TARGET_S, "meets_target": median < TARGET_S}
             print(json.dumps(record), flush=True)

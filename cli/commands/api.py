@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -58,6 +59,31 @@ def import_client_lightly() -> None:
                 del sys.modules[name]
 
 
+PLUGINS_SWITCH = "PYDANTIC_DISABLE_PLUGINS"
+"""pydantic's documented switch: "__all__" makes it skip its search for plugins."""
+
+
+@contextmanager
+def without_pydantic_plugins() -> Iterator[None]:
+    """pydantic skips its plugin search while this lasts, unless the user has set the switch themselves.
+
+    Before building its first validator pydantic reads the entry points of every installed distribution
+    looking for plugins (0.037 G of the 1.13 G instructions `lethe jobs list` executed, bench_cli.py); a
+    command validates the API's answers only to print them. The switch is an environment variable, so it
+    is set only while a command talks to the API and removed afterwards: a program that imports `client`
+    itself, and whatever the command line starts, keep their plugins.
+    """
+    if PLUGINS_SWITCH in os.environ:
+        yield
+        return
+    os.environ[PLUGINS_SWITCH] = "__all__"
+    try:
+        yield
+    finally:
+        if os.environ.get(PLUGINS_SWITCH) == "__all__":
+            del os.environ[PLUGINS_SWITCH]
+
+
 @contextmanager
 def connect(url: str, api_key: str | None) -> Iterator[Client]:
     """A client for the command's body; any API error ends the command with one line and status 1."""
@@ -65,7 +91,7 @@ def connect(url: str, api_key: str | None) -> Iterator[Client]:
     from client import Client, LetheError
 
     try:
-        with Client(url, api_key=api_key) as api:
+        with without_pydantic_plugins(), Client(url, api_key=api_key) as api:
             yield api
     except LetheError as exc:
         fail(describe(exc), EXIT_API)

@@ -24,12 +24,15 @@ def console() -> Console:
     Off a terminal (a pipe, a file, a CI log) rich takes the width of whatever terminal stdin or stderr is,
     else 80 columns, and folds longer rows, ids included; there tables take the width their cells need
     instead, unless COLUMNS sets one.
+
+    Emoji codes are not replaced: a name or message holding ":smile:" is printed as the server has it (and
+    rich's table of emoji codes, about 1% of `lethe jobs list`'s start, is never loaded).
     """
     from rich.console import Console
 
     if os.environ.get("COLUMNS", "").isdigit() or _isatty(sys.stdout):
-        return Console()
-    return Console(width=UNBOUNDED, height=25)
+        return Console(emoji=False)
+    return Console(width=UNBOUNDED, height=25, emoji=False)
 
 
 def _isatty(stream: Any) -> bool:

@@ -99,6 +99,87 @@ def test_jobs_list_imports_the_client_but_nothing_of_the_server_nor_of_other_com
     assert loaded.isdisjoint(HEAVY + unused + others), sorted(loaded & set(HEAVY + unused + others))
 
 
+JOB = {
+    "id": "0b9f7c1e-0000-4000-8000-000000000001",
+    "kind": "unlearn",
+    "status": "queued",
+    "progress": 0.0,
+    "progress_info": {},
+    "error": None,
+    "attempts": 0,
+    "model_id": None,
+    "forget_request_id": None,
+    "result": None,
+    "created_at": "2026-01-01T00:00:00Z",
+    "started_at": None,
+    "finished_at": None,
+    "updated_at": "2026-01-01T00:00:00Z",
+}
+
+VALIDATORS_PROBE = """
+import json, os, sys
+from cli.main import app
+try:
+    app(sys.argv[1:], prog_name="lethe")
+except SystemExit:
+    pass
+import client.client, client.models, pydantic.plugin._loader as loader
+built = [n for n, c in vars(client.models).items() if getattr(c, "__pydantic_complete__", False)]
+sys.stderr.write("\\nSTATE " + json.dumps({
+    "models_built": built,
+    "adapters": client.client._adapter.cache_info().currsize,
+    "plugins_sought": loader._plugins is not None,
+    "switch": os.environ.get("PYDANTIC_DISABLE_PLUGINS"),
+}) + "\\n")
+"""
+
+
+def test_jobs_list_builds_one_validator_and_does_not_search_for_pydantic_plugins():
+    """The job list's validator is the only one built (the client's models are built on first use), and
+    pydantic's search of every installed distribution for plugins is skipped, for this command only."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def jobs(request):
+        return JSONResponse({"data": [JOB], "count": 1, "next_cursor": None})
+
+    with serve(Starlette(routes=[Route("/jobs", jobs)])) as url:
+        proc = subprocess.run(
+            [sys.executable, "-c", VALIDATORS_PROBE, "jobs", "list"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "LETHE_URL": url, "LETHE_API_KEY": "k"},
+            timeout=120,
+        )
+    assert JOB["id"] in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    line = next((line for line in proc.stderr.splitlines() if line.startswith("STATE ")), None)
+    assert line is not None, proc.stderr[-2000:]
+    state = json.loads(line.removeprefix("STATE "))
+    assert state == {"models_built": [], "adapters": 1, "plugins_sought": False, "switch": None}
+
+
+def test_the_plugin_switch_lasts_only_while_a_command_talks_to_the_api(monkeypatch):
+    """Set while the block runs and removed after it; a value the user set is neither changed nor removed."""
+    import os
+
+    from cli.commands.api import PLUGINS_SWITCH, without_pydantic_plugins
+
+    monkeypatch.delenv(PLUGINS_SWITCH, raising=False)
+    with without_pydantic_plugins():
+        assert os.environ[PLUGINS_SWITCH] == "__all__"
+    assert PLUGINS_SWITCH not in os.environ
+    with pytest.raises(RuntimeError), without_pydantic_plugins():
+        raise RuntimeError("the command failed")
+    assert PLUGINS_SWITCH not in os.environ
+
+    monkeypatch.setenv(PLUGINS_SWITCH, "logfire")
+    with without_pydantic_plugins():
+        assert os.environ[PLUGINS_SWITCH] == "logfire"
+    assert os.environ[PLUGINS_SWITCH] == "logfire"
+
+
 def test_leaving_out_unused_modules_leaves_them_importable():
     """What the client's import leaves out stays importable, with httpx and httpcore working."""
     probe = (

@@ -298,6 +298,39 @@ def test_jobs_list_explains_a_server_without_the_list(status):
     assert_one_error_line(result, 1, f"has no job list (GET /jobs answered {status})")
 
 
+def test_tables_print_the_servers_text_as_it_is_without_emoji_codes():
+    """A kind or model id holding ":smile:" is printed as the server has it, not as an emoji."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    job = {
+        "id": "0b9f7c1e-0000-4000-8000-000000000001",
+        "kind": ":smile:",
+        "status": "queued",
+        "progress": 0.0,
+        "progress_info": {},
+        "error": None,
+        "attempts": 0,
+        "model_id": ":thumbs_up:",
+        "forget_request_id": None,
+        "result": None,
+        "created_at": "2026-01-01T00:00:00Z",
+        "started_at": None,
+        "finished_at": None,
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+
+    async def jobs(request):
+        return JSONResponse({"data": [job], "count": 1, "next_cursor": None})
+
+    with serve(Starlette(routes=[Route("/jobs", jobs)])) as url:
+        result = lethe("jobs", "list", env={"LETHE_URL": url, "LETHE_API_KEY": "k"})
+    assert result.exit_code == 0, result.output
+    assert ":smile:" in result.stdout and ":thumbs_up:" in result.stdout
+    assert "\N{SMILING FACE WITH OPEN MOUTH AND SMILING EYES}" not in result.stdout
+
+
 def test_models_download_then_upload_round_trips_the_weights(stack, tmp_path):
     """Download writes the checkpoint under the model's name with its sha256; upload makes it a model again."""
     result = lethe("models", "download", "tiny", "-o", tmp_path, stack=stack)
