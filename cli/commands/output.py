@@ -26,13 +26,14 @@ def console() -> Console:
     instead, unless COLUMNS sets one.
 
     Emoji codes are not replaced: a name or message holding ":smile:" is printed as the server has it (and
-    rich's table of emoji codes, about 1% of `lethe jobs list`'s start, is never loaded).
+    rich's table of emoji codes, about 1% of `lethe jobs list`'s start, is never loaded). Nor is rich markup
+    read: every cell and title is the server's text, and a name such as "[/]" would make rich raise.
     """
     from rich.console import Console
 
     if os.environ.get("COLUMNS", "").isdigit() or _isatty(sys.stdout):
-        return Console(emoji=False)
-    return Console(width=UNBOUNDED, height=25, emoji=False)
+        return Console(emoji=False, markup=False)
+    return Console(width=UNBOUNDED, height=25, emoji=False, markup=False)
 
 
 def _isatty(stream: Any) -> bool:
