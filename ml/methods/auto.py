@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
-from ml.methods.cost import Workload, cost
+from ml.methods.cost import Workload, cost, sample_passes
 from ml.methods.params import AutoParams, method_spec
 
 if TYPE_CHECKING:
@@ -147,9 +147,11 @@ def fit_to_budget(
     if cost(method, params, work) <= budget:
         return params
     if method == "ssd":
-        # cost = (n_f + f (n_r + n_f)) / (epochs_recipe n_r): solve for the largest f that fits.
+        # cost = (fixed + f (n_r + n_f)) / (epochs_recipe n_r), fixed = the forget pass and the guard's
+        # checks: solve for the largest f that fits.
         total = work.n_retain + work.n_forget
-        room = budget * work.recipe.epochs * work.n_retain - work.n_forget
+        fixed = sample_passes(method, {**params, "full_fraction": 1.0}, work) - total
+        room = math.floor(budget * work.recipe.epochs * work.n_retain - fixed)  # whole samples
         fraction = math.floor(room / total * 1e4) / 1e4 if total else 0.0
         if fraction <= 0:
             return None

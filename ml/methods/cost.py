@@ -25,6 +25,8 @@ batch size, a method makes:
     salun             n_f (the saliency gradients) + epochs x (n_r + n_f)
     scrub             epochs x n_r x (1 + FORWARD) + min(max_epochs, epochs) x n_f x (1 + FORWARD)
     ssd               n_f + full_fraction x (n_r + n_f) (one gradient pass over each; no training)
+                      + 2 x min(retain_check, n_r) x FORWARD (its guard's accuracy checks, before and
+                      after; each back-off, rare, adds one more)
     bad_teacher       epochs x (s + n_f) x (1 + 2 FORWARD), s = retain_fraction x n_r (two teachers)
     noise_reset       epochs x n_r
 
@@ -112,7 +114,11 @@ _RULES: dict[str, _Rule] = {
     "l1_sparse": lambda p, w: p.epochs * w.n_retain,
     "salun": lambda p, w: w.n_forget + p.epochs * (w.n_retain + w.n_forget),
     "scrub": lambda p, w: (1 + FORWARD) * (p.epochs * w.n_retain + min(p.max_epochs, p.epochs) * w.n_forget),
-    "ssd": lambda p, w: w.n_forget + _sample(p.full_fraction, w.n_retain + w.n_forget),
+    "ssd": lambda p, w: (
+        w.n_forget
+        + _sample(p.full_fraction, w.n_retain + w.n_forget)
+        + (0 if p.max_retain_drop is None else 2 * min(p.retain_check, w.n_retain) * FORWARD)
+    ),
     "bad_teacher": lambda p, w: (
         p.epochs * (_sample(p.retain_fraction, w.n_retain) + w.n_forget) * (1 + 2 * FORWARD)
     ),

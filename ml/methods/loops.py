@@ -6,6 +6,7 @@ requests, divergence checks) for steps that need two batches or two models, in f
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -183,16 +184,21 @@ class _Rows:
         """Batches in one pass."""
         return math.ceil(len(self) / size)
 
-    def epoch(self, size: int, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass in batches of `size` (the last one shorter), shuffled unless asked not to."""
+    def epoch(
+        self, size: int, shuffle: bool = True, even: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass in batches of `size` (the last one shorter), shuffled unless asked not to; `even` keeps
+        the number of batches, ceil(n / size), but evens their sizes out (they differ by at most one)."""
         n = len(self)
         order = (
             torch.randperm(n, device=self.x.device, generator=self.generator)
             if shuffle
             else torch.arange(n, device=self.x.device)
         )
-        for start in range(0, n, size):
-            yield self._take(order[start : start + size])
+        k = math.ceil(n / size)
+        bounds = [i * n // k for i in range(k + 1)] if even else [*range(0, n, size), n]
+        for start, stop in itertools.pairwise(bounds):
+            yield self._take(order[start:stop])
 
     def endless(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of min(size, n) forever, each pass freshly shuffled (a cycled loader without short batches)."""
@@ -278,15 +284,17 @@ def batch_gradients(
     *,
     progress: Progress | None,
     stage: str,
+    even: bool = False,
 ) -> Iterator[list[torch.Tensor]]:
-    """Gradients of each batch's mean loss over `ids`, in order, in eval mode (batch norm statistics kept)."""
+    """Gradients of each batch's mean loss over `ids`, in order, in eval mode (batch norm statistics kept);
+    `even`: ceil(n / batch_size) batches of sizes that differ by at most one, no short last batch."""
     rows = _Rows(data, ids, run, index=STAGE_1, augment=None)
     params = [p for p in model.parameters() if p.requires_grad]
     loop = _Loop(run, progress, stage, rows.batches(batch_size), 1)
     was_training = model.training
     model.eval()
     try:
-        for x, y in rows.epoch(batch_size, shuffle=False):
+        for x, y in rows.epoch(batch_size, shuffle=False, even=even):
             loop.before()
             loss = _task_loss(model(x), y, data.dataset)
             grads = torch.autograd.grad(loss, params, allow_unused=True)

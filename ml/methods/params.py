@@ -197,12 +197,24 @@ class ScrubParams(MethodParams):
 class SSDParams(Strict):
     """Foster et al. 2024 (code if-loops/selective-synaptic-dampening): alpha 10, lambda 1, batch 128.
 
-    Its importances now come in batches of min(batch_size, n_forget) on both sides (ml/methods/ssd.py), so a
-    small forget set no longer looks more important by up to batch_size / n_forget. With that, at these
-    defaults (benchmarks/bench_auto.py, digits, width 8, recipe cut to 4 epochs, load 10 to 13), test
-    accuracy was 0.981 / 0.942 / 0.978 at 0.5% / 2% / 10% of training (original 0.981); before, at 29
-    samples with the default recipe, it was 0.73. Its epsilon-hat stays infinite: with full_fraction 1 it is
-    deterministic, every seed the same model.
+    Its importances come in batches of one size on both sides, min(batch_size, n_forget) evened out so that
+    no batch is short (ml/methods/ssd.py), so neither a small forget set nor a short last batch looks more
+    important for its gradient noise alone. Even so the paper's rule, applied to every parameter, is only as
+    good as a one- or two-batch estimate of the forget side: on digits (width 16, 3 epochs, 10 seeds,
+    benchmarks/bench_ssd.py) it still cut test accuracy by up to 0.134 (0.916 to 0.783) at 29 forget samples.
+    Hence the guard, max_retain_drop, on by default: it measures what a wrecked model loses, accuracy on
+    retain samples, and while the dampened model has lost more than the tolerance it halves the rule's reach
+    (alpha doubled, at most 4 times, from the weights as they came; then nothing is dampened). Where the rule
+    keeps the model it changes nothing. The tolerance, 0.05, is for wrecks, not for what real forgetting
+    costs: forgetting a whole class there took 0.041 of retain accuracy at one seed (forget accuracy 0.89 to
+    0), which 0.02 refused at every alpha, and models retrained without the forget set differed from the
+    originals by -0.05 to +0.12 in retain accuracy. Cheaper guards did not fit the cause: dampening only
+    conv and linear weights (not batch norm's or biases) still left 0.69 at a seed the full rule left at
+    0.48, and the shares dampened per tensor where the model broke (1 to 5%, up to 47% with the short
+    batch) overlap those of a class forgotten cleanly (1 to 20%). The check runs at 512 evenly spaced
+    retain samples, two forward passes each (about 2/3 of a sample-pass per sample, see cost.py);
+    regression data sets are dampened unguarded. At full_fraction 1 SSD is deterministic, every seed the
+    same model, so its epsilon-hat stays infinite.
     """
 
     batch_size: int = Field(
@@ -225,6 +237,17 @@ class SSDParams(Strict):
         gt=0,
         le=1,
         description="the compute budget: share of the training set (retain + forget) the global importances use",
+    )
+    max_retain_drop: float | None = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="guard: while dampening costs more than this accuracy on retain_check retain samples, "
+        "double alpha (at most 4 times, then dampen nothing); null: the paper's rule unguarded. "
+        "Classification only",
+    )
+    retain_check: int = Field(
+        512, ge=1, le=100_000, description="retain samples, evenly spaced, the guard checks accuracy on"
     )
 
 
