@@ -287,8 +287,8 @@ def test_runs_spread_over_two_worker_hosts_and_a_lost_host_costs_nothing(
             body = {
                 "model_id": "tiny",
                 "forget_ids": FORGET,
-                # neggrad_plus runs one model per task (it is not packed), so four runs spread over the hosts
-                "method": "neggrad_plus",
+                # bad_teacher runs one model per task (it is not packed), so four runs spread over the hosts
+                "method": "bad_teacher",
                 "params": {"epochs": 2},
                 "n_models": 4,
             }
