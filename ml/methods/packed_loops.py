@@ -1,4 +1,4 @@
-"""Packed forms of the methods with a loop of their own (two batches per step): K seeds in one pack.
+"""Packed forms of methods with a loop of their own (NegGrad+, SCRUB): K seeds in one pack.
 
 ml/methods/packed.py packs the methods whose training is the trainer's fit; the methods here have a step of
 their own (ml/methods/loops.py), so they get the pieces of that loop in a pack's form: _PackRows serves
@@ -6,7 +6,8 @@ every network its own batch of the same rows (network k's order and augmentation
 its own run would seed, in the same order), and one step runs the K batches side by side through the
 PackedNet (ml/ensemble.py). Each network's loss depends on its own weights alone, so the gradient of their
 sum is, for network k, the gradient of its own loss; SGD acts elementwise, so one optimiser over the pack is
-K optimisers. Network k is what run_method(name, ..., seed=seeds[k]) returns, up to float rounding.
+K optimisers. SCRUB's teacher is the original model, the same for every network, and answers the pack's K
+batches as one batch. Network k is what run_method(name, ..., seed=seeds[k]) returns, up to float rounding.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from ml.data.base import ArrayDataset
 from ml.ensemble import PackedNet
 from ml.errors import Diverged
 from ml.methods.base import UnlearnData
-from ml.methods.loops import _augment, _Loop, _require_forget
+from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _require_forget
 from ml.methods.packed import PackRun, _register
-from ml.methods.params import NegGradPlusParams
+from ml.methods.params import NegGradPlusParams, ScrubParams
 from ml.methods.study import STAGE_1, STAGE_2
 from ml.specs import AugmentSpec
 from ml.trainer import REPORT_SECONDS, ProgressEvent, _targets, make_optimizer, to_device
@@ -142,11 +143,26 @@ class _PackLoop(_Loop):
             self._seen = 0
 
 
+def _distill_kls(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """loops._distill_kl per network: KL(teacher || student) of the tempered softmaxes, [K, B, classes] -> [K]."""
+    log_s = F.log_softmax(student / temperature, dim=2)
+    log_t = F.log_softmax(teacher / temperature, dim=2)
+    kl = F.kl_div(log_s, log_t, log_target=True, reduction="none").sum(2).mean(1)
+    return kl * temperature**2
+
+
 def _packed(models: list[nn.Module], pack: PackRun) -> PackedNet:
     """The pack's networks as one PackedNet on its device, in training mode."""
     net = PackedNet(models).to(pack.device)
     net.train()
     return net
+
+
+def _update(optimizer: torch.optim.Optimizer, losses: torch.Tensor) -> None:
+    """One optimiser step on the networks' losses [K]: their sum's gradient is each network's own."""
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    optimizer.step()
 
 
 @_register("neggrad_plus")
@@ -170,9 +186,53 @@ def neggrad_plus(
             retain_loss = _task_losses(net(x_r), y_r, dataset)
             forget_loss = _task_losses(net(x_f), y_f, dataset)
             losses = params.alpha * retain_loss - (1 - params.alpha) * forget_loss
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
+            _update(optimizer, losses)
             loop.after(losses, y_r.shape[1], epoch)
+    net.store_into(models)
+    return models
+
+
+@_register("scrub")
+def scrub(models: list[nn.Module], data: UnlearnData, params: ScrubParams, pack: PackRun) -> list[nn.Module]:
+    """SCRUB per network, as scrub(): each epoch a max-step pass over its own forget batches while epoch <=
+    max_epochs, then a min-step pass over its own retain batches. The teacher is the original model, one for
+    all (every network starts from it); in eval mode it answers each image alone, so the pack's K batches go
+    through it as one batch of K * B images."""
+    _require_classes(data, "scrub")
+    teacher = _frozen(models[0])
+    augment = _augment(data, params)
+    retain = _PackRows(data, data.retain_ids, pack, index=STAGE_1, augment=augment)
+    forget = _PackRows(data, data.forget_ids, pack, index=STAGE_2, augment=augment)
+    net = _packed(models, pack)
+    optimizer = make_optimizer(net, "sgd", params.lr, params.momentum, params.nesterov, params.weight_decay)
+    max_epochs = min(params.max_epochs, params.epochs)
+    steps = params.epochs * retain.batches(params.batch_size) + max_epochs * forget.batches(
+        params.forget_batch_size
+    )
+    loop = _PackLoop(pack, "scrub", steps, params.epochs)
+    temperature = params.temperature
+
+    def taught(x: torch.Tensor) -> torch.Tensor:
+        """The teacher's outputs for the pack's batches [K, B, ...] -> [K, B, classes]."""
+        with torch.no_grad():
+            return teacher(x.reshape(-1, *x.shape[2:])).view(*x.shape[:2], -1)
+
+    for epoch in range(1, params.epochs + 1):
+        if epoch <= max_epochs:
+            for x, _ in forget.epoch(params.forget_batch_size):
+                loop.before()
+                target = taught(x)
+                losses = -_distill_kls(net(x), target, temperature)
+                _update(optimizer, losses)
+                loop.after(losses, x.shape[1], epoch)
+        for x, y in retain.epoch(params.batch_size):
+            loop.before()
+            target = taught(x)
+            out = net(x)
+            losses = params.ce_weight * _task_losses(out, y, data.dataset) + params.kl_weight * _distill_kls(
+                out, target, temperature
+            )
+            _update(optimizer, losses)
+            loop.after(losses, x.shape[1], epoch)
     net.store_into(models)
     return models

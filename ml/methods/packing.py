@@ -7,9 +7,12 @@ and a unit test keeps the two lists equal.
 
 from __future__ import annotations
 
-PACKED_METHODS = frozenset({"finetune", "retrain", "random_label", "l1_sparse", "salun", "neggrad_plus"})
+PACKED_METHODS = frozenset(
+    {"finetune", "retrain", "random_label", "l1_sparse", "salun", "neggrad_plus", "scrub"}
+)
 """Methods whose every training stage is the trainer's fit (plus elementwise gradient hooks), or whose own
-loop takes batches a pack can serve side by side (neggrad_plus's retain and forget batch): they pack."""
+loop takes batches a pack can serve side by side (neggrad_plus's retain and forget batch, scrub's batch and
+its teacher's outputs for it): they pack."""
 
 
 def packable(method: str) -> bool:

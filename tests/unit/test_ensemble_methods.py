@@ -55,13 +55,25 @@ def weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
         ("salun", {"epochs": 2, "batch_size": 64}),
         ("neggrad_plus", {"epochs": 2, "batch_size": 64, "augment": True}),
         ("neggrad_plus", {"epochs": 1, "batch_size": 16}),  # forget batches cycle: 30 forget rows, 17 steps
+        ("scrub", {"epochs": 3, "lr": 0.002, "forget_batch_size": 16, "batch_size": 32}),
+        (
+            "scrub",
+            {
+                "epochs": 2,
+                "lr": 0.01,
+                "batch_size": 64,
+                "forget_batch_size": 16,
+                "max_epochs": 1,
+                "augment": True,
+            },
+        ),
     ],
 )
 def test_network_k_of_a_packed_method_is_the_method_run_alone_with_seed_k(
     method: str, params: dict | None, data: UnlearnData, trained: torch.nn.Module
 ) -> None:
     """Weights and BatchNorm statistics within 1e-3 of the separate run's (measured: at most 2.4e-4 over the
-    trainer's methods, grouped and plain convolutions rounding differently; 1e-6 for neggrad_plus), while two
+    trainer's methods, grouped and plain convolutions rounding differently; 1e-6 for neggrad_plus and scrub), while two
     seeds differ by over 3e-2. (neggrad_plus at alpha 0.9 is no test of packing: with seed 10,001 the separate
     run itself moves by 2e-2 after two epochs when its starting weights move by one part in 1e7.)"""
     before = {k: v.clone() for k, v in trained.state_dict().items()}
@@ -115,14 +127,30 @@ def test_packed_neggrad_plus_on_regression_is_each_networks_own_mse() -> None:
         assert weight_diff(a, b) < 1e-4 < weight_diff(a, model)
 
 
+def test_packed_scrub_counts_its_max_and_min_steps_stops_and_refuses_regression(
+    data: UnlearnData, trained: torch.nn.Module
+) -> None:
+    events: list[ProgressEvent] = []
+    params = {"epochs": 2, "max_epochs": 1, "batch_size": 64, "forget_batch_size": 16}
+    run_packed("scrub", trained, data, params, seeds=SEEDS, progress=events.append)
+    last = events[-1]
+    # 2 epochs of 5 retain batches (270 rows) and 1 max-step pass of 2 forget batches (30 rows)
+    assert (last.fraction, last.stage, last.epoch, last.step, last.steps) == (1.0, "scrub", 2, 12, 12)
+    with pytest.raises(Cancelled):
+        run_packed("scrub", trained, data, None, seeds=SEEDS, should_stop=lambda: True)
+    ages = replace(data.dataset, task="regression", num_classes=1, target_scale=10.0)
+    with pytest.raises(ValueError, match="no regression form"):
+        run_packed("scrub", trained, replace(data, dataset=ages), None, seeds=SEEDS)
+
+
 def test_the_packed_methods_are_the_ones_the_fan_out_packs() -> None:
     assert set(PACKED) == PACKED_METHODS
-    assert packable("finetune") and not packable("scrub") and not packable("none")
+    assert packable("finetune") and packable("scrub") and not packable("bad_teacher") and not packable("none")
 
 
 def test_a_method_without_a_packed_form_is_refused(data: UnlearnData, trained: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="does not run packed"):
-        run_packed("scrub", trained, data, None, seeds=SEEDS)
+        run_packed("bad_teacher", trained, data, None, seeds=SEEDS)
     with pytest.raises(ValueError, match="at least one seed"):
         run_packed("finetune", trained, data, None, seeds=[])
 
