@@ -5,8 +5,9 @@ run_method(name, model, data, params, seed=seeds[k]) returns, up to float roundi
 its own copy of the model (retrain: from the fresh weights its seed builds), draws its batches, augmentation
 and random labels from its seed's streams, and keeps its own BatchNorm statistics and optimiser state. The
 methods here are those whose training is the trainer's fit plus elementwise gradient hooks (a hook on a
-packed tensor acts on every network's slice as it would on that network's own tensor); methods with their
-own loop (two batches or two models per step) run one per task. ml/methods/packing.py names them, torch-free.
+packed tensor acts on every network's slice as it would on that network's own tensor);
+ml/methods/packed_loops.py holds the packed forms of methods with a loop of their own (neggrad_plus, scrub),
+registered here as well. The others run one per task. ml/methods/packing.py names the packed ones, torch-free.
 
 Seeds beyond what the device holds (ml.ensemble.device_pack_size, or the caller's pack_size) train in several
 packs, one after the other, and a pack that still runs out of CUDA memory runs in halves.
@@ -329,3 +330,7 @@ def salun(models: list[nn.Module], data: UnlearnData, params: SalUnParams, pack:
         prepare=masked,
     )
     return models
+
+
+# The methods with a loop of their own register their packed forms there (it imports this module's registry).
+from ml.methods import packed_loops  # noqa: E402, F401

@@ -1,13 +1,18 @@
 """Which unlearning methods run packed (K seeds trained together, ml/methods/packed.py); torch-free.
 
 The fan-out (core/evaluations.py) reads this to queue an evaluation's unlearned runs K per task; the methods
-themselves live in ml/methods/packed.py, and a unit test keeps the two lists equal.
+themselves live in ml/methods/packed.py (and ml/methods/packed_loops.py for those with a loop of their own),
+and a unit test keeps the two lists equal.
 """
 
 from __future__ import annotations
 
-PACKED_METHODS = frozenset({"finetune", "retrain", "random_label", "l1_sparse", "salun"})
-"""Methods whose every training stage is the trainer's fit (plus elementwise gradient hooks): they pack."""
+PACKED_METHODS = frozenset(
+    {"finetune", "retrain", "random_label", "l1_sparse", "salun", "neggrad_plus", "scrub"}
+)
+"""Methods whose every training stage is the trainer's fit (plus elementwise gradient hooks), or whose own
+loop takes batches a pack can serve side by side (neggrad_plus's retain and forget batch, scrub's batch and
+its teacher's outputs for it): they pack."""
 
 
 def packable(method: str) -> bool:

@@ -36,7 +36,7 @@ def test_a_study_counts_the_runs_of_its_evaluations_as_they_finish(client):
         add_ready_model(session, "tiny")
     r = client.post(
         "/studies",
-        json={"model_id": "tiny", "forget_ids": FORGET, "methods": ["none", "neggrad_plus"], "n_models": 2},
+        json={"model_id": "tiny", "forget_ids": FORGET, "methods": ["none", "bad_teacher"], "n_models": 2},
     )
     assert r.status_code == 202, r.text
     study_id = r.json()["job_id"]
@@ -52,7 +52,7 @@ def test_a_study_counts_the_runs_of_its_evaluations_as_they_finish(client):
         e: [c.id for c in children if c.kind == "unlearn_run" and c.parent_id == e] for e in evaluations
     }
     # Both evaluations wait for one pack of two reference models, and each for its two unlearned runs
-    # (none and neggrad_plus run one model per task; packed methods are counted by their seeds the same way).
+    # (none and bad_teacher run one model per task; packed methods are counted by their seeds the same way).
     assert len(evaluations) == 2 and len(packs) == 1 and all(len(u) == 2 for u in unlearned.values())
     assert _progress(study_id)[0] == 0.0
 
