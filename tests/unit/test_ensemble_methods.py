@@ -74,7 +74,7 @@ def test_network_k_of_a_packed_method_is_the_method_run_alone_with_seed_k(
 ) -> None:
     """Weights and BatchNorm statistics within 1e-3 of the separate run's (measured: at most 2.4e-4 over the
     trainer's methods, grouped and plain convolutions rounding differently; 1e-6 for neggrad_plus and scrub), while two
-    seeds differ by over 3e-2. (neggrad_plus at alpha 0.9 is no test of packing: with seed 10,001 the separate
+    seeds differ by over 1e-2, ten times that tolerance (the closest measured: random_label, 0.028 on one CPU). (neggrad_plus at alpha 0.9 is no test of packing: with seed 10,001 the separate
     run itself moves by 2e-2 after two epochs when its starting weights move by one part in 1e7.)"""
     before = {k: v.clone() for k, v in trained.state_dict().items()}
     pack = run_packed(method, trained, data, params, seeds=SEEDS)
@@ -82,7 +82,7 @@ def test_network_k_of_a_packed_method_is_the_method_run_alone_with_seed_k(
     assert len(pack) == len(SEEDS)
     for a, b in zip(alone, pack, strict=True):
         assert weight_diff(a, b) < 1e-3
-    assert weight_diff(pack[0], pack[1]) > 3e-2  # each network its own seed's run, not one run copied
+    assert weight_diff(pack[0], pack[1]) > 1e-2  # each network its own seed's run, not one run copied
     assert weight_diff(pack[0], trained) > 1e-3  # and it trained
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())  # the input untouched
 
