@@ -69,10 +69,12 @@ def freeze_startup_objects() -> None:
     """Keep what start-up built (modules, the app, settings: some 170,000 objects) out of the garbage collector.
 
     Python's full collection walks every tracked object; in this process one took about 120 ms, during which no
-    request was answered, so at 32 clients POST /unlearn's p99 was that pause (180 ms against 100 ms without it,
+    request was answered, so at 32 clients POST /unlearn's p99 was that pause (180 ms against 120 ms without it,
     `benchmarks/bench_api.py`). gc.freeze moves the objects alive now to a generation collections skip; they
-    live as long as the process anyway. Garbage is collected first, so none of it is kept."""
-    gc.collect()
+    live as long as the process anyway. The young generations are collected first (about a millisecond), so
+    the garbage start-up just made is not kept; a full collection first would cost a quarter of a second in a
+    process that has PyTorch loaded, as the test suite's has, at every app start."""
+    gc.collect(1)
     gc.freeze()
 
 

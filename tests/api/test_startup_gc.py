@@ -15,7 +15,7 @@ def test_start_up_objects_are_frozen_while_serving_and_released_at_shutdown(clie
     assert client.get("/health").status_code == 200
 
 
-def test_garbage_left_by_start_up_is_collected_not_frozen(pg_env):
+def test_young_garbage_left_by_start_up_is_collected_not_frozen(pg_env):
     class Cycle:
         pass
 
