@@ -12,8 +12,9 @@ method's, the measured wall time per model over a reference model's, and the com
 ml.methods.cost assigns (sample-passes over a retrain's).
 
 Seeds go in blocks of --pack (8): the block's reference models train as one pack (ml.ensemble), and so do
-the runs of every method whose training is plain fitting (PACKED: retrain, finetune, and the last,
-retain-set stage of the methods that repair after a reset); other methods run one by one. Blocks are
+the runs of every method the service runs packed (ml.methods.packing; among the study's: retrain, finetune,
+and the methods that repair after a reset, whose stages before the retain-set repair run alone); other
+methods run one by one. Blocks are
 interleaved (references, then every method, for seeds of the block), so a change in machine load touches
 every method alike. After each block every group is scored on the models it has ("partial": true until the
 last), and each line goes to --out as soon as it is made, so a run cut short keeps its last block's scores;
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import json
 import math
@@ -49,11 +49,11 @@ from mlbench import sync, train_original
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
-from ml.ensemble import fit_packed, train_packed
+from ml.ensemble import train_packed
 from ml.logits import evaluate, logits
 from ml.methods import METHOD_SPECS, UnlearnData, cost, run_method
-from ml.methods.params import FinetuneParams, RepairParams, method_spec
-from ml.methods.study import REPAIR
+from ml.methods.packed import run_packed
+from ml.methods.packing import PACKED_METHODS
 from ml.metrics.divergence import mean_kl
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic, json_number
 from ml.metrics.mia import mia_efficacy
@@ -61,7 +61,7 @@ from ml.metrics.neurips import MIN_MODELS, neurips_score
 from ml.metrics.resolution import resolution
 from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
-from ml.trainer import derive_seed, resolve_device, seeded, train
+from ml.trainer import resolve_device, train
 
 METHOD_SEED = 10000
 """Method run i uses seed 10000 + i, as evaluations do, so retrain never reproduces a reference model."""
@@ -171,82 +171,19 @@ def packed_references(
     return models, (time.perf_counter() - start) / len(seeds)
 
 
-def _packed_retrain(
-    original: torch.nn.Module, data: UnlearnData, seeds: list[int], device: torch.device
-) -> list[torch.nn.Module]:
-    """ml.methods' retrain for run seeds `seeds`, as one pack: fresh weights drawn under the run's seed,
-    trained on the retain set with the model's recipe and the run's first stage seed."""
-    models = []
-    for seed in seeds:
-        with seeded(seed, device):
-            models.append(build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels))
-    stage_seeds = [derive_seed(seed, 0) for seed in seeds]
-    ids = [data.retain_ids] * len(seeds)
-    train_packed(models, data.dataset, ids, data.recipe, seeds=stage_seeds, device=device, stage="retrain")
-    return models
-
-
-def _packed_finetune(
-    original: torch.nn.Module, data: UnlearnData, seeds: list[int], device: torch.device
-) -> list[torch.nn.Module]:
-    """ml.methods' finetune at its defaults for run seeds `seeds`, as one pack of copies of the original."""
-    p = FinetuneParams()
-    models = [copy.deepcopy(original).to(device) for _ in seeds]
-    fit_packed(
-        models,
-        data.dataset,
-        [data.retain_ids] * len(seeds),
-        seeds=[derive_seed(seed, 0) for seed in seeds],
-        epochs=p.epochs,
-        lr=p.lr,
-        batch_size=p.batch_size,
-        momentum=p.momentum,
-        nesterov=p.nesterov,
-        weight_decay=p.weight_decay,
-        device=device,
-        stage="finetune",
-    )
-    return models
-
-
-def _packed_repair(
+def _packed_run(
     name: str, original: torch.nn.Module, data: UnlearnData, seeds: list[int], device: torch.device
 ) -> list[torch.nn.Module]:
-    """A method that ends by fine-tuning on the retain set (RepairParams): each run's first stages alone
-    (run_method with epochs=0, which skips the repair), then every run's repair as one pack, with the
-    repair stage's seed and the method's default settings."""
-    p = method_spec(name).params()
-    models = [run_method(name, original, data, {"epochs": 0}, seed=seed, device=device) for seed in seeds]
-    fit_packed(
-        models,
-        data.dataset,
-        [data.retain_ids] * len(seeds),
-        seeds=[derive_seed(seed, REPAIR) for seed in seeds],
-        epochs=p.epochs,
-        lr=p.lr,
-        batch_size=p.batch_size,
-        momentum=p.momentum,
-        nesterov=p.nesterov,
-        weight_decay=p.weight_decay,
-        augment=data.recipe.augment if p.augment else None,
-        device=device,
-        stage="retain",
-    )
-    return models
+    """ml.methods' `name` at its defaults for run seeds `seeds`, as one pack (ml.methods.packed.run_packed)."""
+    return run_packed(name, original, data, None, seeds=seeds, device=device, pack_size=len(seeds))
 
 
 PACKED: dict[str, Callable[..., list[torch.nn.Module]]] = {
-    "retrain": _packed_retrain,
-    "finetune": _packed_finetune,
-    **{
-        name: partial(_packed_repair, name)
-        for name, spec in METHOD_SPECS.items()
-        if issubclass(spec.params, RepairParams)
-    },
+    name: partial(_packed_run, name) for name in sorted(PACKED_METHODS) if name in METHOD_SPECS
 }
-"""Methods whose training is plain fitting: with --pack above 1 their runs train K at a time (ml.ensemble),
-each from the weights and with the seeds run_method would give it (for repairing methods, their last stage);
-every other method runs one by one."""
+"""Methods that run packed in the service too (ml.methods.packing): with --pack above 1 their runs train K at a
+time, each from the weights and with the seeds run_method would give it (for repairing methods, the stages
+before the retain-set repair run alone and the repairs together); every other method runs one by one."""
 
 STUDY_METHODS = (
     "none",

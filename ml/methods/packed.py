@@ -29,18 +29,25 @@ from torch import nn
 
 from ml.ensemble import PackedNet, device_pack_size, fit_packed, train_packed
 from ml.methods.base import Run, UnlearnData, parse_params, registered
+from ml.methods.base import run as run_method
 from ml.methods.beyond import l1_penalty, masked_decay, saliency_masks, wrong_labels
+from ml.methods.cost import sample_passes
+from ml.methods.loops import _gradient_hooks
 from ml.methods.packing import PACKED_METHODS
 from ml.methods.params import (
     FinetuneParams,
+    GradientAscentParams,
     L1SparseParams,
     MethodParams,
+    PoisonFullParams,
+    PoisonParams,
     RandomLabelParams,
+    RepairParams,
     RetrainParams,
     SalUnParams,
     method_spec,
 )
-from ml.methods.study import DRAWS, STAGE_1, random_labels
+from ml.methods.study import DRAWS, REPAIR, STAGE_1, random_labels
 from ml.models import build_model
 from ml.trainer import (
     Optimizer,
@@ -268,6 +275,86 @@ def random_label(
     return models
 
 
+@_register("gradient_ascent")
+def gradient_ascent(
+    models: list[nn.Module], data: UnlearnData, params: GradientAscentParams, pack: PackRun
+) -> list[nn.Module]:
+    """The trainer's steps on the forget set with every gradient negated (a hook, elementwise), per network."""
+    lr = params.lr
+    if params.scale_lr and len(data.forget_ids) < params.batch_size:
+        lr *= len(data.forget_ids) / params.batch_size
+
+    def ascend(packed: PackedNet) -> AbstractContextManager[None]:
+        return _gradient_hooks(packed.net, lambda _name, _p, grad: -grad)
+
+    _fit(
+        models,
+        data,
+        data.forget_ids,
+        params,
+        pack,
+        epochs=params.epochs,
+        lr=lr,
+        stage="ascent",
+        index=STAGE_1,
+        progress=pack.progress,
+        prepare=ascend,
+    )
+    return models
+
+
+@_register("poison")
+def poison(
+    models: list[nn.Module], data: UnlearnData, params: PoisonParams, pack: PackRun
+) -> list[nn.Module]:
+    """The forget set with random labels, each network with its own seed's labels."""
+    labels = [
+        random_labels(data.dataset, len(data.forget_ids), np.random.default_rng(seed))
+        for seed in pack.seeds_for(DRAWS)
+    ]
+    _fit(
+        models,
+        data,
+        data.forget_ids,
+        params,
+        pack,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="poison",
+        index=STAGE_1,
+        progress=pack.progress,
+        labels=labels,
+    )
+    return models
+
+
+@_register("poison_full")
+def poison_full(
+    models: list[nn.Module], data: UnlearnData, params: PoisonFullParams, pack: PackRun
+) -> list[nn.Module]:
+    """Retain plus the forget set relabelled at random, each network with its own seed's labels."""
+    dataset = data.dataset
+    kept = dataset.train_y[data.retain_ids]
+    labels = [
+        np.concatenate([kept, random_labels(dataset, len(data.forget_ids), np.random.default_rng(seed))])
+        for seed in pack.seeds_for(DRAWS)
+    ]
+    _fit(
+        models,
+        data,
+        np.concatenate([data.retain_ids, data.forget_ids]),
+        params,
+        pack,
+        epochs=params.epochs,
+        lr=params.lr,
+        stage="poison_full",
+        index=STAGE_1,
+        progress=pack.progress,
+        labels=labels,
+    )
+    return models
+
+
 @_register("l1_sparse")
 def l1_sparse(
     models: list[nn.Module], data: UnlearnData, params: L1SparseParams, pack: PackRun
@@ -330,6 +417,58 @@ def salun(models: list[nn.Module], data: UnlearnData, params: SalUnParams, pack:
         prepare=masked,
     )
     return models
+
+
+REPAIRING = ("hybrid", "prune", "prune_last_layer", "prune_complex", "activation_reset", "noise_reset")
+"""Methods that end by fine-tuning on the retain set (RepairParams, the study's `_repair`): their stages before
+it are resets and short passes over the forget set, their cost is mostly the repair."""
+
+
+def repairing(name: str) -> PackedMethod:
+    """A repairing method for a pack: each network's stages before the repair run alone, as its own run of
+    the method with epochs=0 (which skips the repair) under its own seed, then the K repairs train together
+    with the repair stage's seeds and the method's settings. Network k is what run_method(name, ...,
+    seed=seeds[k]) returns, up to float rounding in the repair."""
+
+    def packed(
+        models: list[nn.Module], data: UnlearnData, params: RepairParams, pack: PackRun
+    ) -> list[nn.Module]:
+        total = sample_passes(name, params, data) or 1.0
+        before = sample_passes(name, params.model_copy(update={"epochs": 0}), data) / total
+        share = before / len(models)
+        reset = [
+            run_method(
+                name,
+                model,
+                data,
+                params.model_copy(update={"epochs": 0}),
+                seed=seed,
+                device=pack.device,
+                progress=_share(pack.progress, k * share, share),
+                should_stop=pack.should_stop,
+            )
+            for k, (model, seed) in enumerate(zip(models, pack.seeds, strict=True))
+        ]
+        _fit(
+            reset,
+            data,
+            data.retain_ids,
+            params,
+            pack,
+            epochs=params.epochs,
+            lr=params.lr,
+            stage="retain",
+            index=REPAIR,
+            progress=_share(pack.progress, before, 1.0 - before),
+        )
+        return reset
+
+    packed.__name__ = packed.__qualname__ = name
+    return packed
+
+
+for _name in REPAIRING:
+    _register(_name)(repairing(_name))
 
 
 # The methods with a loop of their own register their packed forms there (it imports this module's registry).

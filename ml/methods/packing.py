@@ -8,11 +8,30 @@ and a unit test keeps the two lists equal.
 from __future__ import annotations
 
 PACKED_METHODS = frozenset(
-    {"finetune", "retrain", "random_label", "l1_sparse", "salun", "neggrad_plus", "scrub"}
+    {
+        "finetune",
+        "retrain",
+        "random_label",
+        "l1_sparse",
+        "salun",
+        "gradient_ascent",
+        "poison",
+        "poison_full",
+        "neggrad_plus",
+        "scrub",
+        "hybrid",
+        "prune",
+        "prune_last_layer",
+        "prune_complex",
+        "activation_reset",
+        "noise_reset",
+    }
 )
-"""Methods whose every training stage is the trainer's fit (plus elementwise gradient hooks), or whose own
+"""Methods whose every training stage is the trainer's fit (plus elementwise gradient hooks: gradient_ascent,
+l1_sparse, salun), or whose own
 loop takes batches a pack can serve side by side (neggrad_plus's retain and forget batch, scrub's batch and
-its teacher's outputs for it): they pack."""
+its teacher's outputs for it), or that end by repairing on the retain set after stages each network runs
+alone (hybrid, the prune family, activation_reset, noise_reset): they pack."""
 
 
 def packable(method: str) -> bool:

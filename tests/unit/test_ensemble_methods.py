@@ -53,9 +53,18 @@ def weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
         ("random_label", {"epochs": 2, "batch_size": 64}),
         ("l1_sparse", {"epochs": 2, "batch_size": 64}),
         ("salun", {"epochs": 2, "batch_size": 64}),
+        ("gradient_ascent", {"epochs": 3, "batch_size": 16, "lr": 0.01}),
+        ("poison", {"epochs": 3, "batch_size": 16}),
+        ("poison_full", {"epochs": 1, "batch_size": 64}),
         ("neggrad_plus", {"epochs": 2, "batch_size": 64, "augment": True}),
         ("neggrad_plus", {"epochs": 1, "batch_size": 16}),  # forget batches cycle: 30 forget rows, 17 steps
         ("scrub", {"epochs": 3, "lr": 0.002, "forget_batch_size": 16, "batch_size": 32}),
+        # Repairing methods: their stages before the repair run alone, the repairs as one pack.
+        ("hybrid", {"epochs": 2, "lr": 0.01}),
+        ("prune", {"epochs": 1, "lr": 0.01, "overfit_epochs": 2}),
+        ("prune_complex", {"epochs": 1, "lr": 0.01, "overfit_epochs": 2}),
+        ("activation_reset", {"epochs": 2, "lr": 0.01, "augment": True}),
+        ("noise_reset", {"epochs": 1, "lr": 0.01}),
         (
             "scrub",
             {
@@ -229,3 +238,17 @@ def test_tasks_hold_lethe_pack_size_runs_else_the_devices_number(monkeypatch: py
         get_settings.cache_clear()
         assert pack_size() == expected, device
     get_settings.cache_clear()
+
+
+def test_a_packed_repairing_method_reports_its_stages_in_order_and_stops(
+    data: UnlearnData, trained: torch.nn.Module
+) -> None:
+    """Each network's own stages first (hybrid: its poison epoch), then the pack's repair; 0 to 1, never back."""
+    events: list[ProgressEvent] = []
+    run_packed("hybrid", trained, data, {"epochs": 1}, seeds=SEEDS, progress=events.append)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    stages = list(dict.fromkeys(e.stage for e in events))
+    assert stages[-1] == "retain" and len(stages) >= 2, stages
+    with pytest.raises(Cancelled):
+        run_packed("prune", trained, data, {"epochs": 1}, seeds=SEEDS, should_stop=lambda: True)

@@ -83,8 +83,10 @@ def test_a_forget_request_starts_before_the_queued_research_runs(backend, tmp_pa
             tenant_id="local",
             model_ref=model_id,
             forget_ids=FORGET,
-            method="poison_full",  # one run per task (a packed method's runs would share one)
-            params={"epochs": 2},
+            # One run per task (a packed method's runs would share one): bad_teacher does not pack. Three
+            # epochs over all of retain plus forget keep each run about as long as poison_full's two did.
+            method="bad_teacher",
+            params={"epochs": 3, "retain_fraction": 1.0},
             n_models=3,
             delta=0.05,
         )
