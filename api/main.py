@@ -56,13 +56,14 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     try:
         async with poll_pool_open():
             freeze_startup_objects()
-            try:
-                yield
-            finally:
-                gc.unfreeze()
+            yield
     finally:
         if maintainer:
             maintainer.stop()
+
+
+_frozen = False
+"""Whether this process has frozen its start-up objects (once: a later start, as in tests, does not again)."""
 
 
 def freeze_startup_objects() -> None:
@@ -71,10 +72,17 @@ def freeze_startup_objects() -> None:
     Python's full collection walks every tracked object; in this process one took about 120 ms, during which no
     request was answered, so at 32 clients POST /unlearn's p99 was that pause (180 ms against 120 ms without it,
     `benchmarks/bench_api.py`). gc.freeze moves the objects alive now to a generation collections skip; they
-    live as long as the process anyway. The young generations are collected first (about a millisecond), so
-    the garbage start-up just made is not kept; a full collection first would cost a quarter of a second in a
-    process that has PyTorch loaded, as the test suite's has, at every app start."""
-    gc.collect(1)
+    live as long as the process anyway. A full collection first, so that no garbage is kept.
+
+    Once per process: objects frozen are never collected, so freezing at every start of an app in one process
+    (the test suite starts hundreds) would keep each earlier app's garbage, database pools and their
+    connections included, for as long as the next app runs; unfreezing at shutdown did not help, as most of
+    that time is spent inside a lifespan."""
+    global _frozen
+    if _frozen:
+        return
+    _frozen = True
+    gc.collect()
     gc.freeze()
 
 
