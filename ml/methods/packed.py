@@ -47,7 +47,7 @@ from ml.methods.params import (
     SalUnParams,
     method_spec,
 )
-from ml.methods.study import DRAWS, REPAIR, STAGE_1, random_labels
+from ml.methods.study import DRAWS, REPAIR, STAGE_1, poison_set, random_labels
 from ml.models import build_model
 from ml.trainer import (
     Optimizer,
@@ -303,56 +303,35 @@ def gradient_ascent(
     return models
 
 
-@_register("poison")
-def poison(
-    models: list[nn.Module], data: UnlearnData, params: PoisonParams, pack: PackRun
-) -> list[nn.Module]:
-    """The forget set with random labels, each network with its own seed's labels."""
-    labels = [
-        random_labels(data.dataset, len(data.forget_ids), np.random.default_rng(seed))
-        for seed in pack.seeds_for(DRAWS)
-    ]
-    _fit(
-        models,
-        data,
-        data.forget_ids,
-        params,
-        pack,
-        epochs=params.epochs,
-        lr=params.lr,
-        stage="poison",
-        index=STAGE_1,
-        progress=pack.progress,
-        labels=labels,
-    )
-    return models
+def poisoning(name: str, *, full: bool) -> PackedMethod:
+    """poison (the forget set with random labels) or poison_full (after the retain set) for a pack, each
+    network with its own seed's labels (study.poison_set, as the single form draws them)."""
+
+    def packed(
+        models: list[nn.Module], data: UnlearnData, params: PoisonParams | PoisonFullParams, pack: PackRun
+    ) -> list[nn.Module]:
+        sets = [poison_set(data, np.random.default_rng(seed), full=full) for seed in pack.seeds_for(DRAWS)]
+        _fit(
+            models,
+            data,
+            sets[0][0],
+            params,
+            pack,
+            epochs=params.epochs,
+            lr=params.lr,
+            stage=name,
+            index=STAGE_1,
+            progress=pack.progress,
+            labels=[labels for _ids, labels in sets],
+        )
+        return models
+
+    packed.__name__ = packed.__qualname__ = name
+    return packed
 
 
-@_register("poison_full")
-def poison_full(
-    models: list[nn.Module], data: UnlearnData, params: PoisonFullParams, pack: PackRun
-) -> list[nn.Module]:
-    """Retain plus the forget set relabelled at random, each network with its own seed's labels."""
-    dataset = data.dataset
-    kept = dataset.train_y[data.retain_ids]
-    labels = [
-        np.concatenate([kept, random_labels(dataset, len(data.forget_ids), np.random.default_rng(seed))])
-        for seed in pack.seeds_for(DRAWS)
-    ]
-    _fit(
-        models,
-        data,
-        np.concatenate([data.retain_ids, data.forget_ids]),
-        params,
-        pack,
-        epochs=params.epochs,
-        lr=params.lr,
-        stage="poison_full",
-        index=STAGE_1,
-        progress=pack.progress,
-        labels=labels,
-    )
-    return models
+_register("poison")(poisoning("poison", full=False))
+_register("poison_full")(poisoning("poison_full", full=True))
 
 
 @_register("l1_sparse")

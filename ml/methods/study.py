@@ -47,6 +47,16 @@ def random_labels(dataset: ArrayDataset, n: int, rng: np.random.Generator) -> np
     return rng.integers(0, dataset.num_classes, n, dtype=np.int64)
 
 
+def poison_set(data: UnlearnData, rng: np.random.Generator, *, full: bool) -> tuple[np.ndarray, np.ndarray]:
+    """What poison trains on: the forget set with random labels drawn from `rng`; with `full` (poison_full),
+    after the retain set with its own labels. Shared by the single and the packed forms."""
+    noise = random_labels(data.dataset, len(data.forget_ids), rng)
+    if not full:
+        return data.forget_ids, noise
+    ids = np.concatenate([data.retain_ids, data.forget_ids])
+    return ids, np.concatenate([data.dataset.train_y[data.retain_ids], noise])
+
+
 def final_linear(model: nn.Module) -> nn.Linear:
     """The layer prune_last_layer and activation_reset touch: ResNet18.final_layer(), else the last Linear."""
     if hasattr(model, "final_layer"):
@@ -141,11 +151,11 @@ def finetune(model: nn.Module, data: UnlearnData, params: FinetuneParams, run: R
 @register_method("poison")
 def poison(model: nn.Module, data: UnlearnData, params: PoisonParams, run: Run) -> nn.Module:
     """Train on the forget set with random labels, so the model unlearns its answers there."""
-    labels = random_labels(data.dataset, len(data.forget_ids), np.random.default_rng(run.seed_for(DRAWS)))
+    ids, labels = poison_set(data, np.random.default_rng(run.seed_for(DRAWS)), full=False)
     _fit(
         model,
         data,
-        data.forget_ids,
+        ids,
         params,
         run,
         epochs=params.epochs,
@@ -161,10 +171,7 @@ def poison(model: nn.Module, data: UnlearnData, params: PoisonParams, run: Run) 
 @register_method("poison_full")
 def poison_full(model: nn.Module, data: UnlearnData, params: PoisonFullParams, run: Run) -> nn.Module:
     """Train on retain plus randomly relabelled forget samples, mixed, so accuracy elsewhere is kept."""
-    dataset = data.dataset
-    ids = np.concatenate([data.retain_ids, data.forget_ids])
-    noise = random_labels(dataset, len(data.forget_ids), np.random.default_rng(run.seed_for(DRAWS)))
-    labels = np.concatenate([dataset.train_y[data.retain_ids], noise])
+    ids, labels = poison_set(data, np.random.default_rng(run.seed_for(DRAWS)), full=True)
     # The study's loader here was not shuffled (each epoch ended on the poisoned block); ours is.
     _fit(
         model,
