@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from contextvars import ContextVar
 from weakref import WeakKeyDictionary
 
 from fastapi import HTTPException
@@ -24,6 +25,14 @@ _LIMITERS: WeakKeyDictionary[
 ] = WeakKeyDictionary()
 STORE_TIMEOUT_S = 1.0
 """How long a check waits on Redis before the request is served unchecked."""
+PASSED_ON: ContextVar[str | None] = ContextVar("lethe_passed_on", default=None)
+"""The tenant whose request the POST fast path (api.fastpost) has already counted against the rate limit and
+tried on its route's hot path before passing it on to the route: the route does neither a second time."""
+
+
+def passed_on(tenant: str) -> bool:
+    """Whether this request of `tenant`'s was counted and its hot path tried by the POST fast path."""
+    return PASSED_ON.get() == tenant
 
 
 def _limiter() -> tuple[SlidingWindowCounterRateLimiter, RateLimitItem]:

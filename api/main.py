@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from api.deps import get_tenant
 from api.errors import install_error_handlers
 from api.fastpath import JobPollFastPath
+from api.fastpost import FastPost
 from api.limits import BodySizeLimit
 from api.metrics import RequestTimer
 from api.metrics import router as metrics_router
@@ -116,6 +117,7 @@ def create_app() -> FastAPI:
     app.include_router(certificate_routes.public_router)
     settings = get_settings()
     app.add_middleware(JobPollFastPath, route=jobs.poll_route())
+    app.add_middleware(FastPost, posts=[intake.HOT_POST, unlearn.HOT_POST], handlers=app.exception_handlers)
     app.add_middleware(RequestTimer)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -11,9 +12,11 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.bodies import body_doc, json_body
+from api.bodies import body_doc, json_body, nul_at
 from api.deps import SessionDep, TenantDep
+from api.fastpost import HotPost, route_of
 from api.idempotency import Created, IdempotencyHeader, idempotent
+from api.limits import passed_on
 from api.pagination import Cursor, Limit, page
 from api.schemas import (
     ForgetPolicyIn,
@@ -46,23 +49,45 @@ async def create_forget_request(
     tenant: TenantDep,
     idempotency_key: IdempotencyHeader = None,
 ) -> BaseModel | JSONResponse:
-    # The hot path: one statement on the event loop (core.intake_fast); everything else in a worker thread.
-    pool = poll_pool() if idempotency_key is None else None
-    if pool is not None:
-        stored = await intake_fast.take_in_async(
-            pool,
-            tenant_id=tenant,
-            model_ref=body.model_id,
-            forget_ids=body.forget_ids,
-            forget_class=body.forget_class,
-            requested_by=body.requested_by,
-            external_ref=body.external_ref,
-        )
-        if stored is not None:
-            return JSONResponse(
-                {"forget_request_id": stored, "status": RequestStatus.pending}, status_code=202
-            )
+    # The hot path: one statement on the event loop, unless the POST fast path tried it already.
+    if idempotency_key is None and not passed_on(tenant):
+        answer = await create_fast(body, tenant)
+        if answer is not None:
+            return answer
     return await run_in_threadpool(_create_in_session, body, tenant, idempotency_key)
+
+
+async def create_fast(body: ForgetRequestCreate, tenant: str) -> JSONResponse | None:
+    """The request stored in one statement on the event loop (core.intake_fast), answered; None where the
+    usual way must take it in. Without an Idempotency-Key only."""
+    pool = poll_pool()
+    if pool is None:
+        return None
+    stored = await intake_fast.take_in_async(
+        pool,
+        tenant_id=tenant,
+        model_ref=body.model_id,
+        forget_ids=body.forget_ids,
+        forget_class=body.forget_class,
+        requested_by=body.requested_by,
+        external_ref=body.external_ref,
+    )
+    if stored is None:
+        return None
+    return JSONResponse({"forget_request_id": stored, "status": RequestStatus.pending}, status_code=202)
+
+
+def parse_fast(raw: bytes) -> ForgetRequestCreate:
+    """The body as the route reads it (JSON, then the model's lax validation); raises for whatever it refuses,
+    and for strings holding a NUL character, which the route answers itself."""
+    data = pydantic_core.from_json(raw)
+    if nul_at(data) is not None:
+        raise ValueError("a string holds a NUL character")
+    return ForgetRequestCreate.model_validate(data)
+
+
+HOT_POST = HotPost(route=route_of(router.routes, create_forget_request), parse=parse_fast, answer=create_fast)
+"""POST /forget-requests for the POST fast path (api.fastpost)."""
 
 
 def _create_in_session(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -11,7 +13,9 @@ from starlette.background import BackgroundTask
 from api import bodies
 from api.bodies import body_doc
 from api.deps import TenantDep
+from api.fastpost import HotPost, route_of
 from api.idempotency import Created, IdempotencyHeader, accepted_headers, idempotent
+from api.limits import passed_on
 from api.schemas import UnlearnCreate, UnlearnCreated
 from core import services, unlearn_fast
 from core.db import get_sessionmaker, poll_pool
@@ -44,31 +48,50 @@ async def unlearn(
         body = bodies.parse_body(UnlearnCreate, raw)
     else:
         body = await run_in_threadpool(bodies.parse_body, UnlearnCreate, raw)
-    # The hot path: one statement on the event loop (core.unlearn_fast); everything else in a worker thread.
-    pool = poll_pool() if idempotency_key is None else None
-    if pool is not None:
-        stored = await unlearn_fast.create_unlearn_async(
-            pool,
-            tenant_id=tenant,
-            model_ref=body.model_id,
-            forget_ids=body.forget_ids,
-            forget_class=body.forget_class,
-            method=body.method,
-            params=body.params,
-            seed=body.seed,
-            name=body.name,
-            requested_by=body.requested_by,
-        )
-        if stored is not None:
-            answer = {"job_id": stored.job_id, "forget_request_id": stored.forget_request_id}
-            return JSONResponse(
-                answer,
-                status_code=202,
-                headers=accepted_headers(202, answer),
-                # Once the answer is out, from the process's dispatcher thread, batched with other requests'.
-                background=BackgroundTask(DISPATCHER.publish_async, stored.job_id, unlearn_fast.KIND),
-            )
+    # The hot path: one statement on the event loop, unless the POST fast path tried it already.
+    if idempotency_key is None and not passed_on(tenant):
+        answer = await unlearn_fast_answer(body, tenant)
+        if answer is not None:
+            return answer
     return await run_in_threadpool(_unlearn_in_session, body, tenant, idempotency_key)
+
+
+async def unlearn_fast_answer(body: UnlearnCreate, tenant: str) -> JSONResponse | None:
+    """The request and its job stored in one statement on the event loop (core.unlearn_fast), answered, the
+    job published once the answer is out; None where the usual way must. Without an Idempotency-Key only."""
+    pool = poll_pool()
+    if pool is None:
+        return None
+    stored = await unlearn_fast.create_unlearn_async(
+        pool,
+        tenant_id=tenant,
+        model_ref=body.model_id,
+        forget_ids=body.forget_ids,
+        forget_class=body.forget_class,
+        method=body.method,
+        params=body.params,
+        seed=body.seed,
+        name=body.name,
+        requested_by=body.requested_by,
+    )
+    if stored is None:
+        return None
+    answer = {"job_id": stored.job_id, "forget_request_id": stored.forget_request_id}
+    return JSONResponse(
+        answer,
+        status_code=202,
+        headers=accepted_headers(202, answer),
+        # From the process's dispatcher thread, batched with other requests'.
+        background=BackgroundTask(DISPATCHER.publish_async, stored.job_id, unlearn_fast.KIND),
+    )
+
+
+HOT_POST = HotPost(
+    route=route_of(router.routes, unlearn),
+    parse=partial(bodies.parse_body, UnlearnCreate),
+    answer=unlearn_fast_answer,
+)
+"""POST /unlearn for the POST fast path (api.fastpost)."""
 
 
 def _unlearn_in_session(
