@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import pydantic_core
 from fastapi import APIRouter, Query
@@ -63,18 +63,21 @@ async def create_fast(body: ForgetRequestCreate, tenant: str) -> JSONResponse | 
     pool = poll_pool()
     if pool is None:
         return None
-    stored = await intake_fast.take_in_async(
-        pool,
-        tenant_id=tenant,
-        model_ref=body.model_id,
-        forget_ids=body.forget_ids,
-        forget_class=body.forget_class,
-        requested_by=body.requested_by,
-        external_ref=body.external_ref,
-    )
+    stored = await intake_fast.take_in_async(pool, tenant_id=tenant, **_asked(body))
     if stored is None:
         return None
     return JSONResponse({"forget_request_id": stored, "status": RequestStatus.pending}, status_code=202)
+
+
+def _asked(body: ForgetRequestCreate) -> dict[str, Any]:
+    """The request as core's intake takes it, the same on the one-statement path and the usual way."""
+    return {
+        "model_ref": body.model_id,
+        "forget_ids": body.forget_ids,
+        "forget_class": body.forget_class,
+        "requested_by": body.requested_by,
+        "external_ref": body.external_ref,
+    }
 
 
 def parse_fast(raw: bytes) -> ForgetRequestCreate:
@@ -103,15 +106,7 @@ def _create(
     """Store the request through the ORM, with the Idempotency-Key's answer and the external_ref race."""
 
     def take_in() -> intake.Intake:
-        return intake.take_in(
-            session,
-            tenant_id=tenant,
-            model_ref=body.model_id,
-            forget_ids=body.forget_ids,
-            forget_class=body.forget_class,
-            requested_by=body.requested_by,
-            external_ref=body.external_ref,
-        )
+        return intake.take_in(session, tenant_id=tenant, **_asked(body))
 
     def create() -> Created:
         taken = take_in()

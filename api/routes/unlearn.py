@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -62,18 +63,7 @@ async def unlearn_fast_answer(body: UnlearnCreate, tenant: str) -> JSONResponse 
     pool = poll_pool()
     if pool is None:
         return None
-    stored = await unlearn_fast.create_unlearn_async(
-        pool,
-        tenant_id=tenant,
-        model_ref=body.model_id,
-        forget_ids=body.forget_ids,
-        forget_class=body.forget_class,
-        method=body.method,
-        params=body.params,
-        seed=body.seed,
-        name=body.name,
-        requested_by=body.requested_by,
-    )
+    stored = await unlearn_fast.create_unlearn_async(pool, tenant_id=tenant, **_asked(body))
     if stored is None:
         return None
     answer = {"job_id": stored.job_id, "forget_request_id": stored.forget_request_id}
@@ -84,6 +74,20 @@ async def unlearn_fast_answer(body: UnlearnCreate, tenant: str) -> JSONResponse 
         # From the process's dispatcher thread, batched with other requests'.
         background=BackgroundTask(DISPATCHER.publish_async, stored.job_id, unlearn_fast.KIND),
     )
+
+
+def _asked(body: UnlearnCreate) -> dict[str, Any]:
+    """The request as core creates it, the same on the one-statement path and the usual way."""
+    return {
+        "model_ref": body.model_id,
+        "forget_ids": body.forget_ids,
+        "forget_class": body.forget_class,
+        "method": body.method,
+        "params": body.params,
+        "seed": body.seed,
+        "name": body.name,
+        "requested_by": body.requested_by,
+    }
 
 
 HOT_POST = HotPost(
@@ -100,18 +104,7 @@ def _unlearn_in_session(
     with get_sessionmaker()() as session:
 
         def create() -> Created:
-            job, request = services.create_unlearn(
-                session,
-                tenant_id=tenant,
-                model_ref=body.model_id,
-                forget_ids=body.forget_ids,
-                forget_class=body.forget_class,
-                method=body.method,
-                params=body.params,
-                seed=body.seed,
-                name=body.name,
-                requested_by=body.requested_by,
-            )
+            job, request = services.create_unlearn(session, tenant_id=tenant, **_asked(body))
             check_tenant_queue(session, tenant, new_jobs=1, run_jobs=[])
             return UnlearnCreated(job_id=job.id, forget_request_id=request.id), [job.id], 202
 

@@ -30,3 +30,9 @@ def embedded_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def any_client(request: pytest.FixtureRequest) -> Iterator:
     """The API on each backend in turn."""
     yield request.getfixturevalue("embedded_client" if request.param == "embedded" else "client")
+
+
+@pytest.fixture
+def no_background_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests sweep when they choose; the API's own sweep thread would start batches behind their back."""
+    monkeypatch.setenv("LETHE_MAINTENANCE_SECONDS", "0")

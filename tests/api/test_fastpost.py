@@ -21,10 +21,7 @@ POSTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_background_sweep(monkeypatch):
-    """The tests sweep when they choose; the API's own sweep thread would start batches behind their back."""
-    monkeypatch.setenv("LETHE_MAINTENANCE_SECONDS", "0")
+pytestmark = pytest.mark.usefixtures("no_background_sweep")
 
 
 @pytest.fixture
