@@ -5,7 +5,8 @@ core.unlearn_fast); what was left of their cost was the framework's: routing thr
 app, resolving dependencies, the exception and routing middlewares, and building the response (about half
 of intake's CPU per request, py-spy via `benchmarks/profile_api.py`). For a request this middleware can
 judge, it does what the route does, in the same order and with the same functions, without that: a key
-checked in the last few seconds (the tenant cache of api.deps), no Idempotency-Key, a JSON body whose
+checked in the last few seconds (the tenant cache of api.deps), a hot path that can answer (Postgres: on
+SQLite the routes have none), no Idempotency-Key, a JSON body whose
 declared length is at most MAX_BODY, parsed and validated as the route parses it; then the tenant's rate
 limit is counted and the route's own hot path (`HotPost.answer`) is tried. Its answer, or the error it
 raises, is sent as the app would send it (the app's exception handlers answer errors here too).
@@ -54,6 +55,8 @@ class HotPost:
     route: BaseRoute
     parse: Callable[[bytes], BaseModel]
     answer: Callable[[Any, str], Awaitable[Response | None]]
+    ready: Callable[[], bool]
+    """Whether `answer` can answer at all now (on SQLite it never can): else requests go to the route untouched."""
 
 
 def route_of(routes: Sequence[BaseRoute], endpoint: Callable[..., Any]) -> BaseRoute:
@@ -76,7 +79,7 @@ class FastPost:
         post = (
             self.posts.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         )
-        tenant = _tenant(scope) if post is not None else None
+        tenant = _tenant(scope) if post is not None and post.ready() else None
         if post is None or tenant is None:
             await self.app(scope, receive, send)
             return

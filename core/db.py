@@ -181,6 +181,11 @@ def poll_pool() -> AsyncConnectionPool | None:
     return _POLL_POOLS.get(asyncio.get_running_loop())
 
 
+def has_poll_pool() -> bool:
+    """Whether the running event loop has the poll-read pool open."""
+    return poll_pool() is not None
+
+
 def reset_engine() -> None:
     """Drop cached engines (after a fork, or when settings change in tests)."""
     if get_engine.cache_info().currsize:

@@ -27,7 +27,7 @@ from api.schemas import (
     ForgetRequestRow,
 )
 from core import intake, intake_fast
-from core.db import get_sessionmaker, poll_pool
+from core.db import get_sessionmaker, has_poll_pool, poll_pool
 from core.errors import NotFound
 from core.tables import ForgetPolicy, ForgetRequest, RequestStatus
 
@@ -89,7 +89,12 @@ def parse_fast(raw: bytes) -> ForgetRequestCreate:
     return ForgetRequestCreate.model_validate(data)
 
 
-HOT_POST = HotPost(route=route_of(router.routes, create_forget_request), parse=parse_fast, answer=create_fast)
+HOT_POST = HotPost(
+    route=route_of(router.routes, create_forget_request),
+    parse=parse_fast,
+    answer=create_fast,
+    ready=has_poll_pool,
+)
 """POST /forget-requests for the POST fast path (api.fastpost)."""
 
 

@@ -19,7 +19,7 @@ from api.idempotency import Created, IdempotencyHeader, accepted_headers, idempo
 from api.limits import passed_on
 from api.schemas import UnlearnCreate, UnlearnCreated
 from core import services, unlearn_fast
-from core.db import get_sessionmaker, poll_pool
+from core.db import get_sessionmaker, has_poll_pool, poll_pool
 from core.queue import DISPATCHER
 from core.quotas import check_tenant_queue
 
@@ -94,6 +94,7 @@ HOT_POST = HotPost(
     route=route_of(router.routes, unlearn),
     parse=partial(bodies.parse_body, UnlearnCreate),
     answer=unlearn_fast_answer,
+    ready=has_poll_pool,
 )
 """POST /unlearn for the POST fast path (api.fastpost)."""
 

@@ -141,3 +141,23 @@ def test_what_it_does_not_judge_is_answered_by_the_route(client, model, routed, 
     answer = client.post("/forget-requests", content=content, headers=headers)
     assert answer.status_code == 422 and routed == ["/forget-requests"]
     assert _count(ForgetRequest) == 0
+
+
+def test_on_the_embedded_default_it_leaves_every_post_to_the_route(embedded_client, routed, monkeypatch):
+    """SQLite has no one-statement path: reading, parsing and counting first would only add to the route's work."""
+    import api.fastpost
+
+    with session_scope() as session:
+        add_ready_model(session, "m1")
+    assert embedded_client.get("/models/m1").status_code == 200  # the key in the tenant cache
+    judged: list[str] = []
+    counted = api.fastpost.retry_after
+
+    async def spy(tenant: str) -> int | None:
+        judged.append(tenant)
+        return await counted(tenant)
+
+    monkeypatch.setattr(api.fastpost, "retry_after", spy)
+    for path, body in POSTS.items():
+        assert embedded_client.post(path, json=body).status_code == 202
+    assert routed == ["/models/m1", *POSTS] and judged == []
