@@ -21,7 +21,6 @@ that last case the request was counted and the hot path tried, so the route does
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import TENANTS
 from api.limits import PASSED_ON, retry_after
 from core.auth import digest
-
-log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
 """Larger bodies (over about 2,000 ids) go to the route, which parses them in a worker thread."""
