@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ml.data import ArrayDataset, load_dataset
-from ml.ensemble import PackedNet, fit_packed, train_packed
+from ml.ensemble import PackedBatchNorm2d, PackedNet, conv_form, fit_packed, packed_conv2d, train_packed
 from ml.errors import Cancelled
 from ml.logits import accuracy, logits
 from ml.metrics.epsilon import epsilon_hat
@@ -72,6 +72,90 @@ def test_a_packed_step_is_each_networks_own_step() -> None:
     for k, model in enumerate(models):
         F.cross_entropy(model(x[k]), y[k]).backward()
         assert torch.allclose(packed_grad[k], model.layer2[0].conv1.weight.grad.flatten(), atol=1e-5)
+
+
+# (input channels, output channels, kernel, stride, padding, image side) per network
+CONV_CASES = [
+    (1, 4, 3, 1, 1, 8),  # a stem: one input channel
+    (4, 6, 3, 1, 1, 5),
+    (4, 6, 3, 2, 1, 8),
+    (4, 6, 3, 1, 0, 5),
+    (4, 6, 1, 2, 0, 8),  # a shortcut
+    (4, 6, 1, 1, 0, 3),
+    (5, 6, 3, 1, 1, 1),  # one output pixel: only the centre tap sees the image
+    (5, 6, 3, 2, 1, 2),  # one output pixel from a 2x2 map: four taps
+    (3, 2, 3, 2, 0, 3),
+]
+
+
+@pytest.mark.parametrize("form", ["grouped", "unfold", "window"])
+def test_each_packed_convolution_form_is_each_networks_own_convolution(form: str) -> None:
+    """Outputs and gradients (input, weights, bias) of every form PackedConv2d computes on a CPU, against
+    F.conv2d on each network's own channels and weights."""
+    k, b = 3, 4
+    checked = 0
+    for c, co, size, stride, pad, side in CONV_CASES:
+        if form == "window" and (side + 2 * pad - size) // stride != 0:
+            continue  # the window form exists for one-pixel outputs only
+        torch.manual_seed(side * 100 + size * 10 + stride)
+        x = torch.randn(b, k * c, side, side, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(k * co, c, size, size, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(k * co, dtype=torch.float64, requires_grad=True)
+        out = packed_conv2d(x, weight, bias, k, (stride, stride), (pad, pad), form)  # type: ignore[arg-type]
+        grad = torch.randn_like(out)
+        gx, gw, gb = torch.autograd.grad(out, [x, weight, bias], grad)
+        for n in range(k):
+            xn = x[:, n * c : (n + 1) * c].detach().requires_grad_()
+            wn = weight[n * co : (n + 1) * co].detach().requires_grad_()
+            bn = bias[n * co : (n + 1) * co].detach().requires_grad_()
+            ref = F.conv2d(xn, wn, bn, stride, pad)
+            mine = out[:, n * co : (n + 1) * co]
+            assert mine.shape == ref.shape
+            assert torch.allclose(mine, ref, atol=1e-10)
+            rx, rw, rb = torch.autograd.grad(ref, [xn, wn, bn], grad[:, n * co : (n + 1) * co])
+            assert torch.allclose(gx[:, n * c : (n + 1) * c], rx, atol=1e-10)
+            assert torch.allclose(gw[n * co : (n + 1) * co], rw, atol=1e-10)
+            assert torch.allclose(gb[n * co : (n + 1) * co], rb, atol=1e-10)
+        checked += 1
+    assert checked >= (2 if form == "window" else len(CONV_CASES))
+
+
+def test_a_digits_pack_uses_every_cpu_convolution_form() -> None:
+    """ResNet-18 on 8x8 digits: the stem and shortcuts unfold, layer4's one-pixel outputs take the window."""
+    pack = PackedNet([fresh(s, ArchSpec(width=8)) for s in range(2)])
+    forms: dict[str, str] = {}
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda mod, args, name=name: forms.update({name: conv_form(args[0].shape, mod, 2)})
+        )
+        for name, m in pack.net.named_modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    pack(torch.randn(2, 4, 1, 8, 8))
+    for h in hooks:
+        h.remove()
+    assert forms["conv1"] == "unfold"
+    assert forms["layer1.0.conv1"] == "grouped"
+    assert forms["layer2.0.shortcut.0"] == "unfold"
+    assert forms["layer4.0.conv1"] == forms["layer4.1.conv2"] == "window"
+
+
+def test_small_map_batch_norm_is_batch_norm2d() -> None:
+    """PackedBatchNorm2d's row form (2x2 maps) keeps BatchNorm2d's outputs, gradients and running statistics."""
+    torch.manual_seed(0)
+    plain, packed = torch.nn.BatchNorm2d(6).double(), PackedBatchNorm2d(6).double()
+    x = torch.randn(5, 6, 2, 2, dtype=torch.float64, requires_grad=True)
+    for train in (True, True, False):
+        plain.train(train)
+        packed.train(train)
+        a, b = plain(x * 3 + 1), packed(x * 3 + 1)
+        assert torch.allclose(a, b, atol=1e-12)
+        ga = torch.autograd.grad(a.square().sum(), [x, plain.weight, plain.bias])
+        gb = torch.autograd.grad(b.square().sum(), [x, packed.weight, packed.bias])
+        assert all(torch.allclose(u, v, atol=1e-10) for u, v in zip(ga, gb, strict=True))
+    assert torch.allclose(plain.running_var, packed.running_var, atol=1e-12)
+    assert not torch.allclose(packed.running_var, torch.ones(6, dtype=torch.float64))
+    assert int(packed.num_batches_tracked) == 2
 
 
 def test_packed_training_follows_each_seeds_own_fit_run(digits: ArrayDataset) -> None:

@@ -56,7 +56,9 @@ def weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
         ("gradient_ascent", {"epochs": 3, "batch_size": 16, "lr": 0.01}),
         ("poison", {"epochs": 3, "batch_size": 16}),
         ("poison_full", {"epochs": 1, "batch_size": 64}),
-        ("neggrad_plus", {"epochs": 2, "batch_size": 64, "augment": True}),
+        # lr 0.002: at the default lr seed 10,002 amplifies float rounding in its second epoch (the pack's
+        # rounding moved it by 1e-2 to 8e-2, as a 1e-7 change of its starting weights moved it by 3.6e-2).
+        ("neggrad_plus", {"epochs": 2, "batch_size": 64, "augment": True, "lr": 0.002}),
         ("neggrad_plus", {"epochs": 1, "batch_size": 16}),  # forget batches cycle: 30 forget rows, 17 steps
         ("scrub", {"epochs": 3, "lr": 0.002, "forget_batch_size": 16, "batch_size": 32}),
         # Repairing methods: their stages before the repair run alone, the repairs as one pack.
