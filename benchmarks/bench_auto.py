@@ -18,7 +18,8 @@ The N references train in packs of --pack (ml.ensemble.train_packed), each initi
 be alone, and so do the N runs of every method that packs (ml.methods.packed.PACKED, run_packed with the run
 seeds above): the same models as one by one, up to float rounding. Other methods run one by one. Each line
 gives the method's wall time for its N runs (`wall_seconds`; `seconds` is that per model) and the references'
-(`reference_seconds`); scoring (logits, accuracies) is not timed.
+(`reference_seconds`); scoring (logits, accuracies) is not timed. With --cache DIR, groups trained before
+for the same setup are read back (`"cached": true`, with the wall time they took then).
 
     python benchmarks/bench_auto.py --fractions 0.005,0.02,0.1 --n-models 6 \\
         --methods retrain,finetune,gradient_ascent,neggrad_plus,salun,ssd
@@ -27,11 +28,13 @@ gives the method's wall time for its N runs (`wall_seconds`; `seconds` is that p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -128,6 +131,57 @@ def method_runs(
     return models, time.perf_counter() - start, packed
 
 
+class Cache:
+    """--cache DIR: groups already trained for the same setup are read back instead of trained again.
+
+    A group (the references, or one method's N runs with its params) is stored as its forget-set logits,
+    test accuracies and wall seconds, keyed by everything that makes it: the data set and its subset, the
+    recipe, the architecture, the forget set's draw and fraction, N, the method and its params; the original
+    model is stored as its weights. Without a directory nothing is stored.
+    """
+
+    def __init__(self, folder: str | None, setup: dict[str, Any]) -> None:
+        self.folder, self.setup = folder, setup
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+    def path(self, suffix: str, **key: Any) -> str | None:
+        if not self.folder:
+            return None
+        text = json.dumps({**self.setup, **key}, sort_keys=True)
+        return os.path.join(self.folder, hashlib.sha256(text.encode()).hexdigest()[:24] + suffix)
+
+    def group(
+        self, make: Callable[[], tuple[list[np.ndarray], list[float], float, bool]], **key: Any
+    ) -> tuple[list[np.ndarray], list[float], float, bool, bool]:
+        """(forget logits, test accuracies, wall seconds, packed, cached) of a group, made by `make` unless
+        stored."""
+        path = self.path(".npz", **key)
+        if path and os.path.exists(path):
+            with np.load(path) as f:
+                return (
+                    list(f["logits"]),
+                    [float(t) for t in f["tests"]],
+                    float(f["seconds"]),
+                    bool(f["packed"]),
+                    True,
+                )
+        outs, tests, seconds, packed = make()
+        if path:
+            np.savez(path, logits=np.stack(outs), tests=np.asarray(tests), seconds=seconds, packed=packed)
+        return outs, tests, seconds, packed, False
+
+    def original(self, make: Callable[[], torch.nn.Module], template: torch.nn.Module) -> torch.nn.Module:
+        path = self.path(".pt", original=ORIGINAL_SEED)
+        if path and os.path.exists(path):
+            template.load_state_dict(torch.load(path, weights_only=True))
+            return template
+        model = make()
+        if path:
+            torch.save(model.state_dict(), path)
+        return model
+
+
 def number(value: float) -> float | str:
     return value if math.isfinite(value) else "inf"
 
@@ -165,6 +219,11 @@ def main() -> None:
         help="references and packed methods train this many at a time (1: one by one)",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="folder: reuse the original and groups trained before with the same setup",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -204,15 +263,39 @@ def main() -> None:
         flush=True,
     )
     whole = UnlearnData(dataset, np.zeros(0, np.int64), recipe=recipe, arch=arch)
-    original = train_original(whole, ORIGINAL_SEED, device)
+    cache = Cache(
+        args.cache,
+        {
+            "dataset": args.dataset,
+            "n_train": dataset.n_train,
+            "n_test": dataset.n_test,
+            "sizes": [args.train_size, args.test_size],
+            "arch": arch.model_dump(),
+            "recipe": recipe.model_dump(),
+        },
+    )
+    original = cache.original(
+        lambda: train_original(whole, ORIGINAL_SEED, device),
+        build_model(arch, dataset.num_classes, dataset.in_channels).to(device),
+    )
     base_test = accuracy(original, dataset, None, split="test", device=device)
     for fraction in (float(f) for f in args.fractions.split(",")):
         forget = random_forget_ids(dataset.n_train, fraction=fraction, seed=args.seed)
         data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
         labels = dataset.train_y[forget]
-        ref_models, ref_seconds = references(data, args.n_models, args.pack, device)
-        refs = [logits(net, dataset, forget, device=device) for net in ref_models]
-        del ref_models
+        group = {"fraction": fraction, "seed": args.seed, "n_models": args.n_models}
+
+        def trained_references() -> tuple[list[np.ndarray], list[float], float, bool]:
+            nets, seconds = references(data, args.n_models, args.pack, device)  # noqa: B023 (called at once)
+            outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
+            return (
+                outs,
+                [accuracy(net, dataset, None, split="test", device=device) for net in nets],
+                seconds,
+                True,
+            )
+
+        refs, _, ref_seconds, _, _ = cache.group(trained_references, **group, method="references")
         ref_stat = hinge_statistic(np.stack(refs), labels)
         runs: dict[str, tuple[str, dict[str, Any]]] = {}
         for label in names:
@@ -243,12 +326,22 @@ def main() -> None:
             )
         lines = {}
         for label, (method, params) in runs.items():
-            nets, seconds, packed = method_runs(
-                method, params, original, data, args.n_models, args.pack, device
-            )
-            outs = [logits(net, dataset, forget, device=device) for net in nets]
-            tests = [accuracy(net, dataset, None, split="test", device=device) for net in nets]
-            del nets
+
+            def trained(method: str = method, params: dict[str, Any] = params) -> tuple[Any, ...]:
+                nets, seconds, packed = method_runs(
+                    method,
+                    params,
+                    original,
+                    data,  # noqa: B023 (called at once)
+                    args.n_models,
+                    args.pack,
+                    device,
+                )
+                outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
+                tests = [accuracy(net, dataset, None, split="test", device=device) for net in nets]
+                return outs, tests, seconds, packed
+
+            outs, tests, seconds, packed, cached = cache.group(trained, **group, method=method, params=params)
             stat = hinge_statistic(np.stack(outs), labels)
             lines[label] = {
                 "method": label,
@@ -264,6 +357,7 @@ def main() -> None:
                 "seconds": round(seconds / args.n_models, 2),
                 "wall_seconds": round(seconds, 1),
                 "packed": packed,
+                "cached": cached,
                 "reference_seconds": round(ref_seconds, 1),
             }
         r, f = lines["retrain"], lines["finetune"]
