@@ -49,7 +49,7 @@ from ml.methods import UnlearnData, cost, run_method
 from ml.methods.auto import ProxyTarget, draw_proxies, proxy_evaluator, search
 from ml.methods.cost import Workload
 from ml.methods.packed import PACKED, run_packed
-from ml.methods.params import AutoParams
+from ml.methods.params import AutoParams, method_spec
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
 from ml.metrics.resolution import epsilon_hat_smooth
 from ml.models import build_model
@@ -136,7 +136,8 @@ class Cache:
 
     A group (the references, or one method's N runs with its params) is stored as its forget-set logits,
     test accuracies and wall seconds, keyed by everything that makes it: the data set and its subset, the
-    recipe, the architecture, the forget set's draw and fraction, N, the method and its params; the original
+    recipe, the architecture, the forget set's draw and fraction, N, the method and its params with their
+    defaults filled in (so a changed default is trained anew); the original
     model is stored as its weights. Without a directory nothing is stored.
     """
 
@@ -341,7 +342,8 @@ def main() -> None:
                 tests = [accuracy(net, dataset, None, split="test", device=device) for net in nets]
                 return outs, tests, seconds, packed
 
-            outs, tests, seconds, packed, cached = cache.group(trained, **group, method=method, params=params)
+            full = method_spec(method).params.model_validate(params).model_dump(mode="json")  # defaults too
+            outs, tests, seconds, packed, cached = cache.group(trained, **group, method=method, params=full)
             stat = hinge_statistic(np.stack(outs), labels)
             lines[label] = {
                 "method": label,
