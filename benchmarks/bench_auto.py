@@ -14,6 +14,13 @@ a retrain's). `auto` runs the service's search (ml/methods/auto.py) on its proxi
 Method params: each one's defaults, or --params '{"gradient_ascent": {"epochs": 5}}' for a variant; a method
 may be listed as name@label to run a variant beside the default (params keyed by name@label).
 
+The N references train in packs of --pack (ml.ensemble.train_packed), each initialised and seeded as it would
+be alone, and so do the N runs of every method that packs (ml.methods.packed.PACKED, run_packed with the run
+seeds above): the same models as one by one, up to float rounding. Other methods run one by one. Each line
+gives the method's wall time for its N runs (`wall_seconds`; `seconds` is that per model) and the references'
+(`reference_seconds`); scoring (logits, accuracies) is not timed. With --cache DIR, groups trained before
+for the same setup are read back (`"cached": true`, with the wall time they took then).
+
     python benchmarks/bench_auto.py --fractions 0.005,0.02,0.1 --n-models 6 \\
         --methods retrain,finetune,gradient_ascent,neggrad_plus,salun,ssd
 """
@@ -21,11 +28,13 @@ may be listed as name@label to run a variant beside the default (params keyed by
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,11 +43,13 @@ from mlbench import sync, train_original
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
+from ml.ensemble import CPU_PACK_SIZE, train_packed
 from ml.logits import accuracy, logits
 from ml.methods import UnlearnData, cost, run_method
 from ml.methods.auto import ProxyTarget, draw_proxies, proxy_evaluator, search
 from ml.methods.cost import Workload
-from ml.methods.params import AutoParams
+from ml.methods.packed import PACKED, run_packed
+from ml.methods.params import AutoParams, method_spec
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
 from ml.metrics.resolution import epsilon_hat_smooth
 from ml.models import build_model
@@ -70,11 +81,106 @@ def subset(dataset: ArrayDataset, n_train: int, n_test: int, seed: int) -> Array
     )
 
 
-def retrained(data: UnlearnData, seed: int, device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels)
-    train(model, data.dataset, data.retain_ids, data.recipe, seed=seed, device=device)
-    return model
+def references(
+    data: UnlearnData, n: int, pack: int, device: torch.device
+) -> tuple[list[torch.nn.Module], float]:
+    """n models retrained without the forget set (seeds 0..n-1), in packs of `pack` (1: one by one), each
+    initialised after torch.manual_seed(seed) and trained with that seed as it would be alone; and the wall
+    seconds they took."""
+    dataset = data.dataset
+    models = []
+    sync(device)
+    start = time.perf_counter()
+    for first in range(0, n, pack):
+        seeds = list(range(first, min(n, first + pack)))
+        block = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            block.append(build_model(data.arch, dataset.num_classes, dataset.in_channels))
+        if pack == 1:
+            train(block[0], dataset, data.retain_ids, data.recipe, seed=seeds[0], device=device)
+        else:
+            train_packed(
+                block, dataset, [data.retain_ids] * len(seeds), data.recipe, seeds=seeds, device=device
+            )
+        models.extend(block)
+    sync(device)
+    return models, time.perf_counter() - start
+
+
+def method_runs(
+    method: str,
+    params: dict[str, Any],
+    original: torch.nn.Module,
+    data: UnlearnData,
+    n: int,
+    pack: int,
+    device: torch.device,
+) -> tuple[list[torch.nn.Module], float, bool]:
+    """n runs of `method` on the original (seeds METHOD_SEED + i): packed (run_packed, packs of `pack`) when
+    the method packs and pack > 1, else one by one; the models, the wall seconds and whether they packed."""
+    seeds = [METHOD_SEED + i for i in range(n)]
+    packed = pack > 1 and method in PACKED
+    sync(device)
+    start = time.perf_counter()
+    if packed:
+        models = run_packed(method, original, data, params, seeds=seeds, device=device, pack_size=pack)
+    else:
+        models = [run_method(method, original, data, params, seed=seed, device=device) for seed in seeds]
+    sync(device)
+    return models, time.perf_counter() - start, packed
+
+
+class Cache:
+    """--cache DIR: groups already trained for the same setup are read back instead of trained again.
+
+    A group (the references, or one method's N runs with its params) is stored as its forget-set logits,
+    test accuracies and wall seconds, keyed by everything that makes it: the data set and its subset, the
+    recipe, the architecture, the forget set's draw and fraction, N, the method and its params with their
+    defaults filled in (so a changed default is trained anew); the original
+    model is stored as its weights. Without a directory nothing is stored.
+    """
+
+    def __init__(self, folder: str | None, setup: dict[str, Any]) -> None:
+        self.folder, self.setup = folder, setup
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+    def path(self, suffix: str, **key: Any) -> str | None:
+        if not self.folder:
+            return None
+        text = json.dumps({**self.setup, **key}, sort_keys=True)
+        return os.path.join(self.folder, hashlib.sha256(text.encode()).hexdigest()[:24] + suffix)
+
+    def group(
+        self, make: Callable[[], tuple[list[np.ndarray], list[float], float, bool]], **key: Any
+    ) -> tuple[list[np.ndarray], list[float], float, bool, bool]:
+        """(forget logits, test accuracies, wall seconds, packed, cached) of a group, made by `make` unless
+        stored."""
+        path = self.path(".npz", **key)
+        if path and os.path.exists(path):
+            with np.load(path) as f:
+                return (
+                    list(f["logits"]),
+                    [float(t) for t in f["tests"]],
+                    float(f["seconds"]),
+                    bool(f["packed"]),
+                    True,
+                )
+        outs, tests, seconds, packed = make()
+        if path:
+            np.savez(path, logits=np.stack(outs), tests=np.asarray(tests), seconds=seconds, packed=packed)
+        return outs, tests, seconds, packed, False
+
+    def original(self, make: Callable[[], torch.nn.Module], template: torch.nn.Module) -> torch.nn.Module:
+        path = self.path(".pt", original=ORIGINAL_SEED)
+        if path and os.path.exists(path):
+            template.load_state_dict(torch.load(path, weights_only=True))
+            return template
+        model = make()
+        if path:
+            torch.save(model.state_dict(), path)
+        return model
 
 
 def number(value: float) -> float | str:
@@ -107,7 +213,18 @@ def main() -> None:
     parser.add_argument("--auto-params", default="{}", help="JSON AutoParams for the search")
     parser.add_argument("--seed", type=int, default=1, help="the forget sets' draw")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--pack",
+        type=int,
+        default=CPU_PACK_SIZE,
+        help="references and packed methods train this many at a time (1: one by one)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="folder: reuse the original and groups trained before with the same setup",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -140,21 +257,46 @@ def main() -> None:
                 "auto": auto_settings.model_dump() if args.auto else None,
                 "seed": args.seed,
                 "threads": torch.get_num_threads(),
+                "pack": args.pack,
                 "loadavg_1m": round(os.getloadavg()[0], 2),
             }
         ),
         flush=True,
     )
     whole = UnlearnData(dataset, np.zeros(0, np.int64), recipe=recipe, arch=arch)
-    original = train_original(whole, ORIGINAL_SEED, device)
+    cache = Cache(
+        args.cache,
+        {
+            "dataset": args.dataset,
+            "n_train": dataset.n_train,
+            "n_test": dataset.n_test,
+            "sizes": [args.train_size, args.test_size],
+            "arch": arch.model_dump(),
+            "recipe": recipe.model_dump(),
+        },
+    )
+    original = cache.original(
+        lambda: train_original(whole, ORIGINAL_SEED, device),
+        build_model(arch, dataset.num_classes, dataset.in_channels).to(device),
+    )
     base_test = accuracy(original, dataset, None, split="test", device=device)
     for fraction in (float(f) for f in args.fractions.split(",")):
         forget = random_forget_ids(dataset.n_train, fraction=fraction, seed=args.seed)
         data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
         labels = dataset.train_y[forget]
-        refs = [
-            logits(retrained(data, i, device), dataset, forget, device=device) for i in range(args.n_models)
-        ]
+        group = {"fraction": fraction, "seed": args.seed, "n_models": args.n_models}
+
+        def trained_references() -> tuple[list[np.ndarray], list[float], float, bool]:
+            nets, seconds = references(data, args.n_models, args.pack, device)  # noqa: B023 (called at once)
+            outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
+            return (
+                outs,
+                [accuracy(net, dataset, None, split="test", device=device) for net in nets],
+                seconds,
+                True,
+            )
+
+        refs, _, ref_seconds, _, _ = cache.group(trained_references, **group, method="references")
         ref_stat = hinge_statistic(np.stack(refs), labels)
         runs: dict[str, tuple[str, dict[str, Any]]] = {}
         for label in names:
@@ -165,10 +307,8 @@ def main() -> None:
             targets = []
             for ids in draw_proxies(dataset.train_y, forget, pool, auto_settings.proxies, PROXY_SEED):
                 proxy = UnlearnData(dataset, ids, recipe=recipe, arch=arch)
-                outs = [
-                    logits(retrained(proxy, i, device), dataset, ids, device=device)
-                    for i in range(auto_settings.n_models)
-                ]
+                proxy_refs, _ = references(proxy, auto_settings.n_models, args.pack, device)
+                outs = [logits(net, dataset, ids, device=device) for net in proxy_refs]
                 targets.append(ProxyTarget(proxy, hinge_statistic(np.stack(outs), dataset.train_y[ids])))
             evaluate = proxy_evaluator(original, targets, auto_settings.n_models, device=device)
             work = Workload(len(data.retain_ids), len(forget), recipe)
@@ -187,13 +327,23 @@ def main() -> None:
             )
         lines = {}
         for label, (method, params) in runs.items():
-            outs, tests = [], []
-            t0 = time.perf_counter()
-            for i in range(args.n_models):
-                net = run_method(method, original, data, params, seed=METHOD_SEED + i, device=device)
-                sync(device)
-                outs.append(logits(net, dataset, forget, device=device))
-                tests.append(accuracy(net, dataset, None, split="test", device=device))
+
+            def trained(method: str = method, params: dict[str, Any] = params) -> tuple[Any, ...]:
+                nets, seconds, packed = method_runs(
+                    method,
+                    params,
+                    original,
+                    data,  # noqa: B023 (called at once)
+                    args.n_models,
+                    args.pack,
+                    device,
+                )
+                outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
+                tests = [accuracy(net, dataset, None, split="test", device=device) for net in nets]
+                return outs, tests, seconds, packed
+
+            full = method_spec(method).params.model_validate(params).model_dump(mode="json")  # defaults too
+            outs, tests, seconds, packed, cached = cache.group(trained, **group, method=method, params=full)
             stat = hinge_statistic(np.stack(outs), labels)
             lines[label] = {
                 "method": label,
@@ -203,8 +353,14 @@ def main() -> None:
                 "smooth": epsilon_hat_smooth(ref_stat, stat),
                 "test_accuracy": float(np.mean(tests)),
                 "test_drop": base_test - float(np.mean(tests)),
+                "test_accuracy_min": float(np.min(tests)),
+                "forget_accuracy": float(np.mean([(o.argmax(1) == labels).mean() for o in outs])),
                 "budget": cost(method, params, data),
-                "seconds": round((time.perf_counter() - t0) / args.n_models, 2),
+                "seconds": round(seconds / args.n_models, 2),
+                "wall_seconds": round(seconds, 1),
+                "packed": packed,
+                "cached": cached,
+                "reference_seconds": round(ref_seconds, 1),
             }
         r, f = lines["retrain"], lines["finetune"]
         for line in lines.values():
