@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         False, description="let webhooks target loopback, link-local and private addresses (tests, one host)"
     )
+    webhook_sender: bool = Field(
+        True,
+        description="whether a worker sends due webhook deliveries (a thread beside its pool); false on workers "
+        "that should only run jobs, such as workers with no way out to the receivers",
+    )
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, le=60, description="how long one webhook POST may take"
     )

@@ -49,6 +49,11 @@ NOT_THE_WORKERS = frozenset(
 """Settings a worker never reads (the queue it is told; the rest are the API's): changing them needs no new one."""
 
 
+SHARED_WORKER_ENV = {"LETHE_WEBHOOK_SENDER": "false"}
+"""The shared worker lives across tests on one database: a delivery loop in it would take the deliveries of
+whatever test runs, which send their own (core.webhooks.deliver_due) and saw them taken first, under load."""
+
+
 def worker_settings() -> tuple[tuple[str, str], ...]:
     """The settings a worker process starts with now: every LETHE_* variable that a worker reads."""
     env = os.environ.items()
@@ -78,7 +83,7 @@ class BrokerWorker:
         self.log = Path(gettempdir()) / f"{self.hostname.split('@')[0]}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                self.command, cwd=REPO, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
+                self.command, cwd=REPO, env=os.environ | SHARED_WORKER_ENV, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_end_with_parent,
             )  # fmt: skip
         self.consumed = set(queues_of(self.command))

@@ -76,7 +76,11 @@ def _watch_pool(sender: Any = None, **_kw: Any) -> None:
 
 @worker_ready.connect
 def _start_deliveries(**_kw: Any) -> None:
-    """Webhook deliveries go out from the main process, beside the pool, never queued behind a job."""
+    """Webhook deliveries go out from the main process, beside the pool, never queued behind a job; from every
+    worker unless LETHE_WEBHOOK_SENDER is false (any one worker that sends is enough: each delivery is leased)."""
+    if not get_settings().webhook_sender:
+        log.info("webhook deliveries are left to other workers (LETHE_WEBHOOK_SENDER=false)")
+        return
     _deliveries.start()
 
 

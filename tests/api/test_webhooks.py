@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -319,3 +320,33 @@ def test_the_worker_loop_waits_longer_while_the_database_is_down(monkeypatch):
     monkeypatch.setattr(loop._stop, "wait", fake_wait)
     loop._run()
     assert waits == [2.0, 4.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(("sender", "loops_started"), [("true", 1), ("false", 0)])
+def test_a_worker_sends_deliveries_unless_told_to_leave_them_to_others(monkeypatch, sender, loops_started):
+    from worker import app as worker_app
+
+    started: list[bool] = []
+    monkeypatch.setattr(worker_app._deliveries, "start", lambda: started.append(True))
+    monkeypatch.setenv("LETHE_WEBHOOK_SENDER", sender)
+    get_settings.cache_clear()
+    try:
+        worker_app._start_deliveries()
+    finally:
+        monkeypatch.delenv("LETHE_WEBHOOK_SENDER")
+        get_settings.cache_clear()
+    assert len(started) == loops_started
+
+
+@pytest.mark.slow
+def test_the_shared_test_worker_leaves_deliveries_to_the_test_that_sends_them(client, receiver, http):
+    """The suite's worker lives across tests on one database; its delivery loop (a pass a second) took the
+    deliveries tests send themselves, and those tests failed under load: it must leave them alone."""
+    from tests.broker import consuming
+
+    with consuming():
+        hook = _subscribe(client, receiver.url, ["job.started", "job.succeeded"])
+        _succeed(_job())
+        time.sleep(3)  # three of the loop's passes
+        assert [d["status"] for d in _deliveries(client, hook["id"])] == ["pending", "pending"]
+        assert deliver_due(http) == 2 and len(receiver.requests) == 2
