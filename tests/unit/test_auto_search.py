@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from ml.methods.auto import (
+    FIRST,
     INFEASIBLE,
     SPACE,
     TrialRecord,
     TrialScore,
     choose,
+    defaults_trial,
     draw_proxies,
     fit_to_budget,
     search,
@@ -116,6 +118,36 @@ def test_every_searched_method_and_range_is_valid_for_its_params_model() -> None
         for point in ("low", "high"):
             values = {name: (int if k.integer else float)(getattr(k, point)) for name, k in knobs.items()}
             spec.params.model_validate(values)
+        for name, knob in knobs.items():
+            for value in knob.choices:
+                spec.params.model_validate({name: value})
+    for method in FIRST:
+        assert method in SPACE
+        defaults_trial(method)  # raises when a default lies outside its knob
+
+
+def test_the_defaults_of_first_methods_are_the_first_trial_and_the_wider_knobs_are_searched() -> None:
+    """A landscape where noise_reset is best at batch 64 and noise 0.35: the search starts from the
+    defaults (batch 32, noise 0.3), then finds the batch and scale it was not given."""
+
+    def evaluate(method: str, params: dict) -> TrialScore:
+        if method != "noise_reset":
+            return TrialScore(5.0, 0.0)
+        off = abs(params["noise_scale"] - 0.35) * 10 + (0.0 if params["batch_size"] == 64 else 1.0)
+        return TrialScore(1.0 + off, 0.0)
+
+    result = search(evaluate, WORK, AutoParams(trials=30), methods=["finetune", "noise_reset"], seed=0)
+    first = result.trials[0]
+    assert first.method == "noise_reset"
+    assert first.params["noise_scale"] == 0.3 and first.params["batch_size"] == 32
+    assert first.params["fraction"] == 1.0 and first.params["mode"] == "noise"
+    assert first.score == pytest.approx(2.5)  # 0.05 off in scale, batch 32
+    assert {t.params["batch_size"] for t in result.trials if t.method == "noise_reset"} == {32, 64}
+    assert result.chosen_method == "noise_reset"
+    assert result.params["batch_size"] == 64 and result.score < 1.5
+    # Without noise_reset in the search nothing is queued: the first trial is the sampler's.
+    other = search(evaluate, WORK, AutoParams(trials=3), methods=["finetune"], seed=0)
+    assert [t.method for t in other.trials] == ["finetune"] * 3
 
 
 def test_methods_that_cannot_fit_the_budget_are_never_proposed() -> None:
