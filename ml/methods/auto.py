@@ -6,8 +6,9 @@ without it; a trial applies a (method, params) to the model with each proxy as i
 and scores how far the unlearned models' proxy outputs are from the references' with the smooth epsilon-hat
 (ml/metrics/resolution.py: finite and continuous at a few models per group, where the study's figure is
 coarse). A trial whose mean test accuracy falls more than the tolerance below the model's is infeasible.
-Optuna's TPE sampler proposes the trials, after the defaults of the methods in FIRST; every proposal is first cut to the sample-pass budget (ml/methods/
-cost.py), fewer epochs or a smaller share of the data, and one that cannot fit is never run.
+Optuna's TPE sampler proposes the trials, after the defaults of the methods in FIRST; every proposal is first
+cut to the sample-pass budget (ml/methods/cost.py), fewer epochs or a smaller share of the data, and one that
+cannot fit is never run.
 
 Everything that touches data, models or storage comes in as callables: this module is pure.
 """
