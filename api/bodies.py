@@ -18,6 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
+SMALL_BODY = 16 * 1024
+"""Bodies up to this size (about 2,000 ids) are parsed on the event loop, in well under a millisecond;
+larger ones in a worker thread, so that a million ids never stall the other requests."""
+
 
 def nul_at(value: Any, where: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """Where the first string (key or value) holding a NUL character is; None when there is none."""

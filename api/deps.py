@@ -73,6 +73,15 @@ class TenantCache:
 
 TENANTS = TenantCache()
 
+KEY_HEADER = b"x-api-key"
+"""The API key's header as an ASGI scope lists it (lower case), for the fast paths that read it there."""
+
+
+def cached_tenant(key: bytes) -> str | None:
+    """The tenant of a raw X-API-Key value checked in the last few seconds; None when not cached (no lookup)."""
+    return TENANTS.get(digest(key.decode("latin-1")))
+
+
 _LOOKUPS: dict[tuple[int, str], asyncio.Task[str | None]] = {}
 """Lookups in flight, by (event loop, key digest): when a key's cache entry expires, every client using the
 key misses at once; one lookup (its own task, so that no request's disconnect cancels it) answers them all,

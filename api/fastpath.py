@@ -20,17 +20,15 @@ import time
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import TENANTS
+from api.deps import KEY_HEADER, cached_tenant
 from api.limits import retry_after
 from api.routes.jobs import job_json, job_json_async
-from core.auth import digest
 from core.db import POLL_READ_TIMEOUT_S, get_poll_engine, is_sqlite, poll_pool
 from core.errors import NotFound
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/jobs/"
-KEY_HEADER = b"x-api-key"
 POOL_REST_S = 1.0
 """After a failed read through the Postgres poll pool (an outage, a dropped connection), polls go to the
 route for this long, so that during an outage only one poll a second waits on the pool first."""
@@ -71,7 +69,7 @@ class JobPollFastPath:
         key = next((value for name, value in scope["headers"] if name == KEY_HEADER), None)
         if not key:
             return None
-        tenant = TENANTS.get(digest(key.decode("latin-1")))
+        tenant = cached_tenant(key)
         if tenant is None:
             return None
         try:

@@ -6,9 +6,9 @@ app, resolving dependencies, the exception and routing middlewares, and building
 of intake's CPU per request, py-spy via `benchmarks/profile_api.py`). For a request this middleware can
 judge, it does what the route does, in the same order and with the same functions, without that: a key
 checked in the last few seconds (the tenant cache of api.deps), a hot path that can answer (Postgres: on
-SQLite the routes have none), no Idempotency-Key, a JSON body whose
-declared length is at most MAX_BODY, parsed and validated as the route parses it; then the tenant's rate
-limit is counted and the route's own hot path (`HotPost.answer`) is tried. Its answer, or the error it
+SQLite the routes have none), no Idempotency-Key, a JSON body whose declared length is at most
+api.bodies.SMALL_BODY (larger ones the route parses in a worker thread), parsed and validated as the route
+parses it; then the tenant's rate limit is counted and the route's own hot path (`HotPost.answer`) is tried. Its answer, or the error it
 raises, is sent as the app would send it (the app's exception handlers answer errors here too).
 
 Everything else goes on to the route, the body replayed exactly as it was received: a missing or unknown
@@ -31,13 +31,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import TENANTS
+from api.bodies import SMALL_BODY
+from api.deps import KEY_HEADER, cached_tenant
 from api.limits import PASSED_ON, retry_after
-from core.auth import digest
 
-MAX_BODY = 16 * 1024
-"""Larger bodies (over about 2,000 ids) go to the route, which parses them in a worker thread."""
-KEY_HEADER = b"x-api-key"
 IDEMPOTENCY_HEADER = b"idempotency-key"
 JSON_TYPES = (b"application/json",)
 
@@ -129,9 +126,9 @@ def _tenant(scope: Scope) -> str | None:
             length = value
         elif name == b"content-type":
             json = value.split(b";", 1)[0].strip().lower() in JSON_TYPES
-    if not key or not json or length is None or not length.isdigit() or int(length) > MAX_BODY:
+    if not key or not json or length is None or not length.isdigit() or int(length) > SMALL_BODY:
         return None
-    return TENANTS.get(digest(key.decode("latin-1")))
+    return cached_tenant(key)
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:

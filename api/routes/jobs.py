@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from starlette.routing import BaseRoute
 
 from api.deps import PathRef, SessionDep, TenantDep
+from api.fastpost import route_of
 from api.pagination import Cursor, Limit, page
 from api.schemas import NO_NUL, JobList, JobMetrics, JobPublic
 from core import jobs as job_service
@@ -99,7 +100,7 @@ async def read_job(job_id: PathRef, tenant: TenantDep) -> Response:
 
 def poll_route() -> BaseRoute:
     """read_job's route, which labels requests the fast path answers for it (api.fastpath)."""
-    return next(r for r in router.routes if getattr(r, "endpoint", None) is read_job)
+    return route_of(router.routes, read_job)
 
 
 @router.get(

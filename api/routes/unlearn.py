@@ -25,10 +25,6 @@ from core.quotas import check_tenant_queue
 
 router = APIRouter(tags=["unlearn"])
 
-SMALL_BODY = 16 * 1024
-"""Bodies up to this size (about 2,000 ids) are parsed on the event loop, in well under a millisecond;
-larger ones in a worker thread, so that a million ids never stall the other requests."""
-
 
 @router.post(
     "/unlearn",
@@ -45,7 +41,7 @@ async def unlearn(
     idempotency_key: IdempotencyHeader = None,
 ) -> BaseModel | JSONResponse:
     raw = await request.body()
-    if len(raw) <= SMALL_BODY:
+    if len(raw) <= bodies.SMALL_BODY:
         body = bodies.parse_body(UnlearnCreate, raw)
     else:
         body = await run_in_threadpool(bodies.parse_body, UnlearnCreate, raw)
