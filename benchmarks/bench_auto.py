@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from mlbench import sync, train_original
+from mlbench import packed_references, retrain_reference, sync, train_original
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
-from ml.ensemble import CPU_PACK_SIZE, train_packed
+from ml.ensemble import CPU_PACK_SIZE
 from ml.logits import accuracy, logits
 from ml.methods import UnlearnData, cost, run_method
 from ml.methods.auto import ProxyTarget, draw_proxies, proxy_evaluator, search
@@ -54,7 +54,7 @@ from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
 from ml.metrics.resolution import epsilon_hat_smooth
 from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
-from ml.trainer import resolve_device, train
+from ml.trainer import resolve_device
 
 METHOD_SEED = 10_000
 ORIGINAL_SEED = 20_000
@@ -85,27 +85,20 @@ def references(
     data: UnlearnData, n: int, pack: int, device: torch.device
 ) -> tuple[list[torch.nn.Module], float]:
     """n models retrained without the forget set (seeds 0..n-1), in packs of `pack` (1: one by one), each
-    initialised after torch.manual_seed(seed) and trained with that seed as it would be alone; and the wall
-    seconds they took."""
-    dataset = data.dataset
-    models = []
-    sync(device)
-    start = time.perf_counter()
+    initialised and seeded as it would be alone (mlbench); and the seconds their training took."""
+    models: list[torch.nn.Module] = []
+    seconds = 0.0
     for first in range(0, n, pack):
         seeds = list(range(first, min(n, first + pack)))
-        block = []
-        for seed in seeds:
-            torch.manual_seed(seed)
-            block.append(build_model(data.arch, dataset.num_classes, dataset.in_channels))
         if pack == 1:
-            train(block[0], dataset, data.retain_ids, data.recipe, seed=seeds[0], device=device)
+            model, took = retrain_reference(data, seeds[0], device)
+            models.append(model)
+            seconds += took
         else:
-            train_packed(
-                block, dataset, [data.retain_ids] * len(seeds), data.recipe, seeds=seeds, device=device
-            )
-        models.extend(block)
-    sync(device)
-    return models, time.perf_counter() - start
+            block, per_model = packed_references(data, seeds, device)
+            models.extend(block)
+            seconds += per_model * len(seeds)
+    return models, seconds
 
 
 def method_runs(

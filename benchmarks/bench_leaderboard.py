@@ -45,11 +45,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from mlbench import sync, train_original
+from mlbench import packed_references, retrain_reference, sync, train_original
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
-from ml.ensemble import train_packed
 from ml.logits import evaluate, logits
 from ml.methods import METHOD_SPECS, UnlearnData, cost, run_method
 from ml.methods.packed import run_packed
@@ -59,9 +58,8 @@ from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic, json
 from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
 from ml.metrics.resolution import resolution
-from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
-from ml.trainer import resolve_device, train
+from ml.trainer import resolve_device
 
 METHOD_SEED = 10000
 """Method run i uses seed 10000 + i, as evaluations do, so retrain never reproduces a reference model."""
@@ -142,33 +140,6 @@ class Probe:
             forget_logits,
             ds.train_y[self.data.forget_ids],
         )
-
-
-def retrain_reference(data: UnlearnData, seed: int, device: torch.device) -> tuple[torch.nn.Module, float]:
-    """A model trained from scratch on the retain set, seeded as the service's reference runs are."""
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    model = build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels)
-    train(model, data.dataset, data.retain_ids, data.recipe, seed=seed, device=device)
-    sync(device)
-    return model, time.perf_counter() - start
-
-
-def packed_references(
-    data: UnlearnData, seeds: list[int], device: torch.device
-) -> tuple[list[torch.nn.Module], float]:
-    """Reference models for `seeds`, trained as one pack (ml.ensemble): each initialised and seeded as
-    retrain_reference's; returns them and the wall time per model."""
-    models = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        models.append(build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels))
-    start = time.perf_counter()
-    train_packed(
-        models, data.dataset, [data.retain_ids] * len(seeds), data.recipe, seeds=seeds, device=device
-    )
-    sync(device)
-    return models, (time.perf_counter() - start) / len(seeds)
 
 
 def _packed_run(

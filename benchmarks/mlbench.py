@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ml.data import ArrayDataset
+from ml.ensemble import train_packed
 from ml.logits import evaluate
 from ml.methods import UnlearnData
 from ml.models import build_model
@@ -48,3 +49,30 @@ def train_original(data: UnlearnData, seed: int, device: torch.device) -> nn.Mod
     record = {"original": True, "seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps({**record, **evaluate(model, data, device=device)}), flush=True)
     return model
+
+
+def retrain_reference(data: UnlearnData, seed: int, device: torch.device) -> tuple[torch.nn.Module, float]:
+    """A model trained from scratch on the retain set, seeded as the service's reference runs are."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model = build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels)
+    train(model, data.dataset, data.retain_ids, data.recipe, seed=seed, device=device)
+    sync(device)
+    return model, time.perf_counter() - start
+
+
+def packed_references(
+    data: UnlearnData, seeds: list[int], device: torch.device
+) -> tuple[list[torch.nn.Module], float]:
+    """Reference models for `seeds`, trained as one pack (ml.ensemble): each initialised and seeded as
+    retrain_reference's; returns them and the wall time per model."""
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels))
+    start = time.perf_counter()
+    train_packed(
+        models, data.dataset, [data.retain_ids] * len(seeds), data.recipe, seeds=seeds, device=device
+    )
+    sync(device)
+    return models, (time.perf_counter() - start) / len(seeds)

@@ -12,6 +12,7 @@ import torch
 
 from ml.data import load_dataset
 from ml.methods import UnlearnData, run_method
+from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
 from tests.benchmarks import run_benchmark
 from tests.conftest import REPO
@@ -113,7 +114,7 @@ def test_packed_runs_are_the_methods_runs(leaderboard: Any, method: str) -> None
         dataset, np.arange(0, 300, 10), recipe=default_recipe("digits").cut_to(1), arch=ArchSpec(width=4)
     )
     torch.manual_seed(0)
-    original = leaderboard.build_model(data.arch, dataset.num_classes, dataset.in_channels)
+    original = build_model(data.arch, dataset.num_classes, dataset.in_channels)
     seeds = [10000, 10001]
     device = torch.device("cpu")
     packed = leaderboard.PACKED[method](original, data, seeds, device)
