@@ -8,6 +8,10 @@ epochs) over the wall time of the training calls (data upload included, evaluati
 over sequential, and the accuracies are the mean test accuracy of each group (with their spread, std).
 Sequential runs are shared between lines (K=8's first four are K=4's), each timed on its own, and made
 just before the packed run that needs them, so slow drifts of machine load touch both sides alike.
+The process is set up as a worker's (mlbench.prepare_process: --threads, and the allocator kept from
+handing a step's buffers back to the kernel; --malloc glibc keeps glibc's defaults, for comparison), and
+each side's page faults during its training calls are counted ("packed_page_faults",
+"sequential_page_faults").
 
 --vmap adds "vmap_images_per_s": the same K networks trained by the design ml.ensemble did not choose,
 torch.func.stack_module_state + vmap over functional_call (BatchNorm statistics batched per network too),
@@ -35,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
-from mlbench import sync, synthetic
+from mlbench import MALLOC_CHOICES, page_faults, prepare_process, sync, synthetic
 
 from ml.data import ArrayDataset, load_dataset
 from ml.ensemble import train_packed
@@ -141,12 +145,18 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--malloc",
+        choices=MALLOC_CHOICES,
+        default="worker",
+        help="the allocator as the worker sets it (ml.allocator), or glibc's defaults",
+    )
     parser.add_argument("--vmap", action="store_true", help="also time torch.func's vmap over the K networks")
     args = parser.parse_args()
     ks = sorted({int(k) for k in args.ks.split(",") if k})
     if not ks or ks[0] < 1:
         parser.error("--ks must list pack sizes of at least 1")
-    torch.set_num_threads(args.threads)
+    process = prepare_process(args.threads, args.malloc)
     device = resolve_device(args.device)
     data, arch, recipe = setup(args)
     per_model = data.n_train * recipe.epochs
@@ -159,28 +169,31 @@ def main() -> None:
         "batch_size": recipe.batch_size,
         "augment": recipe.augment.model_dump(),
         "n_train": data.n_train,
-        "threads": torch.get_num_threads(),
+        **process,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
     seq_seconds: list[float] = []
+    seq_faults: list[int] = []
     seq_acc: list[float] = []
     for k in ks:
         while len(seq_seconds) < k:  # the sequential runs this line needs and earlier lines did not make
             model = fresh(arch, data, len(seq_seconds))
             sync(device)
-            start = time.perf_counter()
+            start, faults = time.perf_counter(), page_faults()
             train(model, data, None, recipe, seed=len(seq_seconds), device=device)
             sync(device)
             seq_seconds.append(time.perf_counter() - start)
+            seq_faults.append(page_faults() - faults)
             seq_acc.append(test_accuracy(model, data, device))
         seeds = [PACKED_SEED + i for i in range(k)]
         models = [fresh(arch, data, s) for s in seeds]
         sync(device)
-        start = time.perf_counter()
+        start, faults = time.perf_counter(), page_faults()
         train_packed(models, data, [None] * k, recipe, seeds=seeds, device=device)
         sync(device)
         packed_s = time.perf_counter() - start
+        packed_faults = page_faults() - faults
         packed_acc = [test_accuracy(m, data, device) for m in models]
         sequential_s = sum(seq_seconds[:k])
         line = {
@@ -195,6 +208,8 @@ def main() -> None:
             "test_acc_sequential_std": round(float(np.std(seq_acc[:k])), 4),
             "packed_seconds": round(packed_s, 2),
             "sequential_seconds": round(sequential_s, 2),
+            "packed_page_faults": packed_faults,
+            "sequential_page_faults": sum(seq_faults[:k]),
             "loadavg_1m": round(os.getloadavg()[0], 2),
         }
         if args.vmap:

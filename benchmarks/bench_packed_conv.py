@@ -12,7 +12,9 @@ One JSON line per layer: {"bench": "packed_conv", "layer", "count" (how many con
 have that shape), "c_in", "c_out", "kernel", "stride", "padding", "hw", "ms" ({form: median ms, forward +
 backward}), "chosen" (ml.ensemble.conv_form's pick on a CPU)}; then {"bench": "packed_conv_total", "ms":
 {form: sum over the network's convolutions, count-weighted}, "chosen_ms", ...}: "grouped" is the pack before
-PackedConv2d's CPU forms, "chosen_ms" with them.
+PackedConv2d's CPU forms, "chosen_ms" with them. The process is set up as a worker's (--threads; the allocator
+as ml.allocator sets it, or glibc's defaults with --malloc glibc): with glibc's defaults every form's buffers
+come back as fresh pages each call, which costs the larger forms most.
 
     python benchmarks/bench_packed_conv.py                          # digits shapes, width 8, K = 8, B = 128
     python benchmarks/bench_packed_conv.py --batch 64               # the leaderboard recipe's batch
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn.functional as F
+from mlbench import MALLOC_CHOICES, prepare_process
 
 from ml.ensemble import conv_form, packed_conv2d
 from ml.models import build_model
@@ -120,8 +123,14 @@ def main() -> None:
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--malloc",
+        choices=MALLOC_CHOICES,
+        default="worker",
+        help="the allocator as the worker sets it (ml.allocator), or glibc's defaults",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    process = prepare_process(args.threads, args.malloc)
     torch.manual_seed(0)
     k, b = args.k, args.batch
     base = {
@@ -129,7 +138,7 @@ def main() -> None:
         "batch": b,
         "width": args.width,
         "size": args.size,
-        "threads": torch.get_num_threads(),
+        **process,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
-from mlbench import sync, train_original
+from mlbench import prepare_process, sync, train_original
 
 from ml.data import load_dataset
 from ml.methods import UnlearnData, run_method
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    process = prepare_process(args.threads)  # as a worker's pool process is set up
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset)
     recipe = default_recipe(args.dataset).cut_to(args.epochs)
@@ -103,7 +103,7 @@ def main() -> None:
             "n_train": dataset.n_train,
             "forget": len(forget),
             "width": args.width,
-            "threads": torch.get_num_threads(),
+            **process,
             "device": str(device),
             "repeat": repeat,
             "order": "packed first" if repeat % 2 == 0 else "separate first",

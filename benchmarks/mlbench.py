@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 
 import numpy as np
 import torch
 from torch import nn
 
+from ml.allocator import keep_freed_memory
 from ml.data import ArrayDataset
 from ml.ensemble import train_packed
 from ml.logits import evaluate
@@ -29,6 +31,23 @@ def synthetic(
     return ArrayDataset(
         "synthetic", x, y, x[:n_test], y[:n_test], classes, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
     )
+
+
+MALLOC_CHOICES = ("worker", "glibc")
+"""--malloc: the C library's allocator as the worker sets it (ml.allocator), or glibc's defaults."""
+
+
+def prepare_process(threads: int, malloc: str = "worker") -> dict[str, object]:
+    """A benchmark process set up as a worker's pool process is (torch threads; the allocator, unless malloc
+    is "glibc"): the fields its JSON lines carry to say so."""
+    torch.set_num_threads(threads)
+    tuned = malloc == "worker" and keep_freed_memory()
+    return {"threads": torch.get_num_threads(), "malloc": "worker" if tuned else "glibc"}
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far (each a page the kernel handed over, zero-filled)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def sync(device: torch.device) -> None:

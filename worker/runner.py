@@ -13,6 +13,7 @@ from core.logs import current_job
 from core.services import publish_jobs
 from core.settings import get_settings
 from core.tables import FINISHED, JobStatus
+from ml.allocator import keep_freed_memory
 from ml.errors import Cancelled
 from worker import batch as _batch  # noqa: F401  (registers the forget_batch handler)
 from worker import evaluation as _evaluation  # noqa: F401  (registers the run handlers)
@@ -44,8 +45,10 @@ def use_compile(setting: bool, device: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _use_torch_threads() -> None:
-    """LETHE_TORCH_THREADS, set once per process from the thread that runs the jobs."""
+def _prepare_process() -> None:
+    """Once per process, from the thread that runs the jobs: LETHE_TORCH_THREADS, and the C library's
+    allocator set to keep a training step's freed buffers for the next (ml.allocator)."""
+    keep_freed_memory()
     threads = get_settings().torch_threads
     if threads:
         import torch
@@ -57,7 +60,7 @@ def run_job(job_id: str) -> str | None:
     """Run the job, then settle any fan-out parent waiting for it; its log lines carry its id."""
     token = current_job.set(job_id)
     try:
-        _use_torch_threads()
+        _prepare_process()
         status = _run(job_id)
         if status in FINISHED:
             notify(job_id)
