@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="torch device for workers: auto, cpu, cuda, cuda:1, ...")
     queue: str = Field("lethe", description="Celery queue the API publishes to and workers consume")
     data_dir: Path | None = Field(None, description="default parent folder of data sets that need files")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads in workers; 0 = torch's default")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch CPU threads per pool process; 0 = torch's default shared among the jobs run at once",
+    )
     heartbeat_seconds: float = Field(15.0, gt=0, description="how often a running job marks itself alive")
     stale_after_seconds: float = Field(120.0, gt=0, description="a running job silent this long is requeued")
     requeue_after_seconds: float = Field(60.0, gt=0, description="a job queued this long is published again")

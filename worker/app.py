@@ -30,6 +30,7 @@ from core.queue import RUN_JOB, get_celery
 from core.settings import get_settings
 from worker import shutdown
 from worker.pool import PoolWatch, pool_processes
+from worker.threads import note_jobs_at_once
 from worker.webhooks import DeliveryLoop
 
 app = get_celery()
@@ -87,6 +88,12 @@ def _start_deliveries(**_kw: Any) -> None:
 @worker_shutdown.connect
 def _stop_deliveries(**_kw: Any) -> None:
     _deliveries.stop()
+
+
+@worker_init.connect
+def _note_jobs_at_once(sender: Any = None, **_kw: Any) -> None:
+    """In the main process, before the pool forks: how many jobs run at once, for the pool's torch threads."""
+    note_jobs_at_once(getattr(sender, "concurrency", None))
 
 
 @worker_init.connect

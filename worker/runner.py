@@ -22,6 +22,7 @@ from worker import shutdown
 from worker.context import JobContext
 from worker.handlers import HANDLERS
 from worker.settle import notify, settle
+from worker.threads import JOBS_AT_ONCE, pool_threads
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,13 @@ def use_compile(setting: bool, device: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _prepare_process() -> None:
-    """Once per process, from the thread that runs the jobs: LETHE_TORCH_THREADS, and the C library's
-    allocator set to keep a training step's freed buffers for the next (ml.allocator)."""
+    """Once per process, from the thread that runs the jobs: its torch threads (pool_threads), and the C
+    library's allocator set to keep a training step's freed buffers for the next (ml.allocator)."""
     keep_freed_memory()
-    threads = get_settings().torch_threads
-    if threads:
-        import torch
+    import torch
 
+    threads = pool_threads(get_settings().torch_threads, torch.get_num_threads(), JOBS_AT_ONCE[0])
+    if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
 
 
