@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from mlbench import packed_references, retrain_reference, sync, train_original
+from mlbench import packed_references, prepare_process, retrain_reference, sync, train_original
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
@@ -219,7 +219,7 @@ def main() -> None:
         help="folder: reuse the original and groups trained before with the same setup",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    process = prepare_process(args.threads)  # as a worker's pool process is set up
     device = resolve_device(args.device)
     started = time.perf_counter()
     dataset = load_dataset(args.dataset, args.root)
@@ -249,7 +249,7 @@ def main() -> None:
                 "params": overrides,
                 "auto": auto_settings.model_dump() if args.auto else None,
                 "seed": args.seed,
-                "threads": torch.get_num_threads(),
+                **process,
                 "pack": args.pack,
                 "loadavg_1m": round(os.getloadavg()[0], 2),
             }
