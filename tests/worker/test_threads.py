@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from celery.signals import worker_init
 
-from worker import app as worker_app  # noqa: F401  (connects the worker's signal handlers)
+from worker import app as worker_app
 from worker.threads import JOBS_AT_ONCE, note_jobs_at_once, pool_threads
 
 
@@ -40,7 +39,7 @@ class FakeWorker:
 
 
 def test_the_main_process_notes_its_concurrency_before_the_pool_forks(jobs_at_once) -> None:
-    worker_init.send(sender=FakeWorker())
+    worker_app._note_jobs_at_once(sender=FakeWorker())  # connected to Celery's worker_init
     assert JOBS_AT_ONCE[0] == 3
     note_jobs_at_once("5")
     assert JOBS_AT_ONCE[0] == 5
