@@ -4,9 +4,9 @@ A training step allocates and frees the same activations and gradients every ste
 above its mmap threshold (128 KiB at start, raised as such blocks are freed) with fresh pages from the
 kernel, and gives the free top of its heap back to the kernel above its trim threshold, so buffers of a few
 hundred KiB to a few MiB come back as new pages each step: every page is a fault the kernel must zero-fill.
-A pack of 8 width-8 networks on digits (batch 64 each, tensors of about 1 MiB) took about 2,400 page
-faults a step that way; with both thresholds fixed here, under 20 (benchmarks/bench_ensemble.py reports
-them; docs/ensemble.md has the step times).
+A pack of 8 width-8 networks on digits (batch 64 each, tensors of about 1 MiB) took 3,000 to 4,600 page
+faults a step that way; with both thresholds fixed here, 0 to 131 (tests/unit/test_allocator.py;
+benchmarks/bench_ensemble.py reports them, docs/ensemble.md has the images/s).
 
 mallopt is glibc's own interface for this (`man mallopt`), set once per process, which needs no allocator
 preloaded before the process starts (jemalloc or tcmalloc through LD_PRELOAD, the other usual remedy).
