@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
-from mlbench import MALLOC_CHOICES, page_faults, prepare_process, sync, synthetic
+from mlbench import add_malloc_option, page_faults, prepare_process, sync, synthetic
 
 from ml.data import ArrayDataset, load_dataset
 from ml.ensemble import train_packed
@@ -145,12 +145,7 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument(
-        "--malloc",
-        choices=MALLOC_CHOICES,
-        default="worker",
-        help="the allocator as the worker sets it (ml.allocator), or glibc's defaults",
-    )
+    add_malloc_option(parser)
     parser.add_argument("--vmap", action="store_true", help="also time torch.func's vmap over the K networks")
     args = parser.parse_args()
     ks = sorted({int(k) for k in args.ks.split(",") if k})

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn.functional as F
-from mlbench import MALLOC_CHOICES, prepare_process
+from mlbench import add_malloc_option, prepare_process
 
 from ml.ensemble import conv_form, packed_conv2d
 from ml.models import build_model
@@ -123,12 +123,7 @@ def main() -> None:
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--malloc",
-        choices=MALLOC_CHOICES,
-        default="worker",
-        help="the allocator as the worker sets it (ml.allocator), or glibc's defaults",
-    )
+    add_malloc_option(parser)
     args = parser.parse_args()
     process = prepare_process(args.threads, args.malloc)
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import time
@@ -35,6 +36,16 @@ def synthetic(
 
 MALLOC_CHOICES = ("worker", "glibc")
 """--malloc: the C library's allocator as the worker sets it (ml.allocator), or glibc's defaults."""
+
+
+def add_malloc_option(parser: argparse.ArgumentParser) -> None:
+    """--malloc, for prepare_process's malloc."""
+    parser.add_argument(
+        "--malloc",
+        choices=MALLOC_CHOICES,
+        default="worker",
+        help="the allocator as the worker sets it (ml.allocator), or glibc's defaults",
+    )
 
 
 def prepare_process(threads: int, malloc: str = "worker") -> dict[str, object]:
