@@ -63,9 +63,13 @@ def weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
         ("scrub", {"epochs": 3, "lr": 0.002, "forget_batch_size": 16, "batch_size": 32}),
         # Repairing methods: their stages before the repair run alone, the repairs as one pack.
         ("hybrid", {"epochs": 2, "lr": 0.01}),
-        ("prune", {"epochs": 1, "lr": 0.01, "overfit_epochs": 2}),
+        # prune at lr 0.01 (quantile 0.3) and activation_reset at lr 0.01: on an AVX-512 CPU one seed's separate
+        # run moved by 2e-3 to 3e-2 from its packed twin after stages that matched bit for bit (the repair
+        # amplifies rounding there; a 1e-7 nudge of the start moved prune's separate run by 3e-2); at these
+        # settings every seed matches within 5e-7 on 1 and 2 threads.
+        ("prune", {"epochs": 1, "lr": 0.001, "overfit_epochs": 2, "quantile": 0.5}),
         ("prune_complex", {"epochs": 1, "lr": 0.01, "overfit_epochs": 2}),
-        ("activation_reset", {"epochs": 2, "lr": 0.01, "augment": True}),
+        ("activation_reset", {"epochs": 2, "lr": 0.002, "augment": True}),
         ("noise_reset", {"epochs": 1, "lr": 0.01}),
         (
             "scrub",
