@@ -497,6 +497,11 @@ class JobMetrics(BaseModel):
     n_retain: int | None = None
     n_forget: int | None = None
     n_models: int | None = None
+    method_details: dict[str, Any] | None = Field(
+        None,
+        description="what the method decided while running (ssd: the alpha its guard used, null when it "
+        "left the weights unchanged; gradient_ascent: the lr it climbed at)",
+    )
     epsilon_hat: float | str | None = None
     mean: float | str | None = None
     ci95: float | str | None = None

@@ -278,6 +278,9 @@ class JobMetrics(Out):
     n_retain: int | None = None
     n_forget: int | None = None
     n_models: int | None = None
+    method_details: dict[str, Any] | None = Field(
+        None, description="what the method decided while running (ssd: alpha; gradient_ascent: lr)"
+    )
     epsilon_hat: float | str | None = Field(None, description='"inf" when infinite')
     mean: float | str | None = None
     ci95: float | str | None = None

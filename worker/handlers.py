@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +71,8 @@ class Trained:
     wall_seconds: float
     finished_at: datetime
     """When training or the method ended (UTC), to tell its time from the job's bookkeeping after it."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the method recorded about its run (ml.methods.base.Run.details): the metrics' method_details."""
 
 
 def train_from_scratch(
@@ -190,6 +192,7 @@ def unlearn_from(
     """Apply a method to a stored model; the parent's checkpoint is only read."""
     net, udata = load_parent(parent, ds_row, forget)
     start = time.perf_counter()
+    details: dict[str, Any] = {}
     new = run_method(
         method,
         net,
@@ -199,8 +202,9 @@ def unlearn_from(
         device=ctx.device,
         progress=ctx.progress,
         should_stop=ctx.should_stop,
+        details=details,
     )
-    return Trained(new, udata.dataset, udata, time.perf_counter() - start, utcnow())
+    return Trained(new, udata.dataset, udata, time.perf_counter() - start, utcnow(), details)
 
 
 @handler("train", on_failure=end_training_model)
@@ -255,6 +259,7 @@ def unlearned_metrics(ctx: JobContext, done: Trained, method: str, forget: np.nd
         "method": method,
         "n_forget": int(forget.size),
         "n_retain": int(done.udata.retain_ids.size),
+        **({"method_details": done.details} if done.details else {}),
     }
 
 

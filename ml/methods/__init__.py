@@ -48,10 +48,21 @@ def run_method(
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
+    details: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Unlearn data.forget_ids with a registered method: a new model on `device`, the input untouched."""
+    """Unlearn data.forget_ids with a registered method: a new model on `device`, the input untouched.
+
+    `details`, when given, receives what the method decided while running (SSD's alpha, for one)."""
     return _implementations().run(
-        name, model, data, params, seed=seed, device=device, progress=progress, should_stop=should_stop
+        name,
+        model,
+        data,
+        params,
+        seed=seed,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+        details=details,
     )
 
 

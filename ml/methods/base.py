@@ -49,12 +49,15 @@ class UnlearnData:
 
 @dataclass(frozen=True)
 class Run:
-    """Per-call settings a method passes on to the trainer: seed, device, progress and the stop flag."""
+    """Per-call settings a method passes on to the trainer: seed, device, progress and the stop flag; and
+    `details`, where a method records what it decided while running (SSD's alpha after its guard, gradient
+    ascent's scaled lr) for the unlearned model's metrics (`method_details`)."""
 
     seed: int
     device: torch.device
     progress: Progress | None = None
     should_stop: StopFlag | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise Cancelled when asked to stop (for loops that are not the trainer's)."""
@@ -134,13 +137,17 @@ def run(
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
+    details: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Run a method on a private copy of `model`, never the input; returns the new model on `device`."""
+    """Run a method on a private copy of `model`, never the input; returns the new model on `device`.
+
+    `details`, when given, receives what the method records about its run (Run.details).
+    """
     spec = method_spec(name)
     fn = registered()[name].fn
     typed = parse_params(spec, params)
     dev = resolve_device(device)
     work = copy.deepcopy(model).to(dev)
     with seeded(seed, dev):
-        out = fn(work, data, typed, Run(seed, dev, progress, should_stop))
+        out = fn(work, data, typed, Run(seed, dev, progress, should_stop, {} if details is None else details))
     return out.to(dev)

@@ -23,11 +23,12 @@ def gradient_ascent(model: nn.Module, data: UnlearnData, params: GradientAscentP
     Ours: with scale_lr, a forget set smaller than a batch climbs at lr x n_forget / batch_size, as if its
     batch were filled with samples that add nothing. Each pass over such a set is one step whatever its size,
     and a step's mean-loss gradient concentrated on a few samples does more damage the fewer they are (see
-    GradientAscentParams for the figures).
+    GradientAscentParams for the figures). The lr it climbed at is recorded in run.details.
     """
     lr = params.lr
     if params.scale_lr and len(data.forget_ids) < params.batch_size:
         lr *= len(data.forget_ids) / params.batch_size
+    run.details["lr"] = lr
     with _gradient_hooks(model, lambda _name, _p, grad: -grad):
         _fit(
             model,

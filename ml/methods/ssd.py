@@ -114,7 +114,8 @@ def ssd(model: nn.Module, data: UnlearnData, params: SSDParams, run: Run) -> nn.
     global ones come from retain + forget, or a random full_fraction share of it. Ours: both in batches of
     one size, min(batch_size, n_forget) evened out, so that the rule selects alike at every forget-set size
     (see below); and a guard (max_retain_drop, on by default), since the rule, faithful to the paper, still
-    wrecked a model now and then: see SSDParams.
+    wrecked a model now and then: see SSDParams. Records the alpha the guard used in run.details (None: the
+    weights were left as they came).
     """
     full = np.concatenate([data.retain_ids, data.forget_ids])
     if params.full_fraction < 1 and len(full):
@@ -136,5 +137,6 @@ def ssd(model: nn.Module, data: UnlearnData, params: SSDParams, run: Run) -> nn.
         model, data, data.forget_ids, batch, run, progress=first, stage="importance_forget"
     )
     full_imp = importances(model, data, full, batch, run, progress=second, stage="importance_full")
-    guarded_dampen(model, data, full_imp, forget_imp, params, run)
+    # What the guard settled on: the alpha that dampened, or None when it left the weights as they came.
+    run.details["alpha"] = guarded_dampen(model, data, full_imp, forget_imp, params, run)
     return model

@@ -171,7 +171,9 @@ def test_gradient_ascent_on_a_forget_set_smaller_than_a_batch_climbs_at_its_shar
 ) -> None:
     """8 samples in batches of 256 climb at lr x 8 / 256; scale_lr off, at lr itself; a full batch is unscaled."""
     small = UnlearnData(digits, np.arange(0, 40, 5), recipe=RECIPE, arch=ARCH)
-    scaled = run_method("gradient_ascent", trained, small, {"lr": 0.01, "epochs": 2}, seed=0)
+    details: dict = {}
+    scaled = run_method("gradient_ascent", trained, small, {"lr": 0.01, "epochs": 2}, seed=0, details=details)
+    assert details == {"lr": pytest.approx(0.01 * 8 / 256)}
     by_hand = run_method(
         "gradient_ascent", trained, small, {"lr": 0.01 * 8 / 256, "epochs": 2, "scale_lr": False}, seed=0
     )

@@ -94,6 +94,21 @@ def test_unlearn_job_writes_a_child_and_keeps_the_parent(pg_env):
         assert idsets.decode(grandchild.forgotten_ids).tolist() == [4, 8, 15, 16]
         assert grandchild.n_forgotten == 4
         assert session.get(Job, job2.id).metrics["n_retain"] == 1438 - 4
+        assert "method_details" not in session.get(Job, job2.id).metrics  # "none" decides nothing
+
+    # What a method decided while running is kept with its metrics: gradient ascent's lr, scaled to 2 of 256.
+    with session_scope() as session:
+        job3, _ = services.create_unlearn(
+            session,
+            tenant_id="local",
+            model_ref=grandchild.id,
+            forget_ids=[23, 42],
+            method="gradient_ascent",
+            params={"epochs": 1},
+        )
+    assert run_job(job3.id) == "succeeded"
+    with session_scope() as session:
+        assert session.get(Job, job3.id).metrics["method_details"] == {"lr": 0.01 * 2 / 256}
 
 
 def test_cancel_requested_stops_the_job_and_leaves_its_model_cancelled(pg_env):
