@@ -63,9 +63,11 @@ def test_the_guard_backs_off_where_the_rule_itself_wrecks_the_model(digits: Arra
     before = accuracy(model, digits, None, split="test")
     unguarded = run_method("ssd", model, data, {"max_retain_drop": None}, seed=0)
     assert accuracy(unguarded, digits, None, split="test") < before - 0.1  # the failure the guard is for
-    guarded = run_method("ssd", model, data, {}, seed=0)
+    details: dict = {}
+    guarded = run_method("ssd", model, data, {}, seed=0, details=details)
     assert accuracy(guarded, digits, None, split="test") > before - 0.02
     assert changed(state(model), state(guarded))  # it still dampens, at a smaller reach
+    assert details == {"alpha": 20.0}  # recorded for the model's metrics: doubled once
     p = SSDParams()
     check = retain_check_ids(data.retain_ids, p.retain_check)
     assert p.max_retain_drop is not None
@@ -73,14 +75,25 @@ def test_the_guard_backs_off_where_the_rule_itself_wrecks_the_model(digits: Arra
 
 
 def test_the_guard_lets_a_whole_class_be_forgotten(digits: ArrayDataset) -> None:
-    """At seed 0 the rule forgets class 3 (forget accuracy 0.89 to 0) for 0.04 of retain accuracy: within the
-    default tolerance, which is for wrecks; a tolerance of 0.02 refuses it at every alpha and forgets nothing."""
+    """At seed 0 the rule forgets class 3 at alpha 10 (forget accuracy 0.89 to 0) for 0 to 0.04 of the guard's
+    retain accuracy, by CPU and thread count (the trained model differs in its last bits between them): within
+    the default tolerance, which is for wrecks. With no tolerance at all the guard keeps every retain row it
+    checks as it was, doubling alpha or giving up, and the metrics' method_details say which."""
     model = original(digits, 0)
     data = UnlearnData(digits, class_forget_ids(digits.train_y, 3), recipe=RECIPE, arch=ARCH)
     assert accuracy(model, digits, data.forget_ids) > 0.85
-    assert accuracy(run_method("ssd", model, data, {}, seed=0), digits, data.forget_ids) < 0.05
-    strict = run_method("ssd", model, data, {"max_retain_drop": 0.02}, seed=0)
-    assert not changed(state(model), state(strict))
+    details: dict = {}
+    out = run_method("ssd", model, data, {}, seed=0, details=details)
+    assert accuracy(out, digits, data.forget_ids) < 0.05
+    assert details == {"alpha": 10.0}
+    check = retain_check_ids(data.retain_ids, SSDParams().retain_check)
+    before = accuracy(model, digits, check)
+    strict_details: dict = {}
+    strict = run_method("ssd", model, data, {"max_retain_drop": 0.0}, seed=0, details=strict_details)
+    alpha = strict_details["alpha"]
+    assert alpha is None or alpha in (10.0, 20.0, 40.0, 80.0, 160.0)
+    assert accuracy(strict, digits, check) >= before
+    assert bool(changed(state(model), state(strict))) == (alpha is not None)
 
 
 def test_the_guard_leaves_the_weights_as_they_came_when_no_reach_passes(
