@@ -41,14 +41,18 @@ def test_a_job_past_its_time_limit_fails_with_the_reason(pg_env, monkeypatch):
 
 
 def test_several_jobs_run_at_once_in_one_worker(pg_env, monkeypatch):
-    """With LETHE_WORKER_CONCURRENCY=2 one worker runs two jobs side by side, in two pool processes."""
+    """With LETHE_WORKER_CONCURRENCY=2 one worker runs two jobs side by side, in two pool processes.
+
+    Each job trains for 40 epochs (several seconds): at 3 one job ended 0.7 s before the other pool process,
+    still importing the handlers, claimed the second, and they did not overlap."""
     monkeypatch.setenv("LETHE_WORKER_CONCURRENCY", "2")
     get_settings.cache_clear()
-    jobs = [_publish_training(f"side-{i}", epochs=3)[0] for i in range(2)]
+    jobs = [_publish_training(f"side-{i}", epochs=40)[0] for i in range(2)]
     assert drain() == 2
     with session_scope() as session:
         rows = [session.get(Job, j) for j in jobs]
         assert [r.status for r in rows] == ["succeeded", "succeeded"]
         assert all(r.attempts == 1 for r in rows)
         assert len({r.worker for r in rows}) == 2  # host:pid of two pool processes
-        assert max(r.started_at for r in rows) < min(r.finished_at for r in rows)  # they overlapped
+        starts, ends = [r.started_at for r in rows], [r.finished_at for r in rows]
+        assert max(starts) < min(ends), (starts, ends)  # they overlapped
