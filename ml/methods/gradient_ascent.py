@@ -13,6 +13,14 @@ from ml.methods.params import GradientAscentParams
 from ml.methods.study import STAGE_1
 
 
+def ascent_lr(params: GradientAscentParams, n_forget: int) -> float:
+    """The lr gradient ascent climbs at: params.lr, times n_forget / batch_size for a forget set smaller than a
+    batch when scale_lr is on."""
+    if params.scale_lr and n_forget < params.batch_size:
+        return params.lr * (n_forget / params.batch_size)
+    return params.lr
+
+
 @register_method("gradient_ascent")
 def gradient_ascent(model: nn.Module, data: UnlearnData, params: GradientAscentParams, run: Run) -> nn.Module:
     """Climb the loss on the forget set: the trainer's steps with every loss gradient negated.
@@ -25,9 +33,7 @@ def gradient_ascent(model: nn.Module, data: UnlearnData, params: GradientAscentP
     and a step's mean-loss gradient concentrated on a few samples does more damage the fewer they are (see
     GradientAscentParams for the figures). The lr it climbed at is recorded in run.details.
     """
-    lr = params.lr
-    if params.scale_lr and len(data.forget_ids) < params.batch_size:
-        lr *= len(data.forget_ids) / params.batch_size
+    lr = ascent_lr(params, len(data.forget_ids))
     run.details["lr"] = lr
     with _gradient_hooks(model, lambda _name, _p, grad: -grad):
         _fit(
