@@ -78,7 +78,7 @@ def test_the_guard_lets_a_whole_class_be_forgotten(digits: ArrayDataset) -> None
     """At seed 0 the rule forgets class 3 at alpha 10 (forget accuracy 0.89 to 0) for 0 to 0.04 of the guard's
     retain accuracy, by CPU and thread count (the trained model differs in its last bits between them): within
     the default tolerance, which is for wrecks. With no tolerance at all the guard keeps every retain row it
-    checks as it was, doubling alpha or giving up, and the metrics' method_details say which."""
+    checks as it was, doubling alpha or giving up, and the metrics' method_details say which alpha it applied."""
     model = original(digits, 0)
     data = UnlearnData(digits, class_forget_ids(digits.train_y, 3), recipe=RECIPE, arch=ARCH)
     assert accuracy(model, digits, data.forget_ids) > 0.85
@@ -93,7 +93,14 @@ def test_the_guard_lets_a_whole_class_be_forgotten(digits: ArrayDataset) -> None
     alpha = strict_details["alpha"]
     assert alpha is None or alpha in (10.0, 20.0, 40.0, 80.0, 160.0)
     assert accuracy(strict, digits, check) >= before
-    assert bool(changed(state(model), state(strict))) == (alpha is not None)
+    # The recorded alpha is the one applied: the rule unguarded at that alpha gives the same weights. (On an
+    # AMD EPYC the guard settled on 20, where the rule selects no weight at all, so "changed" is no test.)
+    expected = (
+        model
+        if alpha is None
+        else run_method("ssd", model, data, {"alpha": alpha, "max_retain_drop": None}, seed=0)
+    )
+    assert not changed(state(expected), state(strict))
 
 
 def test_the_guard_leaves_the_weights_as_they_came_when_no_reach_passes(
