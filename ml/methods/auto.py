@@ -62,7 +62,7 @@ EPOCHS = Knob(1, 10, integer=True)
 SPACE: dict[str, dict[str, Knob]] = {
     "finetune": {"epochs": EPOCHS, "lr": LR},
     "gradient_ascent": {"epochs": Knob(1, 20, integer=True), "lr": SMALL_LR},
-    "neggrad_plus": {"epochs": EPOCHS, "lr": LR, "alpha": Knob(0.5, 0.999)},
+    "neggrad_plus": {"epochs": EPOCHS, "lr": LR, "alpha": Knob(0.2, 0.95)},
     "random_label": {"epochs": EPOCHS, "lr": SMALL_LR},
     "l1_sparse": {"epochs": EPOCHS, "lr": LR, "gamma": Knob(1e-6, 1e-3, log=True)},
     "salun": {"epochs": EPOCHS, "lr": LR, "sparsity": Knob(0.1, 0.9)},

@@ -103,6 +103,24 @@ GradientRewrite = Callable[[str, nn.Parameter, torch.Tensor], torch.Tensor]
 """A gradient hook's rewrite: (the parameter's name in the module, the parameter, its gradient) -> new gradient."""
 
 
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@contextmanager
+def _running_stats_kept(model: nn.Module) -> Iterator[None]:
+    """Inside, BatchNorm layers in training mode still normalise with the batch's own statistics but leave their
+    running estimates (and batch count) as they are: for a forward on forget samples, which should not shape
+    the statistics the unlearned model keeps."""
+    norms = [m for m in model.modules() if isinstance(m, NORMS) and m.track_running_stats]
+    for norm in norms:
+        norm.track_running_stats = False
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.track_running_stats = True
+
+
 @contextmanager
 def _gradient_hooks(model: nn.Module, rewrite: GradientRewrite) -> Iterator[None]:
     """Rewrite every trainable parameter's gradient as backward computes it, before the optimiser sees it.

@@ -8,10 +8,20 @@ from __future__ import annotations
 from torch import nn
 
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import _augment, _Loop, _require_forget, _Rows, _task_loss, _update
+from ml.methods.loops import _augment, _Loop, _require_forget, _Rows, _running_stats_kept, _task_loss, _update
 from ml.methods.params import NegGradPlusParams
 from ml.methods.study import STAGE_1, STAGE_2
 from ml.trainer import make_optimizer
+
+
+def forget_weight(params: NegGradPlusParams, n_forget: int, n_retain: int) -> float:
+    """The weight the forget loss is subtracted with: 1 - alpha, times n_forget / n_retain when per_sample is
+    on, so that each forget sample climbs with (1 - alpha) / alpha of the weight a retain sample descends with,
+    whatever the forget set's size."""
+    weight = 1.0 - params.alpha
+    if params.per_sample and n_retain:
+        weight *= n_forget / n_retain
+    return weight
 
 
 @register_method("neggrad_plus")
@@ -20,6 +30,14 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, params: NegGradPlusParams,
 
     Source: Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning" (NegGrad+). An epoch is one pass over
     the retain set; each retain batch is paired with the next forget batch, the forget set cycling.
+
+    Ours: with per_sample (the default) the forget loss is weighted by n_forget / n_retain (forget_weight()).
+    Both losses are batch means, so without it a forget sample's share of the climb per epoch is about
+    (retain batches) / n_forget: the smaller the set, the harder each of its samples is pushed. And the
+    forget forward leaves BatchNorm's running statistics alone: it normalises with its batch's statistics,
+    but the statistics the model keeps come from retain batches only. Updated by every forget batch (half
+    of all forwards), 7 forget samples cost 2 points of test accuracy even at zero forget weight (see
+    NegGradPlusParams for the figures).
     """
     _require_forget(data, "neggrad_plus")
     dataset = data.dataset
@@ -29,6 +47,7 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, params: NegGradPlusParams,
     loop = _Loop(
         run, run.progress, "neggrad_plus", params.epochs * retain.batches(params.batch_size), params.epochs
     )
+    weight = forget_weight(params, len(data.forget_ids), len(data.retain_ids))
     forget_batches = forget.endless(params.batch_size)
     model.train()
     for epoch in range(1, params.epochs + 1):
@@ -36,8 +55,9 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, params: NegGradPlusParams,
             x_f, y_f = next(forget_batches)
             loop.before()
             retain_loss = _task_loss(model(x_r), y_r, dataset)
-            forget_loss = _task_loss(model(x_f), y_f, dataset)
-            loss = params.alpha * retain_loss - (1 - params.alpha) * forget_loss
+            with _running_stats_kept(model):
+                forget_loss = _task_loss(model(x_f), y_f, dataset)
+            loss = params.alpha * retain_loss - weight * forget_loss
             _update(optimizer, loss)
             loop.after(loss, len(y_r), epoch)
     return model

@@ -32,8 +32,7 @@ from ml.methods.base import Run, UnlearnData, parse_params, registered
 from ml.methods.base import run as run_method
 from ml.methods.beyond import l1_penalty, masked_decay, saliency_masks, wrong_labels
 from ml.methods.cost import sample_passes
-from ml.methods.gradient_ascent import ascent_lr
-from ml.methods.loops import _gradient_hooks
+from ml.methods.gradient_ascent import ascending, ascent_lr
 from ml.methods.packing import PACKED_METHODS
 from ml.methods.params import (
     FinetuneParams,
@@ -280,11 +279,12 @@ def random_label(
 def gradient_ascent(
     models: list[nn.Module], data: UnlearnData, params: GradientAscentParams, pack: PackRun
 ) -> list[nn.Module]:
-    """The trainer's steps on the forget set with every gradient negated (a hook, elementwise), per network."""
+    """The trainer's steps on the forget set with every gradient negated (a hook, elementwise), per network;
+    the running statistics stay the original's, as in gradient_ascent()."""
     lr = ascent_lr(params, len(data.forget_ids))
 
     def ascend(packed: PackedNet) -> AbstractContextManager[None]:
-        return _gradient_hooks(packed.net, lambda _name, _p, grad: -grad)
+        return ascending(packed.net)
 
     _fit(
         models,

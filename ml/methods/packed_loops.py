@@ -26,7 +26,8 @@ from ml.data.base import ArrayDataset
 from ml.ensemble import PackedNet
 from ml.errors import Diverged
 from ml.methods.base import UnlearnData
-from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _require_forget
+from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _require_forget, _running_stats_kept
+from ml.methods.neggrad_plus import forget_weight
 from ml.methods.packed import PackRun, _register
 from ml.methods.params import NegGradPlusParams, ScrubParams
 from ml.methods.study import STAGE_1, STAGE_2
@@ -169,7 +170,7 @@ def _update(optimizer: torch.optim.Optimizer, losses: torch.Tensor) -> None:
 def neggrad_plus(
     models: list[nn.Module], data: UnlearnData, params: NegGradPlusParams, pack: PackRun
 ) -> list[nn.Module]:
-    """NegGrad+ per network: alpha L_retain - (1 - alpha) L_forget on its own retain batch and the next of its
+    """NegGrad+ per network: alpha L_retain - forget_weight() L_forget on its own retain batch and the next of its
     own cycling forget batches; the retain pass and the forget pass are separate forwards, as in neggrad_plus()."""
     _require_forget(data, "neggrad_plus")
     dataset = data.dataset
@@ -178,14 +179,16 @@ def neggrad_plus(
     net = _packed(models, pack)
     optimizer = make_optimizer(net, "sgd", params.lr, params.momentum, params.nesterov, params.weight_decay)
     loop = _PackLoop(pack, "neggrad_plus", params.epochs * retain.batches(params.batch_size), params.epochs)
+    weight = forget_weight(params, len(data.forget_ids), len(data.retain_ids))
     forget_batches = forget.endless(params.batch_size)
     for epoch in range(1, params.epochs + 1):
         for x_r, y_r in retain.epoch(params.batch_size):
             x_f, y_f = next(forget_batches)
             loop.before()
             retain_loss = _task_losses(net(x_r), y_r, dataset)
-            forget_loss = _task_losses(net(x_f), y_f, dataset)
-            losses = params.alpha * retain_loss - (1 - params.alpha) * forget_loss
+            with _running_stats_kept(net):
+                forget_loss = _task_losses(net(x_f), y_f, dataset)
+            losses = params.alpha * retain_loss - weight * forget_loss
             _update(optimizer, losses)
             loop.after(losses, y_r.shape[1], epoch)
     net.store_into(models)

@@ -67,8 +67,9 @@ def test_the_trained_model_knows_the_forget_class(
 @pytest.mark.parametrize(
     ("name", "params", "max_retain_drop"),
     [
-        ("gradient_ascent", {"epochs": 2, "lr": 0.007, "batch_size": 16}, 0.32),
-        ("neggrad_plus", {"epochs": 1, "lr": 0.01, "batch_size": 32, "alpha": 0.6}, 0.2),
+        ("gradient_ascent", {"epochs": 2, "lr": 0.01, "batch_size": 16}, 0.4),
+        # The batch-mean form's alpha 0.6 at lr 0.01 rescaled to per-sample weights for a class of about 10%.
+        ("neggrad_plus", {"epochs": 1, "lr": 0.04, "batch_size": 32, "alpha": 0.15}, 0.2),
         ("random_label", {"epochs": 2, "lr": 1e-3, "batch_size": 32}, 0.05),
         ("salun", {"epochs": 2, "lr": 0.01, "batch_size": 32}, 0.05),
         ("scrub", {"epochs": 3, "lr": 0.002, "forget_batch_size": 16, "batch_size": 32}, 0.05),
@@ -88,15 +89,15 @@ def test_a_forgotten_class_is_no_longer_recognised_while_retain_is_kept(
     # Gradient ascent and NegGrad+ knowingly pay for forgetting with retain accuracy; the others barely do.
     # Gradient ascent on a tiny model is a cliff (a little less forgets too little, a little more wrecks
     # retain), and where it lands moves with the seed and the CPU's kernels: the mean of three seeds is
-    # what is checked. Seeds 0-15 on one machine: retain 0.813 +- 0.064 (one seed's sd; 0.69 to 0.91)
-    # from 0.99, so a three-seed mean has sd 0.037 and its floor, four of those below, is 0.99 - 0.32;
-    # forget 0.10 +- 0.11 (0.0 to 0.35), whose three-seed mean stays under 0.10 + 4 * 0.064 = 0.36.
+    # what is checked. Seeds 0-15 on one machine (BatchNorm's running statistics kept, as gradient ascent
+    # keeps them): retain 0.796 +- 0.084 (one seed's sd; 0.68 to 0.94) from 0.99, so a three-seed mean has
+    # sd 0.049 and its floor, four of those below, is 0.99 - 0.39; forget 0.017 +- 0.037 (0.0 to 0.12).
     _, retain_before = accuracies(trained, forget_class)
     runs = [
         accuracies(run_method(name, trained, forget_class, params, seed=s), forget_class) for s in range(3)
     ]
     forget, retain = np.mean(runs, axis=0)
-    assert forget < (0.36 if name == "gradient_ascent" else 0.3)
+    assert forget < 0.3
     assert retain > retain_before - max_retain_drop
 
 

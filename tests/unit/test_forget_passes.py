@@ -1,0 +1,141 @@
+"""Methods that climb a loss on the forget set: NegGrad+ weighs its forget loss per sample, so a forget sample's
+push does not grow as the set shrinks; NegGrad+'s and gradient ascent's forget forwards leave BatchNorm's running
+statistics alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ml.data import ArrayDataset, load_dataset
+from ml.methods import UnlearnData, run_method
+from ml.methods.neggrad_plus import forget_weight
+from ml.methods.packed import run_packed
+from ml.methods.params import NegGradPlusParams
+from ml.models import build_model
+from ml.specs import ArchSpec, Recipe
+from ml.trainer import train
+from tests.unit.test_methods import state, subset
+
+ARCH = ArchSpec(width=8)
+RECIPE = Recipe(epochs=4, batch_size=32, lr=0.05, schedule="cosine")
+
+
+@pytest.fixture(scope="module")
+def digits() -> ArrayDataset:
+    return subset(load_dataset("digits"), 300, 60)
+
+
+@pytest.fixture(scope="module")
+def trained(digits: ArrayDataset) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(ARCH, 10, 1)
+    train(model, digits, None, RECIPE, seed=1)
+    return model
+
+
+def small_set(digits: ArrayDataset) -> UnlearnData:
+    """Six random forget samples of 300: 2% of the training set."""
+    forget = np.sort(np.random.default_rng(3).choice(len(digits.train_y), 6, replace=False))
+    return UnlearnData(digits, forget, recipe=RECIPE, arch=ARCH)
+
+
+def test_the_forget_weight_grows_with_the_set_when_per_sample() -> None:
+    on = NegGradPlusParams(alpha=0.67)
+    off = NegGradPlusParams(alpha=0.67, per_sample=False)
+    assert forget_weight(on, 29, 1408) == pytest.approx(0.33 * 29 / 1408)
+    assert forget_weight(on, 7, 1430) == pytest.approx(0.33 * 7 / 1430)
+    # Each forget sample climbs with (1 - alpha) / alpha of a retain sample's weight, whatever the size.
+    for n_forget, n_retain in [(7, 1430), (29, 1408), (144, 1293)]:
+        per_forget_sample = forget_weight(on, n_forget, n_retain) / n_forget
+        per_retain_sample = on.alpha / n_retain
+        assert per_forget_sample / per_retain_sample == pytest.approx(0.33 / 0.67)
+    assert forget_weight(off, 7, 1430) == forget_weight(off, 144, 1293) == pytest.approx(0.33)
+    assert NegGradPlusParams().per_sample and NegGradPlusParams().alpha == 0.9
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_per_sample_is_the_batch_mean_form_with_its_weights_rescaled(
+    trained: torch.nn.Module, digits: ArrayDataset, packed: bool
+) -> None:
+    """Without weight decay, SGD's step is linear in the loss: alpha L_r - w L_f at lr equals
+    (alpha / k) L_r - (w / k) L_f at lr x k, with k = alpha + w. So the per-sample run must be the batch-mean
+    run at alpha' = alpha / k and lr' = lr x k, step for step; it is not the batch-mean run at alpha."""
+    data = small_set(digits)
+    alpha, lr = 0.5, 0.02
+    w = (1 - alpha) * len(data.forget_ids) / len(data.retain_ids)
+    k = alpha + w
+    common = {"epochs": 1, "batch_size": 32, "weight_decay": 0.0}
+    per_sample = {**common, "alpha": alpha, "lr": lr}
+    rescaled = {**common, "alpha": alpha / k, "lr": lr * k, "per_sample": False}
+    unscaled = {**common, "alpha": alpha, "lr": lr, "per_sample": False}
+
+    def run(params: dict[str, object]) -> dict[str, torch.Tensor]:
+        if packed:
+            return state(run_packed("neggrad_plus", trained, data, params, seeds=(5, 6))[1])
+        return state(run_method("neggrad_plus", trained, data, params, seed=6))
+
+    a, b, c = run(per_sample), run(rescaled), run(unscaled)
+    start = state(trained)
+    for name, value in a.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, b[name], rtol=1e-4, atol=1e-5, msg=name)
+    moved = max((a[n] - start[n]).abs().max().item() for n in a if a[n].is_floating_point())
+    apart = max((a[n] - c[n]).abs().max().item() for n in a if a[n].is_floating_point())
+    assert moved > 1e-3 and apart > 1e-3
+
+
+def norm_stats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_forget_forwards_leave_the_running_statistics_to_the_retain_set(
+    trained: torch.nn.Module, digits: ArrayDataset, packed: bool
+) -> None:
+    """Six forget samples of 300 make up half of NegGrad+'s forwards; updated by them, BatchNorm's running
+    statistics (what the unlearned model normalises with at test time) were an average over tiny forget batches
+    and retain batches (2 points of test accuracy at 0.5% of digits, at zero forget weight). With the weights
+    held still (lr 1e-30), the running statistics must not depend on what the forget samples look like, and
+    count only the retain batches."""
+    data = small_set(digits)
+    x = digits.train_x.copy()
+    x[data.forget_ids] = np.random.default_rng(0).integers(0, 17, x[data.forget_ids].shape).astype(x.dtype)
+    other = replace(data, dataset=replace(digits, train_x=x))
+    params = {"epochs": 2, "batch_size": 32, "lr": 1e-30}
+
+    def run(d: UnlearnData) -> dict[str, torch.Tensor]:
+        if packed:
+            return norm_stats(run_packed("neggrad_plus", trained, d, params, seeds=(5, 6))[1])
+        return norm_stats(run_method("neggrad_plus", trained, d, params, seed=6))
+
+    a, b = run(data), run(other)
+    start = norm_stats(trained)
+    retain_batches = 2 * -(-len(data.retain_ids) // 32)
+    for name, value in a.items():
+        if "num_batches" in name:
+            assert value.item() - start[name].item() == retain_batches, name
+        else:
+            torch.testing.assert_close(value, b[name], rtol=1e-5, atol=1e-6, msg=name)
+            assert not torch.equal(value, start[name]), name  # the retain batches did move them
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_gradient_ascent_keeps_the_originals_running_statistics(
+    trained: torch.nn.Module, digits: ArrayDataset, packed: bool
+) -> None:
+    """Every forward of gradient ascent is on the forget set; the model must not end up normalising test
+    inputs with the forget batches' statistics. Its weights do move."""
+    data = small_set(digits)
+    params = {"epochs": 3, "batch_size": 4, "lr": 0.01, "scale_lr": False}
+    if packed:
+        model = run_packed("gradient_ascent", trained, data, params, seeds=(5, 6))[1]
+    else:
+        model = run_method("gradient_ascent", trained, data, params, seed=6)
+    after, start = state(model), state(trained)
+    for name in norm_stats(trained):
+        assert torch.equal(after[name], start[name]), name
+    assert max((after[n] - start[n]).abs().max().item() for n in start if "weight" in n) > 1e-3
