@@ -65,18 +65,35 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="jobs at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each")
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each kind")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the processes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.threads, args.steps)), flush=True)
         return
+    from common import die_with_benchmark, exit_on_sigterm
+
+    exit_on_sigterm()
     cmd = [sys.executable, __file__, "--child", "--threads", str(args.threads), "--steps", str(args.steps)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
-    for i, proc in enumerate(procs):
-        out, _ = proc.communicate(timeout=3600)
-        line = json.loads(out.strip().splitlines()[-1])
-        base = {"bench": "threads", "processes": args.processes, "cores": os.cpu_count(), "process": i}
-        print(json.dumps({**base, **line, "loadavg_1m": round(os.getloadavg()[0], 2)}), flush=True)
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_benchmark)
+        for _ in range(args.processes)
+    ]
+    deadline = time.monotonic() + args.timeout
+    try:
+        for i, proc in enumerate(procs):
+            try:
+                out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                sys.exit(f"bench_threads: the processes ran past --timeout {args.timeout:g} s; stopped")
+            line = json.loads(out.strip().splitlines()[-1])
+            base = {"bench": "threads", "processes": args.processes, "cores": os.cpu_count(), "process": i}
+            print(json.dumps({**base, **line, "loadavg_1m": round(os.getloadavg()[0], 2)}), flush=True)
+    finally:
+        for proc in procs:  # none outlives the benchmark, however it ends
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":

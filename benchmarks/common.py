@@ -128,7 +128,7 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
-def _die_with_benchmark() -> None:
+def die_with_benchmark() -> None:
     """In a child, before exec: the kernel SIGKILLs it when the benchmark dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -152,7 +152,7 @@ def children(log_dir: Path) -> Any:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_benchmark,
+                preexec_fn=die_with_benchmark,
             )
             self.procs.append((name, proc))
             return proc

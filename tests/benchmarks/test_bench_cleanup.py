@@ -13,23 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks import marked_processes
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
-
-
-def _marked(marker: str) -> list[int]:
-    """Live processes whose environment carries the marker."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if marker.encode() in (entry / "environ").read_bytes():
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(int(entry.name))
-    return found
 
 
 def _cmdline(pid: int) -> bytes:
@@ -40,7 +27,7 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _servers(marker: str) -> list[int]:
-    return [pid for pid in _marked(marker) if b"uvicorn" in _cmdline(pid)]
+    return [pid for pid in marked_processes(marker) if b"uvicorn" in _cmdline(pid)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -64,12 +51,12 @@ def test_bench_api_stopped_mid_run_leaves_no_server(sig: signal.Signals) -> None
         bench.send_signal(sig)
         bench.wait(timeout=120)
         deadline = time.monotonic() + 30
-        while _marked(marker) and time.monotonic() < deadline:
+        while marked_processes(marker) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not _marked(marker)
+        assert not marked_processes(marker)
     finally:
         bench.kill()
         bench.wait()
-        for pid in _marked(marker):
+        for pid in marked_processes(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

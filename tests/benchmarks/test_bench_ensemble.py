@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
 
 import pytest
 
-from tests.benchmarks import run_benchmark
+from tests.benchmarks import marked_processes, run_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -83,3 +86,16 @@ def test_bench_threads_prints_one_line_per_process() -> None:
     for record in lines:
         assert record["bench"] == "threads" and record["processes"] == 2 and record["threads"] == 1
         assert record["packed_step_ms"] > 0 and record["single_step_ms"] > 0
+
+
+def test_bench_threads_past_its_timeout_stops_its_processes() -> None:
+    """Processes that run past --timeout are killed, not left training after the benchmark has gone."""
+    name, value = "BENCH_THREADS_MARKER", uuid.uuid4().hex
+    env = {**os.environ, name: value}
+    started = time.monotonic()
+    done = run_benchmark(
+        "bench_threads.py", "--processes", "2", "--steps", "1000000", "--timeout", "3", env=env, timeout=240
+    )
+    assert done.returncode == 1 and "ran past --timeout 3 s" in done.stderr, done.stderr[-4000:]
+    assert time.monotonic() - started < 120
+    assert marked_processes(f"{name}={value}") == []
