@@ -20,7 +20,7 @@ from ml.methods.params import FinetuneParams, PoisonParams, PruneComplexParams
 from ml.methods.study import conv_activation_means, iter_convs, kernels_to_reset
 from ml.models import build_model
 from ml.specs import ArchSpec, Recipe
-from ml.trainer import ProgressEvent, train
+from ml.trainer import ProgressEvent
 
 ARCH = ArchSpec(width=8)
 RECIPE = Recipe(epochs=8, batch_size=32, lr=0.05, schedule="cosine")
@@ -44,20 +44,6 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> 
     """Entries that differ, per tensor that changed at all."""
     diff = {k: int((before[k] != after[k]).sum()) for k in before}
     return {k: n for k, n in diff.items() if n}
-
-
-@pytest.fixture(scope="module")
-def digits() -> ArrayDataset:
-    return subset(load_dataset("digits"), 400, 100)
-
-
-@pytest.fixture(scope="module")
-def trained(digits: ArrayDataset) -> torch.nn.Module:
-    """A model that fits its training set, forget samples included, as a service model would."""
-    torch.manual_seed(0)
-    model = build_model(ARCH, 10, 1)
-    train(model, digits, None, RECIPE, seed=1)
-    return model
 
 
 @pytest.fixture(scope="module")

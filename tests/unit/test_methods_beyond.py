@@ -21,26 +21,12 @@ from ml.methods.cost import FORWARD, sample_passes
 from ml.methods.params import FinetuneParams, SSDParams
 from ml.models import ResNet18, build_model
 from ml.specs import ArchSpec, Recipe
-from ml.trainer import ProgressEvent, train
+from ml.trainer import ProgressEvent
 from tests.unit.test_methods import changed, state, subset
 
 ARCH = ArchSpec(width=8)
 RECIPE = Recipe(epochs=8, batch_size=32, lr=0.05, schedule="cosine")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def digits() -> ArrayDataset:
-    return subset(load_dataset("digits"), 400, 100)
-
-
-@pytest.fixture(scope="module")
-def trained(digits: ArrayDataset) -> torch.nn.Module:
-    """A model that fits its training set, the forget class included."""
-    torch.manual_seed(0)
-    model = build_model(ARCH, 10, 1)
-    train(model, digits, None, RECIPE, seed=1)
-    return model
 
 
 @pytest.fixture(scope="module")
