@@ -6,8 +6,9 @@ its own copy of the model (retrain: from the fresh weights its seed builds), dra
 and random labels from its seed's streams, and keeps its own BatchNorm statistics and optimiser state. The
 methods here are those whose training is the trainer's fit plus elementwise gradient hooks (a hook on a
 packed tensor acts on every network's slice as it would on that network's own tensor);
-ml/methods/packed_loops.py holds the packed forms of methods with a loop of their own (neggrad_plus, scrub),
-registered here as well. The others run one per task. ml/methods/packing.py names the packed ones, torch-free.
+ml/methods/packed_loops.py holds the packed forms of methods with a loop of their own (neggrad_plus, scrub);
+both register in ml/methods/pack_run.py. The others run one per task. ml/methods/packing.py names the
+packed ones, torch-free.
 
 Seeds beyond what the device holds (ml.ensemble.device_pack_size, or the caller's pack_size) train in several
 packs, one after the other, and a pack that still runs out of CUDA memory runs in halves.
@@ -19,7 +20,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,13 @@ from pydantic import BaseModel
 from torch import nn
 
 from ml.ensemble import PackedNet, device_pack_size, fit_packed, train_packed
-from ml.methods.base import Run, UnlearnData, parse_params, registered
+from ml.methods import packed_loops  # noqa: F401  (registers the packed forms of neggrad_plus and scrub)
+from ml.methods.base import UnlearnData, parse_params, registered
 from ml.methods.base import run as run_method
 from ml.methods.beyond import l1_penalty, masked_decay, saliency_masks, wrong_labels
 from ml.methods.cost import sample_passes
 from ml.methods.gradient_ascent import ascending, ascent_lr
-from ml.methods.packing import PACKED_METHODS
+from ml.methods.pack_run import PACKED, PackedMethod, PackRun, register_packed
 from ml.methods.params import (
     FinetuneParams,
     GradientAscentParams,
@@ -55,42 +57,9 @@ from ml.trainer import (
     ProgressEvent,
     StopFlag,
     TrainStats,
-    derive_seed,
     resolve_device,
     seeded,
 )
-
-
-@dataclass(frozen=True)
-class PackRun:
-    """Run for a pack: the K seeds, and the device, progress and stop flag the pack shares."""
-
-    seeds: tuple[int, ...]
-    device: torch.device
-    progress: Progress | None = None
-    should_stop: StopFlag | None = None
-
-    def seeds_for(self, stage: int) -> list[int]:
-        """Each network's seed for a stage: Run.seed_for of its own seed."""
-        return [derive_seed(seed, stage) for seed in self.seeds]
-
-    def run(self, k: int = 0) -> Run:
-        """Network k's Run (for the parts of a method that are not per network: stages, stop checks)."""
-        return Run(self.seeds[k], self.device, self.progress, self.should_stop)
-
-
-PackedMethod = Callable[[list[nn.Module], UnlearnData, Any, PackRun], list[nn.Module]]
-PACKED: dict[str, PackedMethod] = {}
-
-
-def _register(name: str) -> Callable[[PackedMethod], PackedMethod]:
-    def wrap(fn: PackedMethod) -> PackedMethod:
-        if name not in PACKED_METHODS:
-            raise ValueError(f"{name!r} is not in ml.methods.packing.PACKED_METHODS")
-        PACKED[name] = fn
-        return fn
-
-    return wrap
 
 
 def run_packed(
@@ -203,7 +172,7 @@ def _fit(
     )
 
 
-@_register("retrain")
+@register_packed("retrain")
 def retrain(
     models: list[nn.Module], data: UnlearnData, params: RetrainParams, pack: PackRun
 ) -> list[nn.Module]:
@@ -227,7 +196,7 @@ def retrain(
     return fresh
 
 
-@_register("finetune")
+@register_packed("finetune")
 def finetune(
     models: list[nn.Module], data: UnlearnData, params: FinetuneParams, pack: PackRun
 ) -> list[nn.Module]:
@@ -247,7 +216,7 @@ def finetune(
     return models
 
 
-@_register("random_label")
+@register_packed("random_label")
 def random_label(
     models: list[nn.Module], data: UnlearnData, params: RandomLabelParams, pack: PackRun
 ) -> list[nn.Module]:
@@ -275,7 +244,7 @@ def random_label(
     return models
 
 
-@_register("gradient_ascent")
+@register_packed("gradient_ascent")
 def gradient_ascent(
     models: list[nn.Module], data: UnlearnData, params: GradientAscentParams, pack: PackRun
 ) -> list[nn.Module]:
@@ -329,11 +298,11 @@ def poisoning(name: str, *, full: bool) -> PackedMethod:
     return packed
 
 
-_register("poison")(poisoning("poison", full=False))
-_register("poison_full")(poisoning("poison_full", full=True))
+register_packed("poison")(poisoning("poison", full=False))
+register_packed("poison_full")(poisoning("poison_full", full=True))
 
 
-@_register("l1_sparse")
+@register_packed("l1_sparse")
 def l1_sparse(
     models: list[nn.Module], data: UnlearnData, params: L1SparseParams, pack: PackRun
 ) -> list[nn.Module]:
@@ -359,7 +328,7 @@ def l1_sparse(
     return models
 
 
-@_register("salun")
+@register_packed("salun")
 def salun(models: list[nn.Module], data: UnlearnData, params: SalUnParams, pack: PackRun) -> list[nn.Module]:
     """SalUn with one saliency mask (every network starts from the same model, so it is the same for all)
     and each network's own random forget labels; weight decay is the hook's, masked, as in salun()."""
@@ -446,8 +415,4 @@ def repairing(name: str) -> PackedMethod:
 
 
 for _name in REPAIRING:
-    _register(_name)(repairing(_name))
-
-
-# The methods with a loop of their own register their packed forms there (it imports this module's registry).
-from ml.methods import packed_loops  # noqa: E402, F401
+    register_packed(_name)(repairing(_name))

@@ -28,7 +28,7 @@ from ml.errors import Diverged
 from ml.methods.base import UnlearnData
 from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _require_forget, _running_stats_kept
 from ml.methods.neggrad_plus import forget_weight
-from ml.methods.packed import PackRun, _register
+from ml.methods.pack_run import PackRun, register_packed
 from ml.methods.params import NegGradPlusParams, ScrubParams
 from ml.methods.study import STAGE_1, STAGE_2
 from ml.specs import AugmentSpec
@@ -166,7 +166,7 @@ def _update(optimizer: torch.optim.Optimizer, losses: torch.Tensor) -> None:
     optimizer.step()
 
 
-@_register("neggrad_plus")
+@register_packed("neggrad_plus")
 def neggrad_plus(
     models: list[nn.Module], data: UnlearnData, params: NegGradPlusParams, pack: PackRun
 ) -> list[nn.Module]:
@@ -195,7 +195,7 @@ def neggrad_plus(
     return models
 
 
-@_register("scrub")
+@register_packed("scrub")
 def scrub(models: list[nn.Module], data: UnlearnData, params: ScrubParams, pack: PackRun) -> list[nn.Module]:
     """SCRUB per network, as scrub(): each epoch a max-step pass over its own forget batches while epoch <=
     max_epochs, then a min-step pass over its own retain batches. The teacher is the original model, one for
