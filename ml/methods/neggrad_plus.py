@@ -37,7 +37,7 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, params: NegGradPlusParams,
     forget forward leaves BatchNorm's running statistics alone: it normalises with its batch's statistics,
     but the statistics the model keeps come from retain batches only. Updated by every forget batch (half
     of all forwards), 7 forget samples cost 2 points of test accuracy even at zero forget weight (see
-    NegGradPlusParams for the figures).
+    NegGradPlusParams for the figures). The forget loss's weight is recorded in run.details.
     """
     _require_forget(data, "neggrad_plus")
     dataset = data.dataset
@@ -48,6 +48,7 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, params: NegGradPlusParams,
         run, run.progress, "neggrad_plus", params.epochs * retain.batches(params.batch_size), params.epochs
     )
     weight = forget_weight(params, len(data.forget_ids), len(data.retain_ids))
+    run.details["forget_weight"] = weight
     forget_batches = forget.endless(params.batch_size)
     model.train()
     for epoch in range(1, params.epochs + 1):

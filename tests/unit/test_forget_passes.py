@@ -39,6 +39,15 @@ def test_the_forget_weight_grows_with_the_set_when_per_sample() -> None:
         per_retain_sample = on.alpha / n_retain
         assert per_forget_sample / per_retain_sample == pytest.approx(0.33 / 0.67)
     assert forget_weight(off, 7, 1430) == forget_weight(off, 144, 1293) == pytest.approx(0.33)
+
+
+def test_the_forget_weight_used_is_recorded_for_the_models_metrics(
+    trained: torch.nn.Module, digits: ArrayDataset
+) -> None:
+    data = small_set(digits)
+    details: dict = {}
+    run_method("neggrad_plus", trained, data, {"epochs": 1, "batch_size": 64}, seed=0, details=details)
+    assert details == {"forget_weight": pytest.approx(0.1 * 8 / 392)}
     assert NegGradPlusParams().per_sample and NegGradPlusParams().alpha == 0.9
 
 
