@@ -30,6 +30,7 @@ from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _requir
 from ml.methods.neggrad_plus import forget_weight
 from ml.methods.pack_run import PackRun, register_packed
 from ml.methods.params import NegGradPlusParams, ScrubParams
+from ml.methods.scrub import max_step_scale
 from ml.methods.study import STAGE_1, STAGE_2
 from ml.specs import AugmentSpec
 from ml.trainer import REPORT_SECONDS, ProgressEvent, _targets, make_optimizer, to_device
@@ -214,6 +215,7 @@ def scrub(models: list[nn.Module], data: UnlearnData, params: ScrubParams, pack:
     )
     loop = _PackLoop(pack, "scrub", steps, params.epochs)
     temperature = params.temperature
+    scale = max_step_scale(params, len(data.forget_ids))
 
     def taught(x: torch.Tensor) -> torch.Tensor:
         """The teacher's outputs for the pack's batches [K, B, ...] -> [K, B, classes]."""
@@ -225,7 +227,7 @@ def scrub(models: list[nn.Module], data: UnlearnData, params: ScrubParams, pack:
             for x, _ in forget.epoch(params.forget_batch_size):
                 loop.before()
                 target = taught(x)
-                losses = -_distill_kls(net(x), target, temperature)
+                losses = -scale * _distill_kls(net(x), target, temperature)
                 _update(optimizer, losses)
                 loop.after(losses, x.shape[1], epoch)
         for x, y in retain.epoch(params.batch_size):

@@ -16,6 +16,14 @@ from ml.methods.study import STAGE_1, STAGE_2
 from ml.trainer import make_optimizer
 
 
+def max_step_scale(params: ScrubParams, n_forget: int) -> float:
+    """What the max-step loss is multiplied by: n_forget / forget_batch_size for a forget set smaller than one
+    max-step batch when scale_max_steps is on, else 1."""
+    if params.scale_max_steps and n_forget < params.forget_batch_size:
+        return n_forget / params.forget_batch_size
+    return 1.0
+
+
 @register_method("scrub")
 def scrub(model: nn.Module, data: UnlearnData, params: ScrubParams, run: Run) -> nn.Module:
     """A student leaves the original model (its teacher) on the forget set and stays close to it on retain.
@@ -25,6 +33,11 @@ def scrub(model: nn.Module, data: UnlearnData, params: ScrubParams, run: Run) ->
     min-step pass over the retain set (ce_weight CE + kl_weight KL); one SGD optimiser serves both, as in its
     code. (Its code runs max-steps while epoch <= msteps, one more than the paper's count; max_epochs is the
     paper's.)
+
+    Ours: with scale_max_steps, a forget set smaller than a max-step batch climbs with its loss scaled by
+    n_forget / forget_batch_size (max_step_scale()), as if its batch were filled with samples that add
+    nothing: the max-step loss is a batch mean, so otherwise each sample of a 7-sample set is pushed 4 times
+    as hard as one of a 29-sample set, and 7 samples of digits were over-forgotten (see ScrubParams).
     """
     _require_classes(data, "scrub")
     teacher = _frozen(model)
@@ -38,6 +51,7 @@ def scrub(model: nn.Module, data: UnlearnData, params: ScrubParams, run: Run) ->
     )
     loop = _Loop(run, run.progress, "scrub", steps, params.epochs)
     temperature = params.temperature
+    scale = max_step_scale(params, len(data.forget_ids))
     model.train()
     for epoch in range(1, params.epochs + 1):
         if epoch <= max_epochs:
@@ -45,7 +59,7 @@ def scrub(model: nn.Module, data: UnlearnData, params: ScrubParams, run: Run) ->
                 loop.before()
                 with torch.no_grad():
                     target = teacher(x)
-                loss = -_distill_kl(model(x), target, temperature)
+                loss = -scale * _distill_kl(model(x), target, temperature)
                 _update(optimizer, loss)
                 loop.after(loss, len(x), epoch)
         for x, y in retain.epoch(params.batch_size):

@@ -1,6 +1,6 @@
-"""Methods that climb a loss on the forget set: NegGrad+ weighs its forget loss per sample, so a forget sample's
-push does not grow as the set shrinks; NegGrad+'s and gradient ascent's forget forwards leave BatchNorm's running
-statistics alone."""
+"""Methods that climb a loss on the forget set: NegGrad+ weighs its forget loss per sample and SCRUB scales its
+max-steps below a batch, so a forget sample's push does not grow as the set shrinks; NegGrad+'s and gradient
+ascent's forget forwards leave BatchNorm's running statistics alone."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from ml.data import ArrayDataset
-from ml.methods import UnlearnData, run_method
+from ml.methods import UnlearnData, packed_loops, run_method, scrub
 from ml.methods.neggrad_plus import forget_weight
 from ml.methods.packed import run_packed
-from ml.methods.params import NegGradPlusParams
+from ml.methods.params import NegGradPlusParams, ScrubParams
+from ml.methods.scrub import max_step_scale
 from ml.specs import ArchSpec, Recipe
 from tests.unit.test_methods import state
 
@@ -133,3 +134,40 @@ def test_gradient_ascent_keeps_the_originals_running_statistics(
     for name in norm_stats(trained):
         assert torch.equal(after[name], start[name]), name
     assert max((after[n] - start[n]).abs().max().item() for n in start if "weight" in n) > 1e-3
+
+
+def test_scrub_scales_its_max_steps_below_one_batch() -> None:
+    p = ScrubParams()
+    assert p.forget_batch_size == 32 and p.scale_max_steps
+    assert max_step_scale(p, 7) == 7 / 32 and max_step_scale(p, 29) == 29 / 32
+    assert max_step_scale(p, 32) == max_step_scale(p, 144) == 1.0
+    assert max_step_scale(ScrubParams(scale_max_steps=False), 7) == 1.0
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_scrubs_first_max_step_climbs_its_loss_scaled_by_the_sets_share_of_a_batch(
+    trained: torch.nn.Module, digits: ArrayDataset, packed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both runs start from the same model on the same first forget batch, so the first loss SCRUB steps on
+    (its first max-step's) is the unscaled one times 8 / 32 exactly."""
+    data = small_set(digits)
+    module = packed_loops if packed else scrub
+    seen: list[torch.Tensor] = []
+    step = module._update
+
+    def recording(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        seen.append(loss.detach().clone())
+        step(optimizer, loss)
+
+    monkeypatch.setattr(module, "_update", recording)
+    first = []
+    for scale in (True, False):
+        seen.clear()
+        params = {"epochs": 1, "max_epochs": 1, "batch_size": 64, "scale_max_steps": scale}
+        if packed:
+            run_packed("scrub", trained, data, params, seeds=(5, 6))
+        else:
+            run_method("scrub", trained, data, params, seed=6)
+        first.append(seen[0])
+    assert (first[1] < 0).all()  # a max-step: the KL climbed, as a negative loss
+    torch.testing.assert_close(first[0], first[1] * (8 / 32))
