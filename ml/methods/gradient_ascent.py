@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from torch import nn
 
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import _fit, _gradient_hooks, _running_stats_kept
+from ml.methods.loops import _fit, _gradient_hooks, _running_stats_kept, batch_share
 from ml.methods.params import GradientAscentParams
 from ml.methods.study import STAGE_1
 
@@ -19,9 +19,7 @@ from ml.methods.study import STAGE_1
 def ascent_lr(params: GradientAscentParams, n_forget: int) -> float:
     """The lr gradient ascent climbs at: params.lr, times n_forget / batch_size for a forget set smaller than a
     batch when scale_lr is on."""
-    if params.scale_lr and n_forget < params.batch_size:
-        return params.lr * (n_forget / params.batch_size)
-    return params.lr
+    return params.lr * batch_share(n_forget, params.batch_size) if params.scale_lr else params.lr
 
 
 @contextmanager

@@ -103,6 +103,12 @@ GradientRewrite = Callable[[str, nn.Parameter, torch.Tensor], torch.Tensor]
 """A gradient hook's rewrite: (the parameter's name in the module, the parameter, its gradient) -> new gradient."""
 
 
+def batch_share(n_forget: int, batch_size: int) -> float:
+    """n_forget / batch_size for a forget set smaller than one batch, else 1: the share of a full batch's
+    step that such a set climbs with (a batch-mean loss would push each of its few samples harder)."""
+    return n_forget / batch_size if n_forget < batch_size else 1.0
+
+
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 

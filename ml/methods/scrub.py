@@ -10,7 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import _augment, _distill_kl, _frozen, _Loop, _require_classes, _Rows, _update
+from ml.methods.loops import (
+    _augment,
+    _distill_kl,
+    _frozen,
+    _Loop,
+    _require_classes,
+    _Rows,
+    _update,
+    batch_share,
+)
 from ml.methods.params import ScrubParams
 from ml.methods.study import STAGE_1, STAGE_2
 from ml.trainer import make_optimizer
@@ -19,9 +28,7 @@ from ml.trainer import make_optimizer
 def max_step_scale(params: ScrubParams, n_forget: int) -> float:
     """What the max-step loss is multiplied by: n_forget / forget_batch_size for a forget set smaller than one
     max-step batch when scale_max_steps is on, else 1."""
-    if params.scale_max_steps and n_forget < params.forget_batch_size:
-        return n_forget / params.forget_batch_size
-    return 1.0
+    return batch_share(n_forget, params.forget_batch_size) if params.scale_max_steps else 1.0
 
 
 @register_method("scrub")
