@@ -66,7 +66,9 @@ class Processes:
                 proc.wait()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str]) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str], interval: float = 0.5
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -75,7 +77,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, logs: Call
             value = None
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs()}")
 
 

@@ -44,6 +44,8 @@ HOSTS = {"api": 2, "wa": 3, "wb": 4}
 """Each host's last address byte on the bridge's /24."""
 JOB_TIMEOUT = 240
 FORGET = list(range(0, 600, 20))
+RUN_EPOCHS = 48
+"""bad_teacher's epochs per unlearned run: 4.2 to 4.4 s a run on one thread of an AMD EPYC (6 took 0.5 s)."""
 STALE_AFTER_S = 20
 """A run whose heartbeat (every second here) is this old is requeued by the API's sweep: far above the
 heartbeat's gaps on a loaded machine, so only the killed host's run is requeued."""
@@ -287,10 +289,11 @@ def test_runs_spread_over_two_worker_hosts_and_a_lost_host_costs_nothing(
             body = {
                 "model_id": "tiny",
                 "forget_ids": FORGET,
-                # bad_teacher runs one model per task (it is not packed), so four runs spread over the hosts;
-                # 6 epochs take about as long as neggrad_plus's 2 did (0.15 s for 2 on one thread, 0.48 s)
+                # bad_teacher runs one model per task (it is not packed), so four runs spread over the hosts.
+                # A run must outlast the polls below many times over, or wa's second run can start and end
+                # between two of them: 6 epochs took 0.5 s and once did; RUN_EPOCHS take several seconds.
                 "method": "bad_teacher",
-                "params": {"epochs": 6},
+                "params": {"epochs": RUN_EPOCHS},
                 "n_models": 4,
             }
             r = http.post("/evaluations", json=body)
@@ -308,7 +311,11 @@ def test_runs_spread_over_two_worker_hosts_and_a_lost_host_costs_nothing(
                 return running[0] if done_on_wa and running else None
 
             victim = wait_for(
-                wa_mid_second_run, JOB_TIMEOUT, "host wa in the middle of its second run", procs.logs
+                wa_mid_second_run,
+                JOB_TIMEOUT,
+                "host wa in the middle of its second run",
+                procs.logs,
+                interval=0.1,
             )
             os.killpg(workers["wa"].pid, signal.SIGKILL)  # the host is lost: its worker and its pool process
             workers["wa"].wait(timeout=30)
