@@ -3,14 +3,14 @@
 For every distinct convolution of the architecture (ResNet-18 at --width on --size x --size images with
 --in-channels, the shapes read off a forward pass), a pack of K networks: input [B, K * C_in, H, W], weights
 [K * C_out, C_in, kh, kw]; forward + backward (gradients for the weights, and for the input except at the
-stem, whose input is data) timed in each form of ml.ensemble.packed_conv2d: "grouped" (oneDNN's grouped
+stem, whose input is data) timed in each form of ml.packed_net.packed_conv2d: "grouped" (oneDNN's grouped
 convolution, groups = K), "unfold" (im2col + one batched matrix product over the networks), "window" (only
 where the output is one pixel: the weights' live taps as a batched product), and, for scale, "single" (one
 network's plain convolution, batch B, times K). Forms run interleaved, --repeats rounds, median per form.
 
 One JSON line per layer: {"bench": "packed_conv", "layer", "count" (how many convolutions of the network
 have that shape), "c_in", "c_out", "kernel", "stride", "padding", "hw", "ms" ({form: median ms, forward +
-backward}), "chosen" (ml.ensemble.conv_form's pick on a CPU)}; then {"bench": "packed_conv_total", "ms":
+backward}), "chosen" (ml.packed_net.conv_form's pick on a CPU)}; then {"bench": "packed_conv_total", "ms":
 {form: sum over the network's convolutions, count-weighted}, "chosen_ms", ...}: "grouped" is the pack before
 PackedConv2d's CPU forms, "chosen_ms" with them. The process is set up as a worker's (--threads; the allocator
 as ml.allocator sets it, or glibc's defaults with --malloc glibc): with glibc's defaults every form's buffers
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from mlbench import add_malloc_option, prepare_process
 
-from ml.ensemble import conv_form, packed_conv2d
 from ml.models import build_model
+from ml.packed_net import conv_form, packed_conv2d
 from ml.specs import ArchSpec
 
 

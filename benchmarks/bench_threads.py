@@ -47,8 +47,8 @@ def child(threads: int, steps: int) -> dict[str, object]:
     import torch
     from mlbench import prepare_process
 
-    from ml.ensemble import PackedNet
     from ml.models import build_model
+    from ml.packed_net import PackedNet
     from ml.specs import ArchSpec
 
     process = prepare_process(threads)

@@ -131,7 +131,7 @@ def _running_stats_kept(model: nn.Module) -> Iterator[None]:
 def _gradient_hooks(model: nn.Module, rewrite: GradientRewrite) -> Iterator[None]:
     """Rewrite every trainable parameter's gradient as backward computes it, before the optimiser sees it.
 
-    `model` is one network or a pack's wide one (ml/ensemble.py's PackedNet.net): an elementwise rewrite acts
+    `model` is one network or a pack's wide one (ml/packed_net.py's PackedNet.net): an elementwise rewrite acts
     on every network's slice of a packed tensor as on that network's own tensor.
     """
     handles = [

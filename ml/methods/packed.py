@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from ml.ensemble import PackedNet, device_pack_size, fit_packed, train_packed
+from ml.ensemble import device_pack_size, fit_packed, train_packed
 from ml.methods import packed_loops  # noqa: F401  (registers the packed forms of neggrad_plus and scrub)
 from ml.methods.base import UnlearnData, parse_params, registered
 from ml.methods.base import run as run_method
@@ -51,6 +51,7 @@ from ml.methods.params import (
 )
 from ml.methods.study import DRAWS, REPAIR, STAGE_1, poison_set, random_labels
 from ml.models import build_model
+from ml.packed_net import PackedNet
 from ml.trainer import (
     Optimizer,
     Progress,

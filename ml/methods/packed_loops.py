@@ -4,7 +4,7 @@ ml/methods/packed.py packs the methods whose training is the trainer's fit; the 
 their own (ml/methods/loops.py), so they get the pieces of that loop in a pack's form: _PackRows serves
 every network its own batch of the same rows (network k's order and augmentation drawn from the generator
 its own run would seed, in the same order), and one step runs the K batches side by side through the
-PackedNet (ml/ensemble.py). Each network's loss depends on its own weights alone, so the gradient of their
+PackedNet (ml/packed_net.py). Each network's loss depends on its own weights alone, so the gradient of their
 sum is, for network k, the gradient of its own loss; SGD acts elementwise, so one optimiser over the pack is
 K optimisers. SCRUB's teacher is the original model, the same for every network, and answers the pack's K
 batches as one batch. Network k is what run_method(name, ..., seed=seeds[k]) returns, up to float rounding.
@@ -23,7 +23,6 @@ from torch import nn
 
 from ml.augment import AugmentDraw, Normalizer, build_augmenter
 from ml.data.base import ArrayDataset
-from ml.ensemble import PackedNet
 from ml.errors import Diverged
 from ml.methods.base import UnlearnData
 from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _require_forget, _running_stats_kept
@@ -32,6 +31,7 @@ from ml.methods.pack_run import PackRun, register_packed
 from ml.methods.params import NegGradPlusParams, ScrubParams
 from ml.methods.scrub import max_step_scale
 from ml.methods.study import STAGE_1, STAGE_2
+from ml.packed_net import PackedNet
 from ml.specs import AugmentSpec
 from ml.trainer import REPORT_SECONDS, ProgressEvent, _targets, make_optimizer, to_device
 

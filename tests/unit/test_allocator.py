@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
 STEPS = """
 import json, resource, sys
 import torch, torch.nn.functional as F
-from ml.ensemble import PackedNet
+from ml.packed_net import PackedNet
 from ml.models import build_model
 from ml.specs import ArchSpec
 tuned = None

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from ml.data import ArrayDataset, load_dataset
-from ml.ensemble import PackedBatchNorm2d, PackedNet, conv_form, fit_packed, packed_conv2d, train_packed
+from ml.ensemble import fit_packed, train_packed
 from ml.errors import Cancelled
 from ml.logits import accuracy, logits
 from ml.metrics.epsilon import epsilon_hat
 from ml.models import build_model
+from ml.packed_net import PackedBatchNorm2d, PackedNet, conv_form, packed_conv2d
 from ml.specs import ArchSpec, AugmentSpec, Recipe
 from ml.trainer import ProgressEvent, fit
 
