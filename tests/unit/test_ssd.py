@@ -75,19 +75,27 @@ def test_the_guard_backs_off_where_the_rule_itself_wrecks_the_model(digits: Arra
 
 
 def test_the_guard_lets_a_whole_class_be_forgotten(digits: ArrayDataset) -> None:
-    """At seed 0 the rule forgets class 3 at alpha 10 (forget accuracy 0.89 to 0) for 0 to 0.04 of the guard's
-    retain accuracy, by CPU and thread count (the trained model differs in its last bits between them): within
-    the default tolerance, which is for wrecks. With no tolerance at all the guard keeps every retain row it
+    """At seed 2 the rule forgets class 3 at alpha 10 (forget accuracy 0.91 to 0) on one thread and on two.
+    What it costs the guard's retain rows depends on the trained model's last bits, which change with the CPU
+    and the thread count (0 on one thread of an AMD EPYC, 0.10 on two; at seed 0 the rule forgot nothing on
+    two): so the tolerance is set around the cost measured here. Just above it the guard applies alpha 10 as
+    the rule does; just below it the guard backs off. With no tolerance at all it keeps every retain row it
     checks as it was, doubling alpha or giving up, and the metrics' method_details say which alpha it applied."""
-    model = original(digits, 0)
+    model = original(digits, 2)
     data = UnlearnData(digits, class_forget_ids(digits.train_y, 3), recipe=RECIPE, arch=ARCH)
     assert accuracy(model, digits, data.forget_ids) > 0.85
-    details: dict = {}
-    out = run_method("ssd", model, data, {}, seed=0, details=details)
-    assert accuracy(out, digits, data.forget_ids) < 0.05
-    assert details == {"alpha": 10.0}
     check = retain_check_ids(data.retain_ids, SSDParams().retain_check)
     before = accuracy(model, digits, check)
+    rule = run_method("ssd", model, data, {"max_retain_drop": None}, seed=0)
+    assert accuracy(rule, digits, data.forget_ids) < 0.05
+    cost = before - accuracy(rule, digits, check)
+    details: dict = {}
+    out = run_method("ssd", model, data, {"max_retain_drop": max(cost, 0.0) + 0.01}, seed=0, details=details)
+    assert details == {"alpha": 10.0} and not changed(state(rule), state(out))
+    if cost > 0.01:  # a cost the guard can refuse: below it, the guard does
+        refused: dict = {}
+        run_method("ssd", model, data, {"max_retain_drop": cost - 0.01}, seed=0, details=refused)
+        assert refused["alpha"] != 10.0
     strict_details: dict = {}
     strict = run_method("ssd", model, data, {"max_retain_drop": 0.0}, seed=0, details=strict_details)
     alpha = strict_details["alpha"]
