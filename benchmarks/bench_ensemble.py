@@ -8,10 +8,11 @@ epochs) over the wall time of the training calls (data upload included, evaluati
 over sequential, and the accuracies are the mean test accuracy of each group (with their spread, std).
 Sequential runs are shared between lines (K=8's first four are K=4's), each timed on its own, and made
 just before the packed run that needs them, so slow drifts of machine load touch both sides alike.
-The process is set up as a worker's (mlbench.prepare_process: --threads, and the allocator kept from
-handing a step's buffers back to the kernel; --malloc glibc keeps glibc's defaults, for comparison), and
-each side's page faults during its training calls are counted ("packed_page_faults",
-"sequential_page_faults").
+The pack trains in ml.ensemble's lanes (sub-packs in threads of their own, one per CPU thread, so one at
+--threads 1: "lanes" in each line; --lanes 1 trains it in one loop at any --threads). The process is set
+up as a worker's (mlbench.prepare_process: --threads, and the allocator kept from handing a step's buffers
+back to the kernel; --malloc glibc keeps glibc's defaults, for comparison), and each side's page faults
+during its training calls are counted ("packed_page_faults", "sequential_page_faults").
 
 --vmap adds "vmap_images_per_s": the same K networks trained by the design ml.ensemble did not choose,
 torch.func.stack_module_state + vmap over functional_call (BatchNorm statistics batched per network too),
@@ -42,7 +43,7 @@ import torch
 from mlbench import add_malloc_option, page_faults, prepare_process, sync, synthetic
 
 from ml.data import ArrayDataset, load_dataset
-from ml.ensemble import train_packed
+from ml.ensemble import pack_lanes, train_packed
 from ml.logits import accuracy
 from ml.models import build_model
 from ml.specs import STUDY_CIFAR10_RECIPE, ArchSpec, Recipe, default_recipe
@@ -145,6 +146,12 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=0,
+        help="sub-packs trained in threads of their own (0: ml.ensemble.pack_lanes, one per CPU thread; 1: one loop)",
+    )
     add_malloc_option(parser)
     parser.add_argument("--vmap", action="store_true", help="also time torch.func's vmap over the K networks")
     args = parser.parse_args()
@@ -185,7 +192,8 @@ def main() -> None:
         models = [fresh(arch, data, s) for s in seeds]
         sync(device)
         start, faults = time.perf_counter(), page_faults()
-        train_packed(models, data, [None] * k, recipe, seeds=seeds, device=device)
+        lanes = args.lanes or pack_lanes(device, k)
+        train_packed(models, data, [None] * k, recipe, seeds=seeds, device=device, lanes=lanes)
         sync(device)
         packed_s = time.perf_counter() - start
         packed_faults = page_faults() - faults
@@ -194,6 +202,7 @@ def main() -> None:
         line = {
             **base,
             "k": k,
+            "lanes": lanes,
             "packed_images_per_s": round(k * per_model / packed_s, 1),
             "sequential_images_per_s": round(k * per_model / sequential_s, 1),
             "ratio": round(sequential_s / packed_s, 3),

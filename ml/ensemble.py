@@ -18,9 +18,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import copy_context
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -127,6 +132,42 @@ def _pack_rows(
     return rows, [_targets(dataset, r, y) for r, y in zip(rows, lab, strict=True)]
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """fit_packed's training settings, shared by every lane of a call."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    optimizer: Optimizer
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    schedule: Schedule
+    milestones: Sequence[int]
+    gamma: float
+    augment: AugmentSpec | None
+    stage: str
+    report_every: int | None
+    report_seconds: float
+    fast: bool | None
+    compile_model: bool
+    compile_backend: Backend
+    prepare: Callable[[PackedNet], AbstractContextManager[object]] | None
+
+
+def pack_lanes(device: str | torch.device, k: int) -> int:
+    """How many lanes a pack of k trains in by default: on a CPU, one per torch thread (at most k); else 1.
+
+    A lane is a sub-pack trained in a thread of its own on one torch thread. oneDNN's kernels for a pack of
+    small networks are too small to split between threads (a second thread added 3% to a pack of 8 width-8
+    networks), while two sub-packs on two threads each keep a core busy (docs/ensemble.md, "Lanes").
+    """
+    if resolve_device(device).type != "cpu":
+        return 1
+    return max(1, min(k, torch.get_num_threads()))
+
+
 def fit_packed(
     models: Sequence[nn.Module],
     dataset: ArrayDataset,
@@ -155,6 +196,7 @@ def fit_packed(
     compile_model: bool | None = None,
     compile_backend: Backend | None = None,
     prepare: Callable[[PackedNet], AbstractContextManager[object]] | None = None,
+    lanes: int | None = None,
 ) -> list[TrainStats]:
     """Train models[k] in place on rows ids[k] with seed seeds[k], all K in one loop; fit's settings.
 
@@ -163,6 +205,11 @@ def fit_packed(
     tensor is the hook on each network's slice). Progress is reported as fit reports it (each epoch's end, and every report_seconds or report_every
     steps between); events carry the pack's mean loss and accuracy; a non-finite loss in any network raises
     Diverged naming it. The returned TrainStats (one per model) share the pack's wall time.
+
+    `lanes` (default pack_lanes: one per CPU thread) splits the pack into that many sub-packs of consecutive
+    networks, each trained in its own thread on one torch thread, each with its own `prepare`; network k
+    trains as it would in one pack (its own seed, batches and statistics), and progress, cancelling and
+    errors are the whole call's, reported from the calling thread.
     """
     k = len(models)
     if k == 0:
@@ -170,20 +217,165 @@ def fit_packed(
     if len(seeds) != k:
         raise ValueError(f"expected {k} seeds (one per model), got {len(seeds)}")
     rows, targets = _pack_rows(dataset, ids, labels, k)
-    n = len(rows[0])
     dev = resolve_device(device)
-    if n == 0 or epochs <= 0:
+    if len(rows[0]) == 0 or epochs <= 0:
         return [TrainStats(0, 0, 0, 0.0, float("nan"), None) for _ in models]
+    default = compile_default()  # read here: a context variable of the caller's, which lanes copy anyway
+    settings = _Settings(
+        epochs,
+        lr,
+        batch_size,
+        optimizer,
+        momentum,
+        nesterov,
+        weight_decay,
+        schedule,
+        milestones,
+        gamma,
+        augment,
+        stage,
+        report_every,
+        report_seconds,
+        fast,
+        default.enabled if compile_model is None else compile_model,
+        default.backend if compile_backend is None else compile_backend,
+        prepare,
+    )
+    count = pack_lanes(dev, k) if lanes is None else max(1, min(lanes, k))
+    if settings.compile_model:
+        count = 1  # torch.compile traces and compiles in one thread at a time: one loop, as on CUDA
+    # One seeding for the whole call: torch's global generators are the process's, not a lane's.
+    with seeded(derive_seed(seeds[0], 1, k), dev):
+        if count == 1:
+            return _fit_lane(models, dataset, rows, targets, seeds, dev, settings, 0, progress, should_stop)
+        return _fit_in_lanes(
+            count, models, dataset, rows, targets, seeds, dev, settings, progress, should_stop
+        )
+
+
+LANE_POLL_SECONDS = 0.05
+"""How often the calling thread forwards the lanes' progress and checks should_stop while they train."""
+
+
+def _fit_in_lanes(
+    count: int,
+    models: Sequence[nn.Module],
+    dataset: ArrayDataset,
+    rows: Sequence[np.ndarray],
+    targets: Sequence[torch.Tensor],
+    seeds: Sequence[int],
+    dev: torch.device,
+    settings: _Settings,
+    progress: Progress | None,
+    should_stop: StopFlag | None,
+) -> list[TrainStats]:
+    """The pack as `count` sub-packs, each in its own thread on one torch thread; callbacks stay in this one.
+
+    The lanes only put progress events on a queue and read a stop flag: the caller's progress and
+    should_stop (which may reach a database) run in the calling thread, as they do without lanes. A lane that
+    fails stops the others, and its error is raised; a stop the caller asked for raises the lanes' Cancelled.
+    """
+    parts = [list(map(int, part)) for part in np.array_split(np.arange(len(models)), count)]
+    stop = threading.Event()
+    events: queue.SimpleQueue[tuple[int, ProgressEvent]] = queue.SimpleQueue()
+    latest: dict[int, ProgressEvent] = {}
+    threads = torch.get_num_threads()
+    per_lane = max(1, threads // count)
+
+    def lane(i: int, part: list[int]) -> list[TrainStats]:
+        torch.set_num_threads(per_lane)  # this thread's OpenMP team; restored for the caller below
+        return _fit_lane(
+            [models[j] for j in part],
+            dataset,
+            [rows[j] for j in part],
+            [targets[j] for j in part],
+            [seeds[j] for j in part],
+            dev,
+            settings,
+            part[0],
+            None if progress is None else (lambda event: events.put((i, event))),
+            stop.is_set,
+        )
+
+    def forward_progress() -> None:
+        assert progress is not None
+        while not events.empty():
+            i, event = events.get()
+            latest[i] = event
+            progress(_combined(latest, [len(part) for part in parts]))
+
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(count, thread_name_prefix="pack-lane") as pool:
+            # Each lane runs in a copy of the caller's context (its job id for log lines, for one).
+            futures = [pool.submit(copy_context().run, lane, i, part) for i, part in enumerate(parts)]
+            try:
+                while not all(f.done() for f in futures):
+                    wait(futures, timeout=LANE_POLL_SECONDS, return_when=FIRST_EXCEPTION)
+                    if progress is not None:
+                        forward_progress()
+                    if any(f.done() and f.exception() is not None for f in futures) or (
+                        should_stop is not None and should_stop()
+                    ):
+                        stop.set()
+            except BaseException:  # a callback of the caller's failed: the lanes stop before it is raised
+                stop.set()
+                raise
+        if progress is not None:
+            forward_progress()
+    finally:
+        torch.set_num_threads(threads)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+    seconds = time.perf_counter() - started
+    return [replace(stats, seconds=seconds) for f in futures for stats in f.result()]
+
+
+def _combined(latest: dict[int, ProgressEvent], sizes: Sequence[int]) -> ProgressEvent:
+    """The whole pack's progress from each lane's latest event (lane i holds sizes[i] networks): the mean
+    fraction over all lanes (one not yet reported counts 0), loss and accuracy weighted by the networks of the
+    lanes that have, and the step and epoch of the slowest."""
+    weights = [sizes[i] for i in latest]
+
+    def mean(values: Sequence[float]) -> float:
+        return sum(v * w for v, w in zip(values, weights, strict=True)) / sum(weights)
+
+    events = list(latest.values())
+    accuracies = [e.accuracy for e in events]
+    return replace(
+        min(events, key=lambda e: e.step),
+        fraction=sum(e.fraction for e in events) / len(sizes),
+        loss=mean([e.loss for e in events]),
+        accuracy=None
+        if any(a is None for a in accuracies)
+        else mean([a for a in accuracies if a is not None]),
+    )
+
+
+def _fit_lane(
+    models: Sequence[nn.Module],
+    dataset: ArrayDataset,
+    rows: Sequence[np.ndarray],
+    labels: Sequence[torch.Tensor],
+    seeds: Sequence[int],
+    dev: torch.device,
+    settings: _Settings,
+    first: int,
+    progress: Progress | None,
+    should_stop: StopFlag | None,
+) -> list[TrainStats]:
+    """One pack's training loop: models[j] is network first + j of the call (named so when it diverges)."""
+    s = settings
+    k, n, epochs, batch_size, stage = len(models), len(rows[0]), s.epochs, s.batch_size, s.stage
     cuda = dev.type == "cuda"
-    fast = cuda if fast is None else fast
-    default = compile_default()
-    compile_model = default.enabled if compile_model is None else compile_model
-    backend = default.backend if compile_backend is None else compile_backend
+    fast = cuda if s.fast is None else s.fast
+    compile_model, backend = s.compile_model, s.compile_backend
     regression = dataset.task == "regression"
     x = to_device(torch.from_numpy(np.ascontiguousarray(dataset.train_x)), dev)
     # Row r of network k's data is x[index[k, r]]; the targets are stacked the same way.
     index = to_device(torch.from_numpy(np.stack(rows)), dev)
-    y = to_device(torch.stack(targets), dev)
+    y = to_device(torch.stack(list(labels)), dev)
     steps_per_epoch = math.ceil(n / batch_size)
     total = steps_per_epoch * epochs
     pack = PackedNet(models).to(dev)
@@ -192,14 +384,14 @@ def fit_packed(
         pack.to(memory_format=torch.channels_last)
     wide = pack.net
     net = _compiled(wide, backend, compile_mode(backend, dev), stage) if compile_model else wide
-    opt = make_optimizer(pack, optimizer, lr, momentum, nesterov, weight_decay)
-    sched = make_scheduler(opt, schedule, lr, steps_per_epoch, total, milestones, gamma)
+    opt = make_optimizer(pack, s.optimizer, s.lr, s.momentum, s.nesterov, s.weight_decay)
+    sched = make_scheduler(opt, s.schedule, s.lr, steps_per_epoch, total, s.milestones, s.gamma)
     generators = []
     for seed in seeds:
         g = torch.Generator(device=dev)
         g.manual_seed(seed)
         generators.append(g)
-    augmenters = [build_augmenter(augment, g) for g in generators]
+    augmenters = [build_augmenter(s.augment, g) for g in generators]
     normalise = Normalizer(dataset.mean, dataset.std, dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if fast else nullcontext()
     cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True) if cuda else nullcontext()
@@ -211,8 +403,8 @@ def fit_packed(
     epoch_loss = torch.full((k,), float("nan"))
     epoch_acc: torch.Tensor | None = None
     try:
-        hooks = nullcontext() if prepare is None else prepare(pack)
-        with seeded(derive_seed(seeds[0], 1, k), dev), cudnn, hooks:
+        hooks = nullcontext() if s.prepare is None else s.prepare(pack)
+        with cudnn, hooks:
             for epoch in range(epochs):
                 pack.train()
                 perm = torch.stack([torch.randperm(n, device=dev, generator=g) for g in generators])
@@ -261,9 +453,9 @@ def fit_packed(
                     step += 1
                     last = i == steps_per_epoch - 1
                     due = progress is not None and (
-                        step % report_every == 0
-                        if report_every is not None
-                        else time.monotonic() - last_report >= report_seconds
+                        step % s.report_every == 0
+                        if s.report_every is not None
+                        else time.monotonic() - last_report >= s.report_seconds
                     )
                     if last or due:
                         last_report = time.monotonic()
@@ -272,7 +464,7 @@ def fit_packed(
                         bad = [j for j, v in enumerate(epoch_loss.tolist()) if not math.isfinite(v)]
                         if bad:
                             raise Diverged(
-                                f"{stage}: loss became {epoch_loss[bad[0]].item()} in model {bad[0]} of the"
+                                f"{stage}: loss became {epoch_loss[bad[0]].item()} in model {first + bad[0]} of the"
                                 f" pack at epoch {epoch + 1}"
                             )
                         if progress is not None:
@@ -348,8 +540,9 @@ def train_packed(
     should_stop: StopFlag | None = None,
     stage: str = "train",
     compile_model: bool | None = None,
+    lanes: int | None = None,
 ) -> list[TrainStats]:
-    """train() for a pack: models[k] trains on ids[k] with seeds[k] and the full recipe."""
+    """train() for a pack: models[k] trains on ids[k] with seeds[k] and the full recipe (lanes: fit_packed's)."""
     return fit_packed(
         models,
         dataset,
@@ -371,4 +564,5 @@ def train_packed(
         should_stop=should_stop,
         stage=stage,
         compile_model=compile_model,
+        lanes=lanes,
     )

@@ -26,7 +26,12 @@ KEYS = {
 
 
 @pytest.mark.parametrize(
-    "args", [("--epochs", "1", "--width", "4"), ("--cifar", "--n", "16", "--width", "4")]
+    "args",
+    [
+        ("--epochs", "1", "--width", "4"),
+        ("--epochs", "1", "--width", "4", "--threads", "2"),
+        ("--cifar", "--n", "16", "--width", "4"),
+    ],
 )
 def test_bench_ensemble_prints_one_line_per_pack_size(args: tuple[str, ...]) -> None:
     done = run_benchmark("bench_ensemble.py", "--ks", "1,2", *args, timeout=240)
@@ -39,6 +44,9 @@ def test_bench_ensemble_prints_one_line_per_pack_size(args: tuple[str, ...]) -> 
         expected = record["packed_images_per_s"] / record["sequential_images_per_s"]
         assert record["ratio"] == pytest.approx(expected, rel=0.01)
         assert 0 <= record["test_acc_packed"] <= 1 and 0 <= record["test_acc_sequential"] <= 1
+        # One lane per torch thread, no more than the pack's networks: K = 2 at two threads trains in two.
+        threads = 2 if "--threads" in args else 1
+        assert record["threads"] == threads and record["lanes"] == min(record["k"], threads)
     assert lines[0]["dataset"] == ("random32" if "--cifar" in args else "digits")
 
 
