@@ -61,10 +61,11 @@ def faults_per_step(malloc: str) -> dict:
 
 def test_a_packed_step_reuses_its_buffers_once_the_worker_sets_the_allocator() -> None:
     """glibc's defaults hand a pack's megabyte-sized buffers back to the kernel and take fresh, zero-filled
-    pages the next step (3,000 to 4,600 faults a step here); set as the worker sets it, 0 to 131 (bounds
-    set a factor of 3 off both)."""
+    pages the next step (3,000 to 4,600 faults a step on a quiet machine, 1,280 once in a loaded full test
+    run); set as the worker sets it, 0 to 131. Bounds: the default's at half its lowest seen, the worker's a
+    factor of 3 above its highest and under a quarter of the default's in the same run."""
     default = faults_per_step("glibc")
     worker = faults_per_step("worker")
     assert worker["tuned"] is True
-    assert default["faults_per_step"] > 1500, default
-    assert worker["faults_per_step"] < 500, worker
+    assert default["faults_per_step"] > 600, default
+    assert worker["faults_per_step"] < min(500, default["faults_per_step"] / 4), (worker, default)
