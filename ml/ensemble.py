@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import copy_context
 from dataclasses import dataclass, replace
@@ -156,6 +156,29 @@ class _Settings:
     prepare: Callable[[PackedNet], AbstractContextManager[object]] | None
 
 
+@dataclass(frozen=True)
+class _Work:
+    """What one fit_packed call trains: network j is models[j] on rows[j] with labels[j] and seeds[j]."""
+
+    models: Sequence[nn.Module]
+    dataset: ArrayDataset
+    rows: Sequence[np.ndarray]
+    labels: Sequence[torch.Tensor]
+    seeds: Sequence[int]
+    dev: torch.device
+    settings: _Settings
+
+    def part(self, networks: Sequence[int]) -> _Work:
+        """The same work for the listed networks only (a lane's)."""
+        return replace(
+            self,
+            models=[self.models[j] for j in networks],
+            rows=[self.rows[j] for j in networks],
+            labels=[self.labels[j] for j in networks],
+            seeds=[self.seeds[j] for j in networks],
+        )
+
+
 def pack_lanes(device: str | torch.device, k: int) -> int:
     """How many lanes a pack of k trains in by default: on a CPU, one per torch thread (at most k); else 1.
 
@@ -241,16 +264,15 @@ def fit_packed(
         default.backend if compile_backend is None else compile_backend,
         prepare,
     )
+    work = _Work(models, dataset, rows, targets, seeds, dev, settings)
     count = pack_lanes(dev, k) if lanes is None else max(1, min(lanes, k))
     if settings.compile_model:
         count = 1  # torch.compile traces and compiles in one thread at a time: one loop, as on CUDA
     # One seeding for the whole call: torch's global generators are the process's, not a lane's.
     with seeded(derive_seed(seeds[0], 1, k), dev):
         if count == 1:
-            return _fit_lane(models, dataset, rows, targets, seeds, dev, settings, 0, progress, should_stop)
-        return _fit_in_lanes(
-            count, models, dataset, rows, targets, seeds, dev, settings, progress, should_stop
-        )
+            return _fit_lane(work, 0, progress, should_stop)
+        return _fit_in_lanes(work, count, progress, should_stop)
 
 
 LANE_POLL_SECONDS = 0.05
@@ -258,16 +280,7 @@ LANE_POLL_SECONDS = 0.05
 
 
 def _fit_in_lanes(
-    count: int,
-    models: Sequence[nn.Module],
-    dataset: ArrayDataset,
-    rows: Sequence[np.ndarray],
-    targets: Sequence[torch.Tensor],
-    seeds: Sequence[int],
-    dev: torch.device,
-    settings: _Settings,
-    progress: Progress | None,
-    should_stop: StopFlag | None,
+    work: _Work, count: int, progress: Progress | None, should_stop: StopFlag | None
 ) -> list[TrainStats]:
     """The pack as `count` sub-packs, each in its own thread on one torch thread; callbacks stay in this one.
 
@@ -275,7 +288,8 @@ def _fit_in_lanes(
     should_stop (which may reach a database) run in the calling thread, as they do without lanes. A lane that
     fails stops the others, and its error is raised; a stop the caller asked for raises the lanes' Cancelled.
     """
-    parts = [list(map(int, part)) for part in np.array_split(np.arange(len(models)), count)]
+    parts = [list(map(int, part)) for part in np.array_split(np.arange(len(work.models)), count)]
+    sizes = [len(part) for part in parts]
     stop = threading.Event()
     events: queue.SimpleQueue[tuple[int, ProgressEvent]] = queue.SimpleQueue()
     latest: dict[int, ProgressEvent] = {}
@@ -285,13 +299,7 @@ def _fit_in_lanes(
     def lane(i: int, part: list[int]) -> list[TrainStats]:
         torch.set_num_threads(per_lane)  # this thread's OpenMP team; restored for the caller below
         return _fit_lane(
-            [models[j] for j in part],
-            dataset,
-            [rows[j] for j in part],
-            [targets[j] for j in part],
-            [seeds[j] for j in part],
-            dev,
-            settings,
+            work.part(part),
             part[0],
             None if progress is None else (lambda event: events.put((i, event))),
             stop.is_set,
@@ -302,7 +310,7 @@ def _fit_in_lanes(
         while not events.empty():
             i, event = events.get()
             latest[i] = event
-            progress(_combined(latest, [len(part) for part in parts]))
+            progress(_combined(latest, sizes))
 
     started = time.perf_counter()
     try:
@@ -311,7 +319,7 @@ def _fit_in_lanes(
             futures = [pool.submit(copy_context().run, lane, i, part) for i, part in enumerate(parts)]
             try:
                 while not all(f.done() for f in futures):
-                    wait(futures, timeout=LANE_POLL_SECONDS, return_when=FIRST_EXCEPTION)
+                    wait(futures, timeout=LANE_POLL_SECONDS)
                     if progress is not None:
                         forward_progress()
                     if any(f.done() and f.exception() is not None for f in futures) or (
@@ -354,19 +362,18 @@ def _combined(latest: dict[int, ProgressEvent], sizes: Sequence[int]) -> Progres
 
 
 def _fit_lane(
-    models: Sequence[nn.Module],
-    dataset: ArrayDataset,
-    rows: Sequence[np.ndarray],
-    labels: Sequence[torch.Tensor],
-    seeds: Sequence[int],
-    dev: torch.device,
-    settings: _Settings,
-    first: int,
-    progress: Progress | None,
-    should_stop: StopFlag | None,
+    work: _Work, first: int, progress: Progress | None, should_stop: StopFlag | None
 ) -> list[TrainStats]:
-    """One pack's training loop: models[j] is network first + j of the call (named so when it diverges)."""
-    s = settings
+    """One pack's training loop: work's network j is network first + j of the call (named so when it diverges)."""
+    models, dataset, rows, labels, seeds, dev, s = (
+        work.models,
+        work.dataset,
+        work.rows,
+        work.labels,
+        work.seeds,
+        work.dev,
+        work.settings,
+    )
     k, n, epochs, batch_size, stage = len(models), len(rows[0]), s.epochs, s.batch_size, s.stage
     cuda = dev.type == "cuda"
     fast = cuda if s.fast is None else s.fast
