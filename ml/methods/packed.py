@@ -65,7 +65,7 @@ from ml.trainer import (
 
 def run_packed(
     name: str,
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     data: UnlearnData,
     params: BaseModel | dict[str, Any] | None,
     *,
@@ -77,23 +77,29 @@ def run_packed(
 ) -> list[nn.Module]:
     """run() for several seeds: new models on `device` (model k: seeds[k]), the input untouched.
 
-    The seeds train in packs of pack_size (default: as many as the device holds, device_pack_size), one pack
-    after the other; progress runs from 0 to 1 over all of them.
+    `model` is the one model every run starts from, or one per seed (run k starts from model[k]: several
+    originals, each unlearned once). The seeds train in packs of pack_size (default: as many as the device
+    holds, device_pack_size), one pack after the other; progress runs from 0 to 1 over all of them.
     """
     if name not in PACKED:
         raise ValueError(f"method {name!r} does not run packed; packed: {', '.join(sorted(PACKED))}")
     if not seeds:
         raise ValueError("a pack needs at least one seed")
+    starts = [model] * len(seeds) if isinstance(model, nn.Module) else list(model)
+    if len(starts) != len(seeds):
+        raise ValueError(f"{len(starts)} models for {len(seeds)} seeds: give one model, or one per seed")
     registered()  # every method module loaded, as run() has it
     typed = parse_params(method_spec(name), params)
     dev = resolve_device(device)
 
-    size = pack_size or device_pack_size(model, data.dataset.train_x.shape[1:], _batch_size(typed, data), dev)
+    size = pack_size or device_pack_size(
+        starts[0], data.dataset.train_x.shape[1:], _batch_size(typed, data), dev
+    )
     everything = list(seeds)
 
     def attempt(first: int, part: list[int]) -> list[nn.Module]:
         """Seeds everything[first : first + len(part)] as one pack (in halves if the device runs out of memory)."""
-        works = [copy.deepcopy(model).to(dev) for _ in part]
+        works = [copy.deepcopy(starts[first + j]).to(dev) for j in range(len(part))]
         share = _share(progress, first / len(everything), len(part) / len(everything))
         try:
             with seeded(part[0], dev):

@@ -104,6 +104,25 @@ def test_network_k_of_a_packed_method_is_the_method_run_alone_with_seed_k(
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())  # the input untouched
 
 
+def test_each_run_of_a_pack_can_start_from_its_own_model(data: UnlearnData, trained: torch.nn.Module) -> None:
+    """Several originals, each unlearned once: network k starts from starts[k] and is that model's run alone."""
+    starts = []
+    for seed in range(len(SEEDS)):
+        torch.manual_seed(seed)
+        model = build_model(ARCH, 10, 1)
+        fit(model, data.dataset, None, epochs=2, lr=0.05, seed=seed, batch_size=64)
+        starts.append(model)
+    params = {"epochs": 1, "lr": 0.01}
+    pack = run_packed("noise_reset", starts, data, params, seeds=SEEDS)
+    for start, seed, out in zip(starts, SEEDS, pack, strict=True):
+        assert weight_diff(out, run_method("noise_reset", start, data, params, seed=seed)) < 1e-3
+    # Not the runs of one model: each one's own start shows through its run.
+    shared = run_packed("noise_reset", starts[0], data, params, seeds=SEEDS)
+    assert weight_diff(pack[1], shared[1]) > 1e-2 and weight_diff(pack[0], shared[0]) < 1e-3
+    with pytest.raises(ValueError, match="2 models for 3 seeds"):
+        run_packed("noise_reset", starts[:2], data, params, seeds=SEEDS)
+
+
 def test_packed_neggrad_plus_reports_progress_stops_and_names_a_diverged_network(
     data: UnlearnData, trained: torch.nn.Module
 ) -> None:
