@@ -21,6 +21,18 @@ gives the method's wall time for its N runs (`wall_seconds`; `seconds` is that p
 (`reference_seconds`); scoring (logits, accuracies) is not timed. With --cache DIR, groups trained before
 for the same setup are read back (`"cached": true`, with the wall time they took then).
 
+--original-without-forget is the control for what no unlearning method can remove: per fraction the
+original trains (same seed, same recipe) on the retain set only, so it never saw the forget set, and the
+methods run on it. Their excess then measures how far a group of models that all descend from one model
+sits from independently retrained ones when there is nothing to forget: that model's own draw, which every
+method's runs share and the references do not. Lines carry `"original": "without_forget"`.
+
+--originals draws that out of the comparison: run i of every method starts from its own original, trained on
+the whole training set with seed --original-seed + i (all N trained as one pack), so the unlearned side
+varies by original as the references vary by seed, and what is left to tell them apart is what the forget
+set left in the models (the per-example attacks of Hayes et al. 2024 draw their unlearned models this way).
+It costs N originals besides the N references. Lines carry `"originals": N`; --auto does not combine with it.
+
     python benchmarks/bench_auto.py --fractions 0.005,0.02,0.1 --n-models 6 \\
         --methods retrain,finetune,gradient_ascent,neggrad_plus,salun,ssd
 """
@@ -39,7 +51,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from mlbench import packed_references, prepare_process, retrain_reference, sync, train_original
+from mlbench import (
+    packed_references,
+    prepare_process,
+    retrain_reference,
+    sync,
+    train_original,
+    train_originals,
+)
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
@@ -104,22 +123,27 @@ def references(
 def method_runs(
     method: str,
     params: dict[str, Any],
-    original: torch.nn.Module,
+    original: torch.nn.Module | list[torch.nn.Module],
     data: UnlearnData,
     n: int,
     pack: int,
     device: torch.device,
 ) -> tuple[list[torch.nn.Module], float, bool]:
-    """n runs of `method` on the original (seeds METHOD_SEED + i): packed (run_packed, packs of `pack`) when
-    the method packs and pack > 1, else one by one; the models, the wall seconds and whether they packed."""
+    """n runs of `method` on the original (seeds METHOD_SEED + i; run i on original[i] when given one per
+    run): packed (run_packed, packs of `pack`) when the method packs and pack > 1, else one by one; the
+    models, the wall seconds and whether they packed."""
     seeds = [METHOD_SEED + i for i in range(n)]
+    starts = original if isinstance(original, list) else [original] * n
     packed = pack > 1 and method in PACKED
     sync(device)
     start = time.perf_counter()
     if packed:
-        models = run_packed(method, original, data, params, seeds=seeds, device=device, pack_size=pack)
+        models = run_packed(method, starts, data, params, seeds=seeds, device=device, pack_size=pack)
     else:
-        models = [run_method(method, original, data, params, seed=seed, device=device) for seed in seeds]
+        models = [
+            run_method(method, model, data, params, seed=seed, device=device)
+            for model, seed in zip(starts, seeds, strict=True)
+        ]
     sync(device)
     return models, time.perf_counter() - start, packed
 
@@ -165,8 +189,10 @@ class Cache:
             np.savez(path, logits=np.stack(outs), tests=np.asarray(tests), seconds=seconds, packed=packed)
         return outs, tests, seconds, packed, False
 
-    def original(self, make: Callable[[], torch.nn.Module], template: torch.nn.Module) -> torch.nn.Module:
-        path = self.path(".pt", original=ORIGINAL_SEED)
+    def original(
+        self, make: Callable[[], torch.nn.Module], template: torch.nn.Module, trained_with: int, **key: Any
+    ) -> torch.nn.Module:
+        path = self.path(".pt", original=trained_with, **key)
         if path and os.path.exists(path):
             template.load_state_dict(torch.load(path, weights_only=True))
             return template
@@ -174,6 +200,22 @@ class Cache:
         if path:
             torch.save(model.state_dict(), path)
         return model
+
+    def originals(
+        self, make: Callable[[], list[torch.nn.Module]], build: Callable[[], torch.nn.Module], **key: Any
+    ) -> list[torch.nn.Module]:
+        path = self.path(".pt", **key)
+        if path and os.path.exists(path):
+            models = []
+            for state in torch.load(path, weights_only=True):
+                model = build()
+                model.load_state_dict(state)
+                models.append(model)
+            return models
+        models = make()
+        if path:
+            torch.save([m.state_dict() for m in models], path)
+        return models
 
 
 def number(value: float) -> float | str:
@@ -217,6 +259,22 @@ def main() -> None:
         "--cache",
         default=None,
         help="folder: reuse the original and groups trained before with the same setup",
+    )
+    parser.add_argument(
+        "--original-seed",
+        type=int,
+        default=ORIGINAL_SEED,
+        help="the original's training seed: another draw of the model every method starts from",
+    )
+    parser.add_argument(
+        "--originals",
+        action="store_true",
+        help="each of a method's N runs starts from its own original (seeds --original-seed + i), not all from one",
+    )
+    parser.add_argument(
+        "--original-without-forget",
+        action="store_true",
+        help="control: per fraction the original trains on the retain set only (never sees the forget set)",
     )
     args = parser.parse_args()
     process = prepare_process(args.threads)  # as a worker's pool process is set up
@@ -268,16 +326,52 @@ def main() -> None:
             "recipe": recipe.model_dump(),
         },
     )
-    original = cache.original(
-        lambda: train_original(whole, ORIGINAL_SEED, device),
-        build_model(arch, dataset.num_classes, dataset.in_channels).to(device),
+    if args.originals and args.auto:
+        parser.error("--auto searches on one original; it does not run with --originals")
+
+    def fresh() -> torch.nn.Module:
+        return build_model(arch, dataset.num_classes, dataset.in_channels).to(device)
+
+    original_seeds = [args.original_seed + i for i in range(args.n_models)]
+    original: torch.nn.Module | list[torch.nn.Module] = (
+        cache.originals(
+            lambda: train_originals(whole, original_seeds, device), fresh, originals=original_seeds
+        )
+        if args.originals
+        else cache.original(
+            lambda: train_original(whole, args.original_seed, device), fresh(), args.original_seed
+        )
     )
-    base_test = accuracy(original, dataset, None, split="test", device=device)
     for fraction in (float(f) for f in args.fractions.split(",")):
         forget = random_forget_ids(dataset.n_train, fraction=fraction, seed=args.seed)
         data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
         labels = dataset.train_y[forget]
         group = {"fraction": fraction, "seed": args.seed, "n_models": args.n_models}
+        # The control's original depends on the forget set: every group but the references and retrain
+        # (which never read the original's weights) is keyed by it, and by the original's seed.
+        control: dict[str, Any] = {"original": "without_forget"} if args.original_without_forget else {}
+        if args.original_seed != ORIGINAL_SEED:
+            control["original_seed"] = args.original_seed
+        if args.originals:
+            control["originals"] = args.n_models
+        if args.original_without_forget and args.originals:
+            original = cache.originals(
+                lambda: train_originals(data, original_seeds, device, retain_only=True),  # noqa: B023
+                fresh,
+                originals=original_seeds,
+                fraction=fraction,
+                seed=args.seed,
+            )
+        elif args.original_without_forget:
+            original = cache.original(
+                lambda: train_original(data, args.original_seed, device, retain_only=True),  # noqa: B023
+                fresh(),
+                args.original_seed,
+                fraction=fraction,
+                seed=args.seed,
+            )
+        starts = original if isinstance(original, list) else [original]
+        base_test = float(np.mean([accuracy(m, dataset, None, split="test", device=device) for m in starts]))
 
         def trained_references() -> tuple[list[np.ndarray], list[float], float, bool]:
             nets, seconds = references(data, args.n_models, args.pack, device)  # noqa: B023 (called at once)
@@ -303,6 +397,7 @@ def main() -> None:
                 proxy_refs, _ = references(proxy, auto_settings.n_models, args.pack, device)
                 outs = [logits(net, dataset, ids, device=device) for net in proxy_refs]
                 targets.append(ProxyTarget(proxy, hinge_statistic(np.stack(outs), dataset.train_y[ids])))
+            assert isinstance(original, torch.nn.Module)  # --auto is refused with --originals
             evaluate = proxy_evaluator(original, targets, auto_settings.n_models, device=device)
             work = Workload(len(data.retain_ids), len(forget), recipe)
             result = search(evaluate, work, auto_settings, seed=0)
@@ -325,7 +420,7 @@ def main() -> None:
                 nets, seconds, packed = method_runs(
                     method,
                     params,
-                    original,
+                    original,  # noqa: B023 (called at once)
                     data,  # noqa: B023 (called at once)
                     args.n_models,
                     args.pack,
@@ -336,7 +431,9 @@ def main() -> None:
                 return outs, tests, seconds, packed
 
             full = method_spec(method).params.model_validate(params).model_dump(mode="json")  # defaults too
-            outs, tests, seconds, packed, cached = cache.group(trained, **group, method=method, params=full)
+            outs, tests, seconds, packed, cached = cache.group(
+                trained, **group, **({} if method == "retrain" else control), method=method, params=full
+            )
             stat = hinge_statistic(np.stack(outs), labels)
             lines[label] = {
                 "method": label,
@@ -362,6 +459,7 @@ def main() -> None:
                 "dataset": args.dataset,
                 "fraction": fraction,
                 "n_forget": len(forget),
+                **control,
                 **line,
                 "eps": number(line["eps"]),
                 "smooth": number(line["smooth"]),

@@ -67,18 +67,42 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_original(data: UnlearnData, seed: int, device: torch.device) -> nn.Module:
-    """The model a benchmark unlearns from: trained on all of data's training rows with its recipe and
-    architecture, seeded; prints one JSON line with its training seconds and accuracies."""
+def train_original(
+    data: UnlearnData, seed: int, device: torch.device, *, retain_only: bool = False
+) -> nn.Module:
+    """The model a benchmark unlearns from: trained on all of data's training rows (only its retain rows with
+    `retain_only`) with its recipe and architecture, seeded; prints one JSON line with its training seconds
+    and accuracies."""
     dataset = data.dataset
     torch.manual_seed(seed)
     model = build_model(data.arch, dataset.num_classes, dataset.in_channels)
     start = time.perf_counter()
-    train(model, dataset, None, data.recipe, seed=seed, device=device)
+    train(model, dataset, data.retain_ids if retain_only else None, data.recipe, seed=seed, device=device)
     sync(device)
     record = {"original": True, "seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps({**record, **evaluate(model, data, device=device)}), flush=True)
     return model
+
+
+def train_originals(
+    data: UnlearnData, seeds: list[int], device: torch.device, *, retain_only: bool = False
+) -> list[nn.Module]:
+    """One original per seed, as train_original builds and trains each, trained together in one pack (the
+    same models up to float rounding); prints one JSON line with the seconds and the mean accuracies."""
+    dataset = data.dataset
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(build_model(data.arch, dataset.num_classes, dataset.in_channels))
+    rows = data.retain_ids if retain_only else None
+    start = time.perf_counter()
+    train_packed(models, dataset, [rows] * len(seeds), data.recipe, seeds=seeds, device=device)
+    sync(device)
+    record = {"originals": len(seeds), "seconds": round(time.perf_counter() - start, 2)}
+    scores = [evaluate(m, data, device=device) for m in models]
+    means = {k: None if scores[0][k] is None else float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    print(json.dumps({**record, **means}), flush=True)
+    return models
 
 
 def retrain_reference(data: UnlearnData, seed: int, device: torch.device) -> tuple[torch.nn.Module, float]:

@@ -42,3 +42,35 @@ def test_packed_groups_are_the_one_by_one_groups_and_the_cache_reads_them_back(t
     again = _lines("--pack", "2", "--cache", str(tmp_path))
     for name, r in again.items():
         assert r["cached"] is True and r["smooth"] == packed[name]["smooth"], name
+
+
+def test_the_control_original_never_saw_the_forget_set_and_keeps_its_own_groups(tmp_path: Path) -> None:
+    real = _lines("--cache", str(tmp_path))
+    done = run_benchmark(
+        "bench_auto.py", *TINY, "--cache", str(tmp_path), "--original-without-forget", timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    originals = [r for r in lines if r.get("original") is True]
+    # The control's original trains anew on the retain set: its forget rows are held out, so they are scored.
+    assert len(originals) == 1 and originals[0]["forget_accuracy"] is not None
+    control = {r["method"]: r for r in lines if r.get("bench") == "auto" and "method" in r}
+    assert all(r["original"] == "without_forget" for r in control.values())
+    # References and retrain never read the original's weights: read back. The rest ran on the new original.
+    assert control["retrain"]["cached"] is True and control["retrain"]["smooth"] == real["retrain"]["smooth"]
+    assert control["finetune"]["cached"] is False and control["noise_reset"]["cached"] is False
+    assert control["finetune"]["smooth"] != real["finetune"]["smooth"]
+
+
+def test_with_originals_each_run_starts_from_its_own_original(tmp_path: Path) -> None:
+    one = _lines("--cache", str(tmp_path))
+    done = run_benchmark("bench_auto.py", *TINY, "--cache", str(tmp_path), "--originals", timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [r["originals"] for r in lines if "originals" in r and "method" not in r] == [2]
+    many = {r["method"]: r for r in lines if r.get("bench") == "auto" and "method" in r}
+    assert all(r["originals"] == 2 for r in many.values())
+    assert many["retrain"]["cached"] is True  # retrain never reads the originals
+    assert many["finetune"]["cached"] is False and many["finetune"]["smooth"] != one["finetune"]["smooth"]
+    refused = run_benchmark("bench_auto.py", *TINY, "--originals", "--auto", timeout=240)
+    assert refused.returncode == 2 and "--auto searches on one original" in refused.stderr
