@@ -87,7 +87,7 @@ SPACE: dict[str, dict[str, Knob]] = {
 noise_reset's range is around its defaults (noise on every weight at 0.3 of its std, batch 32): on digits,
 a search of the share, epochs and lr alone, with noise scale and batch fixed at theirs, chose a share of
 37-50% and landed at excess 0.35 / 0.65 / 0.45 where the defaults gave 0.35 / 0.36 / 0.27
-(docs/methods.md, the target table)."""
+(docs/target.md)."""
 
 FIRST: tuple[str, ...] = ("noise_reset",)
 """Methods whose defaults are the search's first trials (when in the space and the budget): documented

@@ -125,13 +125,13 @@ class NegGradPlusParams(MethodParams):
     models per group, load 10 to 13): 1 epoch at alpha 0.9 kept test accuracy 0.972 / 0.976 / 0.987 at
     0.5% / 2% / 10% (original 0.981) with smooth epsilon-hat 18.31 / 17.91 / 18.05, as far from retrain
     (2.51 / 4.57 / 5.57) as finetune (17.87 / 17.58 / 17.92); 2 epochs at alpha 0.95 gave 17.45 at 2%.
-    Not size-robust, measured later at 128 models per group and the full recipe (docs/methods.md): each
+    Not size-robust, measured later at 128 models per group and the full recipe (docs/target.md): each
     step's forget loss is a mean over a forget batch, so a forget sample's share of the climb per epoch is
     about (retain batches) / n_forget, and at alpha 0.99 7 forget samples (0.5%) ended at forget accuracy
     0.72 where retrained models score 1.00, 29 (2%) at 0.995; and every forget forward updated BatchNorm's
     running statistics, which cost 1.4 to 2.2 points of test accuracy.
 
-    So now (docs/methods.md, "NegGrad+ across sizes"): per_sample weighs the forget loss by n_forget /
+    So now (docs/target.md, "NegGrad+ across sizes"): per_sample weighs the forget loss by n_forget /
     n_retain, the forget forwards leave the running statistics alone, and alpha 0.9 gives each forget sample
     0.11 of a retain sample's weight. Measured at 64 models per group, full recipe, forget seed 5 (original
     0.992): test accuracy 0.992 / 0.991 / 0.991 at 0.5% / 2% / 10%, forget accuracy 1.000 / 1.000 / 0.999
@@ -199,7 +199,7 @@ class ScrubParams(MethodParams):
     """Kurmanji et al. 2023's CIFAR-10 settings (code meghdadk/SCRUB): 3 epochs, 2 with max-steps, lr 5e-4.
 
     scale_max_steps is ours. Measured (benchmarks/bench_auto.py, digits, width 8, full recipe, 64 models per
-    group, forget seed 5; docs/methods.md): without it, 7 forget samples (0.5%) ended at forget accuracy 0.857
+    group, forget seed 5; docs/target.md): without it, 7 forget samples (0.5%) ended at forget accuracy 0.857
     where retrained models keep 1.000; with it, 1.000, test accuracy 0.991 (original 0.992). At 2% (29
     samples, scaled by 29/32) and 10% (144, unscaled) it changes little or nothing: forget accuracy 1.000,
     excess over finetune 0.98 / 1.00. At these settings SCRUB stays as far from retrain as finetune.
@@ -304,7 +304,7 @@ class NoiseResetParams(RepairParams):
 
     How they were chosen (benchmarks/bench_auto.py, digits, width 8, its 15-epoch recipe, 32 models per
     group, forget sets of 0.5%, 2% and 10% drawn with seed 1, confirmed on seed 2; original's test accuracy
-    0.992; docs/methods.md, the target table): noise on every weight at 0.3 of each tensor's std, then one
+    0.992; docs/target.md): noise on every weight at 0.3 of each tensor's std, then one
     retain epoch at lr 0.01 in batches of 32 (0.067 of a retrain) gave excess over finetune 0.20 / 0.29 /
     0.35 with the study's epsilon-hat and 0.07 / 0.07 / 0.06 with the smooth one at seed 1, 0.35 / 0.36 /
     0.27 and 0.04 at every size at seed 2, losing 0.7 to 1.1 points of test accuracy (retraining loses 0.5
