@@ -89,16 +89,8 @@ def train_originals(
 ) -> list[nn.Module]:
     """One original per seed, as train_original builds and trains each, trained together in one pack (the
     same models up to float rounding); prints one JSON line with the seconds and the mean accuracies."""
-    dataset = data.dataset
-    models = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        models.append(build_model(data.arch, dataset.num_classes, dataset.in_channels))
-    rows = data.retain_ids if retain_only else None
-    start = time.perf_counter()
-    train_packed(models, dataset, [rows] * len(seeds), data.recipe, seeds=seeds, device=device)
-    sync(device)
-    record = {"originals": len(seeds), "seconds": round(time.perf_counter() - start, 2)}
+    models, seconds = _train_pack(data, seeds, device, data.retain_ids if retain_only else None)
+    record = {"originals": len(seeds), "seconds": round(seconds, 2)}
     scores = [evaluate(m, data, device=device) for m in models]
     means = {k: None if scores[0][k] is None else float(np.mean([s[k] for s in scores])) for k in scores[0]}
     print(json.dumps({**record, **means}), flush=True)
@@ -120,13 +112,20 @@ def packed_references(
 ) -> tuple[list[torch.nn.Module], float]:
     """Reference models for `seeds`, trained as one pack (ml.ensemble): each initialised and seeded as
     retrain_reference's; returns them and the wall time per model."""
+    models, seconds = _train_pack(data, seeds, device, data.retain_ids)
+    return models, seconds / len(seeds)
+
+
+def _train_pack(
+    data: UnlearnData, seeds: list[int], device: torch.device, rows: np.ndarray | None
+) -> tuple[list[torch.nn.Module], float]:
+    """One model per seed (built right after seeding, as one trained alone is), trained together on `rows`
+    (None: every training row) with data's recipe; the models and the pack's wall seconds."""
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
         models.append(build_model(data.arch, data.dataset.num_classes, data.dataset.in_channels))
     start = time.perf_counter()
-    train_packed(
-        models, data.dataset, [data.retain_ids] * len(seeds), data.recipe, seeds=seeds, device=device
-    )
+    train_packed(models, data.dataset, [rows] * len(seeds), data.recipe, seeds=seeds, device=device)
     sync(device)
-    return models, (time.perf_counter() - start) / len(seeds)
+    return models, time.perf_counter() - start
