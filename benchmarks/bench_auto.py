@@ -335,11 +335,15 @@ def main() -> None:
     original_seeds = [args.original_seed + i for i in range(args.n_models)]
     original: torch.nn.Module | list[torch.nn.Module] = (
         cache.originals(
-            lambda: train_originals(whole, original_seeds, device), fresh, originals=original_seeds
+            lambda: train_originals(whole, original_seeds, device, bench="auto"),
+            fresh,
+            originals=original_seeds,
         )
         if args.originals
         else cache.original(
-            lambda: train_original(whole, args.original_seed, device), fresh(), args.original_seed
+            lambda: train_original(whole, args.original_seed, device, bench="auto"),
+            fresh(),
+            args.original_seed,
         )
     )
     for fraction in (float(f) for f in args.fractions.split(",")):
@@ -356,7 +360,7 @@ def main() -> None:
             control["originals"] = args.n_models
         if args.original_without_forget and args.originals:
             original = cache.originals(
-                lambda: train_originals(data, original_seeds, device, retain_only=True),  # noqa: B023
+                lambda: train_originals(data, original_seeds, device, bench="auto", retain_only=True),  # noqa: B023
                 fresh,
                 originals=original_seeds,
                 fraction=fraction,
@@ -364,7 +368,7 @@ def main() -> None:
             )
         elif args.original_without_forget:
             original = cache.original(
-                lambda: train_original(data, args.original_seed, device, retain_only=True),  # noqa: B023
+                lambda: train_original(data, args.original_seed, device, bench="auto", retain_only=True),  # noqa: B023
                 fresh(),
                 args.original_seed,
                 fraction=fraction,
@@ -469,7 +473,10 @@ def main() -> None:
             }
             print(json.dumps(out), flush=True)
         print(f"fraction {fraction} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    print(json.dumps({"done": True, "wall_seconds": round(time.perf_counter() - started, 1)}), flush=True)
+    print(
+        json.dumps({"bench": "auto", "done": True, "wall_seconds": round(time.perf_counter() - started, 1)}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

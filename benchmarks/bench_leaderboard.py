@@ -486,7 +486,7 @@ def main() -> None:
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        original = train_original(data, ORIGINAL_SEED + args.seed, device)
+        original = train_original(data, ORIGINAL_SEED + args.seed, device, bench="leaderboard")
     for text in printed.getvalue().splitlines():
         emit(json.loads(text))
 
@@ -542,6 +542,7 @@ def main() -> None:
             break
     emit(
         {
+            "bench": "leaderboard",
             "done": True,
             "n_models": len(refs.forget_logits),
             "stopped_early": len(refs.forget_logits) < args.n_models,

@@ -75,7 +75,7 @@ def main() -> None:
     }
     print(json.dumps(setup), flush=True)
 
-    model = train_original(data, args.seed, device)
+    model = train_original(data, args.seed, device, bench="methods")
 
     names = args.methods.split(",")
     names.sort(key=lambda name: name != "retrain")  # retrain first: every ratio divides by it

@@ -73,7 +73,7 @@ def main() -> None:
     )
     data = UnlearnData(dataset, forget, recipe=recipe, arch=ArchSpec(width=args.width))
     params = json.loads(args.params)
-    model = train_original(data, 0, device)
+    model = train_original(data, 0, device, bench="packed_methods")
     seeds = list(range(args.k))
 
     def packed() -> list[torch.nn.Module]:

@@ -68,29 +68,29 @@ def sync(device: torch.device) -> None:
 
 
 def train_original(
-    data: UnlearnData, seed: int, device: torch.device, *, retain_only: bool = False
+    data: UnlearnData, seed: int, device: torch.device, *, bench: str, retain_only: bool = False
 ) -> nn.Module:
     """The model a benchmark unlearns from: trained on all of data's training rows (only its retain rows with
-    `retain_only`) with its recipe and architecture, seeded; prints one JSON line with its training seconds
-    and accuracies."""
+    `retain_only`) with its recipe and architecture, seeded; prints one JSON line, under the calling
+    benchmark's `bench` name, with its training seconds and accuracies."""
     dataset = data.dataset
     torch.manual_seed(seed)
     model = build_model(data.arch, dataset.num_classes, dataset.in_channels)
     start = time.perf_counter()
     train(model, dataset, data.retain_ids if retain_only else None, data.recipe, seed=seed, device=device)
     sync(device)
-    record = {"original": True, "seconds": round(time.perf_counter() - start, 2)}
+    record = {"bench": bench, "original": True, "seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps({**record, **evaluate(model, data, device=device)}), flush=True)
     return model
 
 
 def train_originals(
-    data: UnlearnData, seeds: list[int], device: torch.device, *, retain_only: bool = False
+    data: UnlearnData, seeds: list[int], device: torch.device, *, bench: str, retain_only: bool = False
 ) -> list[nn.Module]:
     """One original per seed, as train_original builds and trains each, trained together in one pack (the
     same models up to float rounding); prints one JSON line with the seconds and the mean accuracies."""
     models, seconds = _train_pack(data, seeds, device, data.retain_ids if retain_only else None)
-    record = {"originals": len(seeds), "seconds": round(seconds, 2)}
+    record = {"bench": bench, "originals": len(seeds), "seconds": round(seconds, 2)}
     scores = [evaluate(m, data, device=device) for m in models]
     means = {k: None if scores[0][k] is None else float(np.mean([s[k] for s in scores])) for k in scores[0]}
     print(json.dumps({**record, **means}), flush=True)

@@ -18,11 +18,17 @@ TINY = (
 )
 
 
-def _lines(*args: str) -> dict[str, dict]:
+def _run(*args: str) -> list[dict]:
+    """Every line the benchmark printed; each one, the originals' and the closing one too, is bench "auto"."""
     done = run_benchmark("bench_auto.py", *TINY, *args, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    return {r["method"]: r for r in lines if r.get("bench") == "auto" and "method" in r}
+    assert [r.get("bench") for r in lines] == ["auto"] * len(lines)
+    return lines
+
+
+def _lines(*args: str) -> dict[str, dict]:
+    return {r["method"]: r for r in _run(*args) if "method" in r}
 
 
 def test_packed_groups_are_the_one_by_one_groups_and_the_cache_reads_them_back(tmp_path: Path) -> None:
@@ -46,15 +52,11 @@ def test_packed_groups_are_the_one_by_one_groups_and_the_cache_reads_them_back(t
 
 def test_the_control_original_never_saw_the_forget_set_and_keeps_its_own_groups(tmp_path: Path) -> None:
     real = _lines("--cache", str(tmp_path))
-    done = run_benchmark(
-        "bench_auto.py", *TINY, "--cache", str(tmp_path), "--original-without-forget", timeout=240
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    lines = _run("--cache", str(tmp_path), "--original-without-forget")
     originals = [r for r in lines if r.get("original") is True]
     # The control's original trains anew on the retain set: its forget rows are held out, so they are scored.
     assert len(originals) == 1 and originals[0]["forget_accuracy"] is not None
-    control = {r["method"]: r for r in lines if r.get("bench") == "auto" and "method" in r}
+    control = {r["method"]: r for r in lines if "method" in r}
     assert all(r["original"] == "without_forget" for r in control.values())
     # References and retrain never read the original's weights: read back. The rest ran on the new original.
     assert control["retrain"]["cached"] is True and control["retrain"]["smooth"] == real["retrain"]["smooth"]
@@ -64,11 +66,9 @@ def test_the_control_original_never_saw_the_forget_set_and_keeps_its_own_groups(
 
 def test_with_originals_each_run_starts_from_its_own_original(tmp_path: Path) -> None:
     one = _lines("--cache", str(tmp_path))
-    done = run_benchmark("bench_auto.py", *TINY, "--cache", str(tmp_path), "--originals", timeout=240)
-    assert done.returncode == 0, done.stderr[-4000:]
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    lines = _run("--cache", str(tmp_path), "--originals")
     assert [r["originals"] for r in lines if "originals" in r and "method" not in r] == [2]
-    many = {r["method"]: r for r in lines if r.get("bench") == "auto" and "method" in r}
+    many = {r["method"]: r for r in lines if "method" in r}
     assert all(r["originals"] == 2 for r in many.values())
     assert many["retrain"]["cached"] is True  # retrain never reads the originals
     assert many["finetune"]["cached"] is False and many["finetune"]["smooth"] != one["finetune"]["smooth"]

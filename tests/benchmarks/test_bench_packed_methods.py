@@ -22,7 +22,9 @@ def test_bench_packed_methods_prints_both_sides_per_repeat(method: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    records = [r for r in lines if r.get("bench") == "packed_methods"]
+    assert [r.get("bench") for r in lines] == ["packed_methods"] * len(lines)
+    original, *records = lines
+    assert original["original"] is True and original["test_accuracy"] > 0
     assert [r["order"] for r in records] == ["packed first", "separate first"]
     for r in records:
         assert (r["method"], r["k"], r["threads"], r["params"]) == (method, 2, 1, {"epochs": 1})
