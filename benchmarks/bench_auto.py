@@ -409,6 +409,7 @@ def main() -> None:
             print(
                 json.dumps(
                     {
+                        "bench": "auto",
                         "fraction": fraction,
                         "auto_search": {k: v for k, v in result.to_json().items() if k != "trials"},
                         "trials": len(result.trials),

@@ -72,5 +72,16 @@ def test_with_originals_each_run_starts_from_its_own_original(tmp_path: Path) ->
     assert all(r["originals"] == 2 for r in many.values())
     assert many["retrain"]["cached"] is True  # retrain never reads the originals
     assert many["finetune"]["cached"] is False and many["finetune"]["smooth"] != one["finetune"]["smooth"]
+    # Both: every run starts from its own original, and each of those trained on the retain set alone.
+    both = _run("--cache", str(tmp_path), "--originals", "--original-without-forget")
+    (pack,) = [r for r in both if "originals" in r and "method" not in r]
+    assert pack["originals"] == 2 and pack["forget_accuracy"] is not None  # forget rows held out, so scored
+    controls = {r["method"]: r for r in both if "method" in r}
+    assert all(r["originals"] == 2 and r["original"] == "without_forget" for r in controls.values())
+    assert controls["retrain"]["cached"] is True
+    assert (
+        controls["finetune"]["cached"] is False
+        and controls["finetune"]["smooth"] != many["finetune"]["smooth"]
+    )
     refused = run_benchmark("bench_auto.py", *TINY, "--originals", "--auto", timeout=240)
     assert refused.returncode == 2 and "--auto searches on one original" in refused.stderr
