@@ -302,24 +302,30 @@ class BadTeacherParams(MethodParams):
 class NoiseResetParams(RepairParams):
     """The NeurIPS 2023 challenge's common pattern (Triantafillou et al. 2024); the values are ours.
 
-    How they were chosen (benchmarks/bench_auto.py, digits, width 8, its 15-epoch recipe, 32 models per
-    group, forget sets of 0.5%, 2% and 10% drawn with seed 1, confirmed on seed 2; original's test accuracy
-    0.992; docs/target.md): noise on every weight at 0.3 of each tensor's std, then one
-    retain epoch at lr 0.01 in batches of 32 (0.067 of a retrain) gave excess over finetune 0.20 / 0.29 /
-    0.35 with the study's epsilon-hat and 0.07 / 0.07 / 0.06 with the smooth one at seed 1, 0.35 / 0.36 /
-    0.27 and 0.04 at every size at seed 2, losing 0.7 to 1.1 points of test accuracy (retraining loses 0.5
-    to 0.9); the auto search, given these, chose noise_reset at every size. It does
-    not read the forget set, so its effect does not depend on the set's size; it is made for random forget
-    sets and does not erase a whole class (tests/unit/test_methods_beyond.py: fresh values for 30% do). The former defaults (fresh
-    values for 30%, 5 epochs at lr 0.001, batch 128; 0.33 of a retrain) lost 7 points and stayed far
-    (excess 1.23 / 0.69 at 2%, seed 2); fresh values for 30% at one epoch lost 6 to 67 points; noise on
-    every weight at std 0.4 or more, or on 30% at std 1, lost 1.3 points or more; std 0.2 kept accuracy and
-    forgot less (0.56 / 0.12 at 2%).
+    How they were chosen (benchmarks/bench_auto.py --originals, digits, width 8, its 15-epoch recipe, 128
+    models per group, each unlearned run starting from its own original, as the references start from
+    their own seeds; docs/target.md, "noise_reset's defaults"): noise on every weight at 0.2 of each
+    tensor's std, then one retain epoch at lr 0.005 in batches of 32 (0.067 of a retrain). At 10% of the
+    training set, on forget seeds 6 and 7, noise 0.2 (lr 0.005 or 0.007) was at excess 0.13 to 0.17 where
+    0.15 was at 0.34 to 0.37 and the former 0.3 at 0.33 to 0.45; on seeds 8 and 9, which chose nothing
+    before, noise 0.2 at lr 0.005 was at 0.14 / 0.19 (10%) and 0.22 / 0.21 (2%), FILL_SMALL, losing 0.3 to
+    0.5 points of test accuracy (retraining 0.2 to 0.4); lr 0.007 was at 0.42 on seed 8 at 2%. A larger
+    forget set takes more noise (0.15 meets 2% but not 10%); 0.2 is the one setting at or under 0.25 at
+    every size measured. The method does not read the forget set; it is made for random forget sets and does
+    not erase a whole class (tests/unit/test_methods_beyond.py: fresh values for 30% do).
+
+    The former defaults, noise at 0.3 and lr 0.01, were chosen with every run starting from one original,
+    where the figure is mostly that original's own draw (a model that never saw the forget set scores the
+    same; docs/target.md, "The floor of one original"): there the heavier noise scored better because it
+    spreads the runs as independently trained models spread, and with many originals that spread is damage
+    the test sees (0.23 to 1.29 on seeds 8 and 9, losing 0.9 to 1.1 points). Earlier still, fresh values
+    for 30% with 5 epochs at lr 0.001 (0.33 of a retrain) lost 7 points; fresh values for 30% at one epoch
+    lost 6 to 67.
     """
 
     batch_size: int = Field(32, ge=1, le=8192)
     epochs: int = Field(1, ge=0, le=1000)
-    lr: float = Field(0.01, gt=0, le=10)
+    lr: float = Field(0.005, gt=0, le=10)
     mode: Literal["noise", "reset"] = Field(
         "noise", description="reset: fresh Kaiming values; noise: add Gaussian noise"
     )
@@ -327,7 +333,7 @@ class NoiseResetParams(RepairParams):
         1.0, gt=0, le=1, description="share of every weight tensor (rank >= 2) perturbed, drawn at random"
     )
     noise_scale: float = Field(
-        0.3, gt=0, le=100, description="noise standard deviation, in units of each tensor's own"
+        0.2, gt=0, le=100, description="noise standard deviation, in units of each tensor's own"
     )
 
 
@@ -465,8 +471,8 @@ _spec(
 )
 _spec(
     "noise_reset",
-    "Perturb every weight tensor (Gaussian noise at 0.3 of its std, or fresh values for a share), then"
-    " finetune 1 epoch (lr 0.01, batch 32): the NeurIPS 2023 challenge's common pattern.",
+    "Perturb every weight tensor (Gaussian noise at 0.2 of its std, or fresh values for a share), then"
+    " finetune 1 epoch (lr 0.005, batch 32): the NeurIPS 2023 challenge's common pattern.",
     NoiseResetParams,
 )
 
