@@ -12,7 +12,8 @@ Each line gives it with the study's epsilon-hat (infinite or censored at small N
 epsilon-hat (finite at any N), the test accuracy against the original's, and the budget (sample-passes over
 a retrain's). `auto` runs the service's search (ml/methods/auto.py) on its proxies, then its winner N times.
 Method params: each one's defaults, or --params '{"gradient_ascent": {"epochs": 5}}' for a variant; a method
-may be listed as name@label to run a variant beside the default (params keyed by name@label).
+may be listed as name@label to run a variant beside the default (params keyed by name@label). A line's
+`params` are the overrides it was given; `params_used`, every param the method ran with, defaults included.
 
 The N references train in packs of --pack (ml.ensemble.train_packed), each initialised and seeded as it would
 be alone, and so do the N runs of every method that packs (ml.methods.packed.PACKED, run_packed with the run
@@ -444,6 +445,7 @@ def main() -> None:
                 "method": label,
                 "ran": method,
                 "params": params,
+                "params_used": full,
                 "eps": epsilon_hat(np.stack(refs), np.stack(outs), labels, delta=DEFAULT_DELTA).epsilon_hat,
                 "smooth": epsilon_hat_smooth(ref_stat, stat),
                 "test_accuracy": float(np.mean(tests)),
