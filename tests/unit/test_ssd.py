@@ -75,7 +75,8 @@ def test_the_guard_backs_off_where_the_rule_itself_wrecks_the_model(digits: Arra
 
 
 def test_the_guard_lets_a_whole_class_be_forgotten(digits: ArrayDataset) -> None:
-    """At seed 2 the rule forgets class 3 at alpha 10 (forget accuracy 0.91 to 0) on one thread and on two.
+    """At seed 2 the rule forgets class 3 at alpha 10 (forget accuracy 0.82 to 0.91 before, 0 after) on one
+    thread and on two.
     What it costs the guard's retain rows depends on the trained model's last bits, which change with the CPU
     and the thread count (0 on one thread of an AMD EPYC, 0.10 on two; at seed 0 the rule forgot nothing on
     two): so the tolerance is set around the cost measured here. Just above it the guard applies alpha 10 as
@@ -83,7 +84,9 @@ def test_the_guard_lets_a_whole_class_be_forgotten(digits: ArrayDataset) -> None
     checks as it was, doubling alpha or giving up, and the metrics' method_details say which alpha it applied."""
     model = original(digits, 2)
     data = UnlearnData(digits, class_forget_ids(digits.train_y, 3), recipe=RECIPE, arch=ARCH)
-    assert accuracy(model, digits, data.forget_ids) > 0.85
+    # The model knows the class before: 0.91 at seed 2 on an AMD EPYC, 0.818 on one thread of an Intel Xeon
+    # (seeds 0 to 7 there: 0.818 to 1.0 on one thread, 0.909 to 1.0 on two); chance is 0.1.
+    assert accuracy(model, digits, data.forget_ids) > 0.7
     check = retain_check_ids(data.retain_ids, SSDParams().retain_check)
     before = accuracy(model, digits, check)
     rule = run_method("ssd", model, data, {"max_retain_drop": None}, seed=0)
