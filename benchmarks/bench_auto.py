@@ -229,6 +229,14 @@ def excess(eps: float, retrain: float, finetune: float) -> float | str | None:
     return number((eps - retrain) / (finetune - retrain))
 
 
+BENCH = "auto"
+
+
+def emit(record: dict[str, Any]) -> None:
+    """One JSON line on stdout, flushed, under this benchmark's name (the originals' lines carry it too)."""
+    print(json.dumps({"bench": BENCH, **record}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -294,26 +302,22 @@ def main() -> None:
             names.insert(0, needed)
     overrides: dict[str, dict[str, Any]] = json.loads(args.params)
     auto_settings = AutoParams.model_validate(json.loads(args.auto_params))
-    print(
-        json.dumps(
-            {
-                "bench": "auto",
-                "dataset": args.dataset,
-                "n_train": dataset.n_train,
-                "n_test": dataset.n_test,
-                "arch": arch.model_dump(),
-                "recipe": recipe.model_dump(),
-                "n_models": args.n_models,
-                "methods": names,
-                "params": overrides,
-                "auto": auto_settings.model_dump() if args.auto else None,
-                "seed": args.seed,
-                **process,
-                "pack": args.pack,
-                "loadavg_1m": round(os.getloadavg()[0], 2),
-            }
-        ),
-        flush=True,
+    emit(
+        {
+            "dataset": args.dataset,
+            "n_train": dataset.n_train,
+            "n_test": dataset.n_test,
+            "arch": arch.model_dump(),
+            "recipe": recipe.model_dump(),
+            "n_models": args.n_models,
+            "methods": names,
+            "params": overrides,
+            "auto": auto_settings.model_dump() if args.auto else None,
+            "seed": args.seed,
+            **process,
+            "pack": args.pack,
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+        }
     )
     whole = UnlearnData(dataset, np.zeros(0, np.int64), recipe=recipe, arch=arch)
     cache = Cache(
@@ -336,13 +340,13 @@ def main() -> None:
     original_seeds = [args.original_seed + i for i in range(args.n_models)]
     original: torch.nn.Module | list[torch.nn.Module] = (
         cache.originals(
-            lambda: train_originals(whole, original_seeds, device, bench="auto"),
+            lambda: train_originals(whole, original_seeds, device, bench=BENCH),
             fresh,
             originals=original_seeds,
         )
         if args.originals
         else cache.original(
-            lambda: train_original(whole, args.original_seed, device, bench="auto"),
+            lambda: train_original(whole, args.original_seed, device, bench=BENCH),
             fresh(),
             args.original_seed,
         )
@@ -361,7 +365,7 @@ def main() -> None:
             control["originals"] = args.n_models
         if args.original_without_forget and args.originals:
             original = cache.originals(
-                lambda: train_originals(data, original_seeds, device, bench="auto", retain_only=True),  # noqa: B023
+                lambda: train_originals(data, original_seeds, device, bench=BENCH, retain_only=True),  # noqa: B023
                 fresh,
                 originals=original_seeds,
                 fraction=fraction,
@@ -369,7 +373,7 @@ def main() -> None:
             )
         elif args.original_without_forget:
             original = cache.original(
-                lambda: train_original(data, args.original_seed, device, bench="auto", retain_only=True),  # noqa: B023
+                lambda: train_original(data, args.original_seed, device, bench=BENCH, retain_only=True),  # noqa: B023
                 fresh(),
                 args.original_seed,
                 fraction=fraction,
@@ -407,17 +411,13 @@ def main() -> None:
             work = Workload(len(data.retain_ids), len(forget), recipe)
             result = search(evaluate, work, auto_settings, seed=0)
             runs["auto"] = (result.chosen_method, result.params)
-            print(
-                json.dumps(
-                    {
-                        "bench": "auto",
-                        "fraction": fraction,
-                        "auto_search": {k: v for k, v in result.to_json().items() if k != "trials"},
-                        "trials": len(result.trials),
-                        "search_seconds": round(time.perf_counter() - search_started, 1),
-                    }
-                ),
-                flush=True,
+            emit(
+                {
+                    "fraction": fraction,
+                    "auto_search": {k: v for k, v in result.to_json().items() if k != "trials"},
+                    "trials": len(result.trials),
+                    "search_seconds": round(time.perf_counter() - search_started, 1),
+                }
             )
         lines = {}
         for label, (method, params) in runs.items():
@@ -462,7 +462,6 @@ def main() -> None:
         r, f = lines["retrain"], lines["finetune"]
         for line in lines.values():
             out = {
-                "bench": "auto",
                 "dataset": args.dataset,
                 "fraction": fraction,
                 "n_forget": len(forget),
@@ -474,12 +473,9 @@ def main() -> None:
                 "excess_smooth": excess(line["smooth"], r["smooth"], f["smooth"]),
                 "loadavg_1m": round(os.getloadavg()[0], 2),
             }
-            print(json.dumps(out), flush=True)
+            emit(out)
         print(f"fraction {fraction} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    print(
-        json.dumps({"bench": "auto", "done": True, "wall_seconds": round(time.perf_counter() - started, 1)}),
-        flush=True,
-    )
+    emit({"done": True, "wall_seconds": round(time.perf_counter() - started, 1)})
 
 
 if __name__ == "__main__":
