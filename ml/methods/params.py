@@ -312,17 +312,18 @@ class NoiseResetParams(RepairParams):
     drawn after the choice, at 0.22 / 0.15 and 0.23 / 0.15, losing 0.3 to 0.5 points of test accuracy
     (retraining 0.0 to 0.4); lr 0.007 was at 0.42 on seed 8 at 2%. A larger forget set takes more noise
     (0.15 meets 2% but not 10%); 0.2 is the one setting tried at or under 0.25 at both. At 0.5% it is at
-    0.73 to 1.60 and no setting tried is under 0.66: 7 samples leave a mark no larger than the noise's own (doing nothing scores 0.65
-    to 1.04). The method does not read the forget set; it is made for random forget sets and does
-    not erase a whole class (tests/unit/test_methods_beyond.py: fresh values for 30% do).
+    0.73 to 1.60 and no setting tried is under 0.66: 7 samples leave a mark no larger than the noise's own
+    (doing nothing scores 0.65 to 1.04). The method does not read the forget set; it is made for random
+    forget sets and does not erase a whole class (tests/unit/test_methods_beyond.py: fresh values for 30%
+    do).
 
     The former defaults, noise at 0.3 and lr 0.01, were chosen with every run starting from one original,
     where the figure is mostly that original's own draw (a model that never saw the forget set scores the
     same; docs/target.md, "The floor of one original"): there the heavier noise scored better because it
     spreads the runs as independently trained models spread, and with many originals that spread is damage
-    the test sees (at 2% and 10%, 0.23 to 1.29 on seeds 8 and 9, losing 0.9 to 1.1 points). Earlier still, fresh values
-    for 30% with 5 epochs at lr 0.001 (0.33 of a retrain) lost 7 points; fresh values for 30% at one epoch
-    lost 6 to 67.
+    the test sees (at 2% and 10%, 0.23 to 1.29 on seeds 8 and 9, losing 0.9 to 1.1 points). Earlier
+    still, fresh values for 30% with 5 epochs at lr 0.001 (0.33 of a retrain) lost 7 points; fresh values
+    for 30% at one epoch lost 6 to 67.
     """
 
     batch_size: int = Field(32, ge=1, le=8192)
