@@ -10,7 +10,11 @@ original (seeds 10000+i), `retrain` and `finetune` included, since
 is 0 for a method as close to the references as retraining and 1 for one as far as plain fine-tuning.
 Each line gives it with the study's epsilon-hat (infinite or censored at small N) and with the smooth
 epsilon-hat (finite at any N), the test accuracy against the original's, and the budget (sample-passes over
-a retrain's). `auto` runs the service's search (ml/methods/auto.py) on its proxies, then its winner N times.
+a retrain's). `excess_interval` is its 95% interval over the draw of models (ml.metrics.resolution.
+bootstrap_excess: references and runs resampled, the method, retrain and finetune scored against the same
+references in each replicate); `excess_unresolved` counts the replicates where finetune was not above
+retrain, which open the interval's ends. `auto` runs the service's search (ml/methods/auto.py) on its
+proxies, then its winner N times.
 Method params: each one's defaults, or --params '{"gradient_ascent": {"epochs": 5}}' for a variant; a method
 may be listed as name@label to run a variant beside the default (params keyed by name@label). A line's
 `params` are the overrides it was given; `params_used`, every param the method ran with, defaults included.
@@ -71,7 +75,7 @@ from ml.methods.cost import Workload
 from ml.methods.packed import PACKED, run_packed
 from ml.methods.params import AutoParams, method_spec
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
-from ml.metrics.resolution import epsilon_hat_smooth
+from ml.metrics.resolution import bootstrap_excess, epsilon_hat_smooth
 from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
 from ml.trainer import resolve_device
@@ -219,8 +223,11 @@ class Cache:
         return models
 
 
-def number(value: float) -> float | str:
-    return value if math.isfinite(value) else "inf"
+def number(value: float) -> float | str | None:
+    """JSON-safe: infinities as "inf" / "-inf", NaN as null."""
+    if math.isnan(value):
+        return None
+    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
 def excess(eps: float, retrain: float, finetune: float) -> float | str | None:
@@ -420,6 +427,7 @@ def main() -> None:
                 }
             )
         lines = {}
+        stats = {}
         for label, (method, params) in runs.items():
 
             def trained(method: str = method, params: dict[str, Any] = params) -> tuple[Any, ...]:
@@ -440,7 +448,7 @@ def main() -> None:
             outs, tests, seconds, packed, cached = cache.group(
                 trained, **group, **({} if method == "retrain" else control), method=method, params=full
             )
-            stat = hinge_statistic(np.stack(outs), labels)
+            stat = stats[label] = hinge_statistic(np.stack(outs), labels)
             lines[label] = {
                 "method": label,
                 "ran": method,
@@ -460,7 +468,8 @@ def main() -> None:
                 "reference_seconds": round(ref_seconds, 1),
             }
         r, f = lines["retrain"], lines["finetune"]
-        for line in lines.values():
+        for label, line in lines.items():
+            spread = bootstrap_excess(ref_stat, stats[label], stats["retrain"], stats["finetune"])
             out = {
                 "dataset": args.dataset,
                 "fraction": fraction,
@@ -470,6 +479,9 @@ def main() -> None:
                 "eps": number(line["eps"]),
                 "smooth": number(line["smooth"]),
                 "excess": excess(line["eps"], r["eps"], f["eps"]),
+                "excess_interval": [number(spread.low), number(spread.high)],
+                "excess_unresolved": spread.n_unresolved,
+                "excess_replicates": spread.n_boot,
                 "excess_smooth": excess(line["smooth"], r["smooth"], f["smooth"]),
                 "loadavg_1m": round(os.getloadavg()[0], 2),
             }

@@ -49,7 +49,11 @@ def test_packed_groups_are_the_one_by_one_groups_and_the_cache_reads_them_back(t
     assert packed["finetune"]["params_used"]["epochs"] > 0
     for r in packed.values():
         assert r["packed"] is True and r["cached"] is False and r["n_forget"] == 8
+        assert r["excess_replicates"] == 1000 and 0 <= r["excess_unresolved"] <= 1000
         assert 0 <= r["test_accuracy"] <= 1 and r["budget"] > 0 and r["wall_seconds"] > 0
+    # Retrain scored as the method: each replicate it resolves is exactly 0, the others open the ends.
+    low, high = packed["retrain"]["excess_interval"]
+    assert low in (0.0, "-inf") and high in (0.0, "inf")
     single = _lines("--pack", "1", *SPREAD)
     for name, r in single.items():
         assert r["packed"] is False

@@ -19,6 +19,7 @@ from ml.metrics.epsilon import (
     hinge_statistic,
 )
 from ml.metrics.resolution import (
+    bootstrap_excess,
     bootstrap_models,
     bootstrap_replicates,
     epsilon_hat_smooth,
@@ -341,3 +342,36 @@ def test_smooth_blocks_of_samples_give_the_same_values(monkeypatch: pytest.Monke
     monkeypatch.setattr(resolution_module, "_SMOOTH_BLOCK", 3)
     np.testing.assert_array_equal(smooth_per_sample(ref, unl), whole)
     assert whole[3] == math.inf and np.isfinite(np.delete(whole, 3)).all()
+
+
+def test_bootstrap_excess_replicates_share_one_reference_and_one_model_draw() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(32, 20))
+    retrain, finetune = rng.normal(size=(30, 20)), rng.normal(1.2, 1, size=(30, 20))
+    method = rng.normal(0.5, 1, size=(30, 20))
+    interval = bootstrap_excess(ref, method, retrain, finetune, n_boot=40, seed=3)
+    draw = np.random.default_rng(3)
+    ref_idx, idx = draw.integers(0, 32, size=(40, 32)), draw.integers(0, 30, size=(40, 30))
+    ratios = []
+    for k in range(40):
+        eps = [
+            epsilon_from_statistics(ref[ref_idx[k]], g[idx[k]], curve_deltas=np.empty(0)).epsilon_hat
+            for g in (method, retrain, finetune)
+        ]
+        assert eps[2] > eps[1]  # finetune sits far above retrain here: every replicate resolves
+        ratios.append((eps[0] - eps[1]) / (eps[2] - eps[1]))
+    assert (interval.low, interval.high) == order_statistic_interval(np.array(ratios))
+    assert interval.n_boot == 40 and interval.n_unresolved == 0
+    point = [epsilon_from_statistics(ref, g).epsilon_hat for g in (method, retrain, finetune)]
+    assert interval.low < (point[0] - point[1]) / (point[2] - point[1]) < interval.high < 1
+
+
+def test_bootstrap_excess_unresolved_replicates_open_the_interval() -> None:
+    rng = np.random.default_rng(6)
+    ref = rng.normal(size=(10, 15))
+    same = [rng.normal(size=(10, 15)) for _ in range(3)]  # finetune no farther than retrain: no scale
+    interval = bootstrap_excess(ref, *same, n_boot=200)
+    assert interval.n_unresolved > 10  # more than either tail's 5 replicates
+    assert (interval.low, interval.high) == (-math.inf, math.inf)
+    with pytest.raises(ValueError, match="as many models each"):
+        bootstrap_excess(ref, same[0][:8], same[1], same[2])
