@@ -99,5 +99,10 @@ def test_with_originals_each_run_starts_from_its_own_original(tmp_path: Path) ->
         controls["finetune"]["cached"] is False
         and controls["finetune"]["smooth"] != many["finetune"]["smooth"]
     )
-    refused = run_benchmark("bench_auto.py", *TINY, "--originals", "--auto", timeout=240)
-    assert refused.returncode == 2 and "--auto searches on one original" in refused.stderr
+    # auto searches once, on the first original, and its winner runs from each of them.
+    search = json.dumps({"trials": 2, "proxies": 1, "n_models": 2, "time_budget_seconds": 60})
+    auto = _run("--cache", str(tmp_path), "--originals", "--auto", "--auto-params", search)
+    (searched,) = [r for r in auto if "auto_search" in r]
+    assert searched["searched_on_seed"] == 20000 and searched["trials"] <= 2
+    (winner,) = [r for r in auto if r.get("method") == "auto"]
+    assert winner["originals"] == 2 and winner["ran"] == searched["auto_search"]["chosen_method"]
