@@ -13,8 +13,11 @@ epsilon-hat (finite at any N), the test accuracy against the original's, and the
 a retrain's). `excess_interval` is its 95% interval over the draw of models (ml.metrics.resolution.
 bootstrap_excess: references and runs resampled, the method, retrain and finetune scored against the same
 references in each replicate); `excess_unresolved` counts the replicates where finetune was not above
-retrain, which open the interval's ends. `auto` runs the service's search (ml/methods/auto.py) on its
-proxies, then its winner N times.
+retrain (or was censored), which open the interval's ends. With several --seed values (12,13,14) each
+forget set is measured in turn and, per fraction, a line per method (`"pooled": true`, `"seeds"`) pools them:
+its distance above retrain summed over the forget sets, over finetune's summed the same way, per replicate
+for the interval: a small forget set's interval is wide, and several together narrow it. `auto` runs the
+service's search (ml/methods/auto.py) on its proxies, then its winner N times.
 Method params: each one's defaults, or --params '{"gradient_ascent": {"epochs": 5}}' for a variant; a method
 may be listed as name@label to run a variant beside the default (params keyed by name@label). A line's
 `params` are the overrides it was given; `params_used`, every param the method ran with, defaults included.
@@ -77,7 +80,7 @@ from ml.methods.cost import Workload
 from ml.methods.packed import PACKED, run_packed
 from ml.methods.params import AutoParams, method_spec
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
-from ml.metrics.resolution import bootstrap_excess, epsilon_hat_smooth
+from ml.metrics.resolution import epsilon_hat_smooth, excess_interval, excess_replicates
 from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
 from ml.trainer import resolve_device
@@ -238,6 +241,36 @@ def excess(eps: float, retrain: float, finetune: float) -> float | str | None:
     return number((eps - retrain) / (finetune - retrain))
 
 
+def pooled_line(
+    dataset: str,
+    fraction: float,
+    seeds: list[int],
+    label: str,
+    parts: list[tuple[float, float, np.ndarray, np.ndarray, dict[str, Any]]],
+    control: dict[str, Any],
+) -> dict[str, Any]:
+    """A method's excess over several forget sets: its distances above retrain summed over theirs for finetune,
+    per replicate for the interval; test drop and budget averaged over the forget sets."""
+    gap = sum(p[0] for p in parts)
+    scale = sum(p[1] for p in parts)
+    spread = excess_interval(sum(p[2] for p in parts), sum(p[3] for p in parts))
+    point = gap / scale if 0 < scale < math.inf and not math.isnan(gap) else math.nan
+    return {
+        "dataset": dataset,
+        "fraction": fraction,
+        "seeds": seeds,
+        "pooled": True,
+        **control,
+        "method": label,
+        "excess": number(point),
+        "excess_interval": [number(spread.low), number(spread.high)],
+        "excess_unresolved": spread.n_unresolved,
+        "excess_replicates": spread.n_boot,
+        "test_drop": float(np.mean([p[4]["test_drop"] for p in parts])),
+        "budget": float(np.mean([p[4]["budget"] for p in parts])),
+    }
+
+
 BENCH = "auto"
 
 
@@ -264,7 +297,11 @@ def main() -> None:
     parser.add_argument("--params", default="{}", help="JSON: method (or method@label) -> params")
     parser.add_argument("--auto", action="store_true", help="add the auto search's winner")
     parser.add_argument("--auto-params", default="{}", help="JSON AutoParams for the search")
-    parser.add_argument("--seed", type=int, default=1, help="the forget sets' draw")
+    parser.add_argument(
+        "--seed",
+        default="1",
+        help="the forget sets' draw; several (12,13) measure each and add a line per method pooling them",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--pack",
@@ -295,6 +332,7 @@ def main() -> None:
         help="control: per fraction the original trains on the retain set only (never sees the forget set)",
     )
     args = parser.parse_args()
+    seeds = [int(x) for x in args.seed.split(",") if x]
     process = prepare_process(args.threads)  # as a worker's pool process is set up
     device = resolve_device(args.device)
     started = time.perf_counter()
@@ -322,7 +360,7 @@ def main() -> None:
             "methods": names,
             "params": overrides,
             "auto": auto_settings.model_dump() if args.auto else None,
-            "seed": args.seed,
+            "seed": seeds[0] if len(seeds) == 1 else seeds,
             **process,
             "pack": args.pack,
             "loadavg_1m": round(os.getloadavg()[0], 2),
@@ -359,135 +397,155 @@ def main() -> None:
         )
     )
     for fraction in (float(f) for f in args.fractions.split(",")):
-        forget = random_forget_ids(dataset.n_train, fraction=fraction, seed=args.seed)
-        data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
-        labels = dataset.train_y[forget]
-        group = {"fraction": fraction, "seed": args.seed, "n_models": args.n_models}
-        # The control's original depends on the forget set: every group but the references and retrain
-        # (which never read the original's weights) is keyed by it, and by the original's seed.
-        control: dict[str, Any] = {"original": "without_forget"} if args.original_without_forget else {}
-        if args.original_seed != ORIGINAL_SEED:
-            control["original_seed"] = args.original_seed
-        if args.originals:
-            control["originals"] = args.n_models
-        if args.original_without_forget and args.originals:
-            original = cache.originals(
-                lambda: train_originals(data, original_seeds, device, bench=BENCH, retain_only=True),  # noqa: B023
-                fresh,
-                originals=original_seeds,
-                fraction=fraction,
-                seed=args.seed,
-            )
-        elif args.original_without_forget:
-            original = cache.original(
-                lambda: train_original(data, args.original_seed, device, bench=BENCH, retain_only=True),  # noqa: B023
-                fresh(),
-                args.original_seed,
-                fraction=fraction,
-                seed=args.seed,
-            )
-        starts = original if isinstance(original, list) else [original]
-        base_test = float(np.mean([accuracy(m, dataset, None, split="test", device=device) for m in starts]))
-
-        def trained_references() -> tuple[list[np.ndarray], list[float], float, bool]:
-            nets, seconds = references(data, args.n_models, args.pack, device)  # noqa: B023 (called at once)
-            outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
-            return (
-                outs,
-                [accuracy(net, dataset, None, split="test", device=device) for net in nets],
-                seconds,
-                True,
-            )
-
-        refs, _, ref_seconds, _, _ = cache.group(trained_references, **group, method="references")
-        ref_stat = hinge_statistic(np.stack(refs), labels)
-        runs: dict[str, tuple[str, dict[str, Any]]] = {}
-        for label in names:
-            runs[label] = (label.split("@")[0], overrides.get(label, {}))
-        if args.auto:
-            search_started = time.perf_counter()
-            pool = whole.retain_ids
-            targets = []
-            for ids in draw_proxies(dataset.train_y, forget, pool, auto_settings.proxies, PROXY_SEED):
-                proxy = UnlearnData(dataset, ids, recipe=recipe, arch=arch)
-                proxy_refs, _ = references(proxy, auto_settings.n_models, args.pack, device)
-                outs = [logits(net, dataset, ids, device=device) for net in proxy_refs]
-                targets.append(ProxyTarget(proxy, hinge_statistic(np.stack(outs), dataset.train_y[ids])))
-            searched = original[0] if isinstance(original, list) else original
-            evaluate = proxy_evaluator(searched, targets, auto_settings.n_models, device=device)
-            work = Workload(len(data.retain_ids), len(forget), recipe)
-            result = search(evaluate, work, auto_settings, seed=0)
-            runs["auto"] = (result.chosen_method, result.params)
-            emit(
-                {
-                    "fraction": fraction,
-                    "auto_search": {k: v for k, v in result.to_json().items() if k != "trials"},
-                    "searched_on_seed": args.original_seed,
-                    "trials": len(result.trials),
-                    "search_seconds": round(time.perf_counter() - search_started, 1),
-                }
-            )
-        lines = {}
-        stats = {}
-        for label, (method, params) in runs.items():
-
-            def trained(method: str = method, params: dict[str, Any] = params) -> tuple[Any, ...]:
-                nets, seconds, packed = method_runs(
-                    method,
-                    params,
-                    original,  # noqa: B023 (called at once)
-                    data,  # noqa: B023 (called at once)
-                    args.n_models,
-                    args.pack,
-                    device,
+        pooled: dict[str, list[Any]] = {}
+        for seed in seeds:
+            forget = random_forget_ids(dataset.n_train, fraction=fraction, seed=seed)
+            data = UnlearnData(dataset, forget, recipe=recipe, arch=arch)
+            labels = dataset.train_y[forget]
+            group = {"fraction": fraction, "seed": seed, "n_models": args.n_models}
+            # The control's original depends on the forget set: every group but the references and retrain
+            # (which never read the original's weights) is keyed by it, and by the original's seed.
+            control: dict[str, Any] = {"original": "without_forget"} if args.original_without_forget else {}
+            if args.original_seed != ORIGINAL_SEED:
+                control["original_seed"] = args.original_seed
+            if args.originals:
+                control["originals"] = args.n_models
+            if args.original_without_forget and args.originals:
+                original = cache.originals(
+                    lambda: train_originals(data, original_seeds, device, bench=BENCH, retain_only=True),  # noqa: B023
+                    fresh,
+                    originals=original_seeds,
+                    fraction=fraction,
+                    seed=seed,
                 )
-                outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
-                tests = [accuracy(net, dataset, None, split="test", device=device) for net in nets]
-                return outs, tests, seconds, packed
-
-            full = method_spec(method).params.model_validate(params).model_dump(mode="json")  # defaults too
-            outs, tests, seconds, packed, cached = cache.group(
-                trained, **group, **({} if method == "retrain" else control), method=method, params=full
+            elif args.original_without_forget:
+                original = cache.original(
+                    lambda: train_original(data, args.original_seed, device, bench=BENCH, retain_only=True),  # noqa: B023
+                    fresh(),
+                    args.original_seed,
+                    fraction=fraction,
+                    seed=seed,
+                )
+            starts = original if isinstance(original, list) else [original]
+            base_test = float(
+                np.mean([accuracy(m, dataset, None, split="test", device=device) for m in starts])
             )
-            stat = stats[label] = hinge_statistic(np.stack(outs), labels)
-            lines[label] = {
-                "method": label,
-                "ran": method,
-                "params": params,
-                "params_used": full,
-                "eps": epsilon_hat(np.stack(refs), np.stack(outs), labels, delta=DEFAULT_DELTA).epsilon_hat,
-                "smooth": epsilon_hat_smooth(ref_stat, stat),
-                "test_accuracy": float(np.mean(tests)),
-                "test_drop": base_test - float(np.mean(tests)),
-                "test_accuracy_min": float(np.min(tests)),
-                "forget_accuracy": float(np.mean([(o.argmax(1) == labels).mean() for o in outs])),
-                "budget": cost(method, params, data),
-                "seconds": round(seconds / args.n_models, 2),
-                "wall_seconds": round(seconds, 1),
-                "packed": packed,
-                "cached": cached,
-                "reference_seconds": round(ref_seconds, 1),
-            }
-        r, f = lines["retrain"], lines["finetune"]
-        for label, line in lines.items():
-            spread = bootstrap_excess(ref_stat, stats[label], stats["retrain"], stats["finetune"])
-            out = {
-                "dataset": args.dataset,
-                "fraction": fraction,
-                "n_forget": len(forget),
-                **control,
-                **line,
-                "eps": number(line["eps"]),
-                "smooth": number(line["smooth"]),
-                "excess": excess(line["eps"], r["eps"], f["eps"]),
-                "excess_interval": [number(spread.low), number(spread.high)],
-                "excess_unresolved": spread.n_unresolved,
-                "excess_replicates": spread.n_boot,
-                "excess_smooth": excess(line["smooth"], r["smooth"], f["smooth"]),
-                "loadavg_1m": round(os.getloadavg()[0], 2),
-            }
-            emit(out)
-        print(f"fraction {fraction} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+            def trained_references() -> tuple[list[np.ndarray], list[float], float, bool]:
+                nets, seconds = references(data, args.n_models, args.pack, device)  # noqa: B023 (called at once)
+                outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
+                return (
+                    outs,
+                    [accuracy(net, dataset, None, split="test", device=device) for net in nets],
+                    seconds,
+                    True,
+                )
+
+            refs, _, ref_seconds, _, _ = cache.group(trained_references, **group, method="references")
+            ref_stat = hinge_statistic(np.stack(refs), labels)
+            runs: dict[str, tuple[str, dict[str, Any]]] = {}
+            for label in names:
+                runs[label] = (label.split("@")[0], overrides.get(label, {}))
+            if args.auto:
+                search_started = time.perf_counter()
+                pool = whole.retain_ids
+                targets = []
+                for ids in draw_proxies(dataset.train_y, forget, pool, auto_settings.proxies, PROXY_SEED):
+                    proxy = UnlearnData(dataset, ids, recipe=recipe, arch=arch)
+                    proxy_refs, _ = references(proxy, auto_settings.n_models, args.pack, device)
+                    outs = [logits(net, dataset, ids, device=device) for net in proxy_refs]
+                    targets.append(ProxyTarget(proxy, hinge_statistic(np.stack(outs), dataset.train_y[ids])))
+                searched = original[0] if isinstance(original, list) else original
+                evaluate = proxy_evaluator(searched, targets, auto_settings.n_models, device=device)
+                work = Workload(len(data.retain_ids), len(forget), recipe)
+                result = search(evaluate, work, auto_settings, seed=0)
+                runs["auto"] = (result.chosen_method, result.params)
+                emit(
+                    {
+                        "fraction": fraction,
+                        "auto_search": {k: v for k, v in result.to_json().items() if k != "trials"},
+                        "searched_on_seed": args.original_seed,
+                        "trials": len(result.trials),
+                        "search_seconds": round(time.perf_counter() - search_started, 1),
+                    }
+                )
+            lines = {}
+            stats = {}
+            for label, (method, params) in runs.items():
+
+                def trained(method: str = method, params: dict[str, Any] = params) -> tuple[Any, ...]:
+                    nets, seconds, packed = method_runs(
+                        method,
+                        params,
+                        original,  # noqa: B023 (called at once)
+                        data,  # noqa: B023 (called at once)
+                        args.n_models,
+                        args.pack,
+                        device,
+                    )
+                    outs = [logits(net, dataset, forget, device=device) for net in nets]  # noqa: B023
+                    tests = [accuracy(net, dataset, None, split="test", device=device) for net in nets]
+                    return outs, tests, seconds, packed
+
+                full = (
+                    method_spec(method).params.model_validate(params).model_dump(mode="json")
+                )  # defaults too
+                outs, tests, seconds, packed, cached = cache.group(
+                    trained, **group, **({} if method == "retrain" else control), method=method, params=full
+                )
+                stat = stats[label] = hinge_statistic(np.stack(outs), labels)
+                lines[label] = {
+                    "method": label,
+                    "ran": method,
+                    "params": params,
+                    "params_used": full,
+                    "eps": epsilon_hat(
+                        np.stack(refs), np.stack(outs), labels, delta=DEFAULT_DELTA
+                    ).epsilon_hat,
+                    "smooth": epsilon_hat_smooth(ref_stat, stat),
+                    "test_accuracy": float(np.mean(tests)),
+                    "test_drop": base_test - float(np.mean(tests)),
+                    "test_accuracy_min": float(np.min(tests)),
+                    "forget_accuracy": float(np.mean([(o.argmax(1) == labels).mean() for o in outs])),
+                    "budget": cost(method, params, data),
+                    "seconds": round(seconds / args.n_models, 2),
+                    "wall_seconds": round(seconds, 1),
+                    "packed": packed,
+                    "cached": cached,
+                    "reference_seconds": round(ref_seconds, 1),
+                }
+            r, f = lines["retrain"], lines["finetune"]
+            for label, line in lines.items():
+                gap, scale = excess_replicates(ref_stat, stats[label], stats["retrain"], stats["finetune"])
+                spread = excess_interval(gap, scale)
+                pooled.setdefault(label, []).append(
+                    (line["eps"] - r["eps"], f["eps"] - r["eps"], gap, scale, line)
+                )
+                out = {
+                    "dataset": args.dataset,
+                    "fraction": fraction,
+                    "seed": seed,
+                    "n_forget": len(forget),
+                    **control,
+                    **line,
+                    "eps": number(line["eps"]),
+                    "smooth": number(line["smooth"]),
+                    "excess": excess(line["eps"], r["eps"], f["eps"]),
+                    "excess_interval": [number(spread.low), number(spread.high)],
+                    "excess_unresolved": spread.n_unresolved,
+                    "excess_replicates": spread.n_boot,
+                    "excess_smooth": excess(line["smooth"], r["smooth"], f["smooth"]),
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
+                }
+                emit(out)
+            print(
+                f"fraction {fraction}, seed {seed} done, {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        if len(seeds) > 1:
+            for label, parts in pooled.items():
+                emit(pooled_line(args.dataset, fraction, seeds, label, parts, control))
     emit({"done": True, "wall_seconds": round(time.perf_counter() - started, 1)})
 
 

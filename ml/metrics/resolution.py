@@ -9,7 +9,8 @@ a continuous companion estimator, and the group size a target resolution needs.
 * `bootstrap_excess`: the same resampling for a method's excess over finetune,
   (eps - eps_retrain) / (eps_finetune - eps_retrain), with the method, retrain and finetune scored against
   one resampled reference group per replicate; replicates where the ratio says nothing (finetune not above
-  retrain) widen the interval to whatever they could hold.
+  retrain) widen the interval to whatever they could hold. `excess_replicates` gives the replicates'
+  numerators and denominators, which sum over forget sets to the pooled excess (`excess_interval`).
 * `smooth_per_sample` / `epsilon_hat_smooth`: per sample, the (epsilon, delta) of the likelihood-ratio
   test between the two fitted Gaussians themselves, N(mu_r, s_r) and N(mu_u, s_u), instead of the
   empirical error rates of n models. The test that calls a value "unlearned" when
@@ -151,7 +152,7 @@ class ExcessInterval:
     high: float
     n_boot: int
     n_unresolved: int
-    """Replicates whose ratio says nothing: finetune not above retrain, or infinities on both sides of it.
+    """Replicates whose ratio says nothing: finetune not above retrain, or either of them infinite.
     They count as -inf for the low end and +inf for the high end, so the interval covers whatever they hold."""
 
 
@@ -166,13 +167,30 @@ def bootstrap_excess(
     seed: int = 0,
     level: float = 0.95,
 ) -> ExcessInterval:
-    """Interval of a method's excess over the draw of models: [M_r, n] reference, [M, n] each group.
+    """Interval of a method's excess over the draw of models: [M_r, n] reference, [M, n] each group."""
+    gap, scale = excess_replicates(
+        reference, method, retrain, finetune, delta=delta, n_boot=n_boot, seed=seed
+    )
+    return excess_interval(gap, scale, level)
+
+
+def excess_replicates(
+    reference: np.ndarray,
+    method: np.ndarray,
+    retrain: np.ndarray,
+    finetune: np.ndarray,
+    *,
+    delta: float = DEFAULT_DELTA,
+    n_boot: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per replicate [n_boot], eps(method) - eps(retrain) and eps(finetune) - eps(retrain).
 
     One replicate resamples the reference models once and the three groups with one shared row of indices
     (so where run i of every group starts from original i, the originals are what is resampled), and
     scores the method, retrain and finetune against the same resampled references: the three
     epsilon-hats move together as they do in the figure itself. n_boot defaults as bootstrap_models'
-    does for one group.
+    does for one group. Summed over forget sets (equal n_boot), they give the pooled excess's replicates.
     """
     ref, unl = _statistics_pair(reference, method)
     groups = [unl] + [_statistics_pair(reference, g)[1] for g in (retrain, finetune)]
@@ -187,12 +205,19 @@ def bootstrap_excess(
     ref_idx = rng.integers(0, m_r, size=(n_boot, m_r))
     idx = rng.integers(0, m_u, size=(n_boot, m_u))
     eps_m, eps_r, eps_f = (_replicate_medians(ref, g, d, ref_idx, idx) for g in groups)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, which excess_interval counts as unresolved
+        return eps_m - eps_r, eps_f - eps_r
+
+
+def excess_interval(gap: np.ndarray, scale: np.ndarray, level: float = 0.95) -> ExcessInterval:
+    """Percentile interval of gap / scale over replicates; a replicate whose scale is not positive and finite
+    (finetune not above retrain, or censored) is unresolved."""
     with np.errstate(all="ignore"):
-        ratio = (eps_m - eps_r) / (eps_f - eps_r)
-    unresolved = ~(eps_f > eps_r) | np.isnan(ratio)
+        ratio = gap / scale
+    unresolved = ~((scale > 0) & np.isfinite(scale)) | np.isnan(ratio)
     low = order_statistic_interval(np.where(unresolved, -np.inf, ratio), level)[0]
     high = order_statistic_interval(np.where(unresolved, np.inf, ratio), level)[1]
-    return ExcessInterval(low, high, n_boot, int(unresolved.sum()))
+    return ExcessInterval(low, high, int(ratio.size), int(unresolved.sum()))
 
 
 def order_statistic_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -106,3 +106,21 @@ def test_with_originals_each_run_starts_from_its_own_original(tmp_path: Path) ->
     assert searched["searched_on_seed"] == 20000 and searched["trials"] <= 2
     (winner,) = [r for r in auto if r.get("method") == "auto"]
     assert winner["originals"] == 2 and winner["ran"] == searched["auto_search"]["chosen_method"]
+
+
+def test_several_forget_seeds_are_measured_each_and_pooled_per_method() -> None:
+    lines = _run("--seed", "1,2")
+    single = [r for r in lines if "method" in r and not r.get("pooled")]
+    assert sorted((r["seed"], r["method"]) for r in single) == sorted(
+        (s, m) for s in (1, 2) for m in ("retrain", "finetune", "noise_reset")
+    )
+    assert len({r["n_forget"] for r in single}) == 1  # the same fraction: the same size, another draw
+    pooled = {r["method"]: r for r in lines if r.get("pooled")}
+    assert set(pooled) == {"retrain", "finetune", "noise_reset"}
+    for name, r in pooled.items():
+        assert r["seeds"] == [1, 2] and r["excess_replicates"] == 1000, name
+        drops = [s["test_drop"] for s in single if s["method"] == name]
+        assert r["test_drop"] == pytest.approx(sum(drops) / 2), name
+    # Retrain against itself: every replicate either resolves to exactly 0 or opens an end.
+    assert pooled["retrain"]["excess_interval"][0] in (0.0, "-inf")
+    assert pooled["retrain"]["excess"] in (0.0, None)

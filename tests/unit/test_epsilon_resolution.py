@@ -23,6 +23,8 @@ from ml.metrics.resolution import (
     bootstrap_models,
     bootstrap_replicates,
     epsilon_hat_smooth,
+    excess_interval,
+    excess_replicates,
     models_for_ceiling,
     null_epsilon,
     order_statistic_interval,
@@ -375,3 +377,25 @@ def test_bootstrap_excess_unresolved_replicates_open_the_interval() -> None:
     assert (interval.low, interval.high) == (-math.inf, math.inf)
     with pytest.raises(ValueError, match="as many models each"):
         bootstrap_excess(ref, same[0][:8], same[1], same[2])
+
+
+def test_pooled_excess_resolves_a_replicate_one_forget_set_alone_cannot() -> None:
+    gap, scale = np.linspace(0.0, 0.4, 41), np.ones(41)  # 41 replicates: the 2nd and 40th are the ends
+    first = excess_interval(gap, scale)
+    assert (first.low, first.high, first.n_boot, first.n_unresolved) == (0.01, 0.39, 41, 0)
+    # A second forget set whose finetune fell below retrain in 5 replicates: alone, it says nothing.
+    scale2 = np.where(np.arange(41) < 5, -0.5, 1.0)
+    alone = excess_interval(np.zeros(41), scale2)
+    assert (alone.low, alone.high, alone.n_unresolved) == (-math.inf, math.inf, 5)
+    # Pooled, each replicate's distances add up: the second set's scale is outweighed, its zero gap halves.
+    pooled = excess_interval(gap, scale + scale2)
+    ratios = np.sort(gap / (scale + scale2))
+    assert pooled.n_unresolved == 0 and (pooled.low, pooled.high) == (ratios[1], ratios[39])
+    # A censored finetune (infinite distance) is no scale: the method's ratio to it would read 0.
+    censored = excess_interval(gap, np.where(np.arange(41) < 3, np.inf, 1.0))
+    assert (censored.low, censored.high, censored.n_unresolved) == (-math.inf, math.inf, 3)
+    rng = np.random.default_rng(2)
+    groups = [rng.normal(m, 1, size=(12, 9)) for m in (0.0, 0.3, 0.0, 1.0)]
+    assert bootstrap_excess(*groups, n_boot=30, seed=4) == excess_interval(
+        *excess_replicates(*groups, n_boot=30, seed=4)
+    )
