@@ -164,8 +164,8 @@ class Cache:
     A group (the references, or one method's N runs with its params) is stored as its forget-set logits,
     test accuracies and wall seconds, keyed by everything that makes it: the data set and its subset, the
     recipe, the architecture, the forget set's draw and fraction, N, the method and its params with their
-    defaults filled in (so a changed default is trained anew); the original
-    model is stored as its weights. Without a directory nothing is stored.
+    defaults filled in (so a changed default is trained anew); the original model is stored as its weights,
+    and the auto search's choice as JSON, keyed by its settings. Without a directory nothing is stored.
     """
 
     def __init__(self, folder: str | None, setup: dict[str, Any]) -> None:
@@ -198,6 +198,18 @@ class Cache:
         if path:
             np.savez(path, logits=np.stack(outs), tests=np.asarray(tests), seconds=seconds, packed=packed)
         return outs, tests, seconds, packed, False
+
+    def record(self, make: Callable[[], dict[str, Any]], **key: Any) -> tuple[dict[str, Any], bool]:
+        """A JSON record (the auto search's choice), made by `make` unless stored; and whether it was."""
+        path = self.path(".json", **key)
+        if path and os.path.exists(path):
+            with open(path) as f:
+                return json.load(f), True
+        record = make()
+        if path:
+            with open(path, "w") as f:
+                json.dump(record, f)
+        return record, False
 
     def original(
         self, make: Callable[[], torch.nn.Module], template: torch.nn.Module, trained_with: int, **key: Any
@@ -447,26 +459,50 @@ def main() -> None:
             for label in names:
                 runs[label] = (label.split("@")[0], overrides.get(label, {}))
             if args.auto:
-                search_started = time.perf_counter()
-                pool = whole.retain_ids
-                targets = []
-                for ids in draw_proxies(dataset.train_y, forget, pool, auto_settings.proxies, PROXY_SEED):
-                    proxy = UnlearnData(dataset, ids, recipe=recipe, arch=arch)
-                    proxy_refs, _ = references(proxy, auto_settings.n_models, args.pack, device)
-                    outs = [logits(net, dataset, ids, device=device) for net in proxy_refs]
-                    targets.append(ProxyTarget(proxy, hinge_statistic(np.stack(outs), dataset.train_y[ids])))
-                searched = original[0] if isinstance(original, list) else original
-                evaluate = proxy_evaluator(searched, targets, auto_settings.n_models, device=device)
-                work = Workload(len(data.retain_ids), len(forget), recipe)
-                result = search(evaluate, work, auto_settings, seed=0)
-                runs["auto"] = (result.chosen_method, result.params)
+
+                def searched_choice() -> dict[str, Any]:
+                    search_started = time.perf_counter()
+                    targets = []
+                    for ids in draw_proxies(
+                        dataset.train_y,
+                        forget,  # noqa: B023 (called at once)
+                        whole.retain_ids,
+                        auto_settings.proxies,
+                        PROXY_SEED,
+                    ):
+                        proxy = UnlearnData(dataset, ids, recipe=recipe, arch=arch)
+                        proxy_refs, _ = references(proxy, auto_settings.n_models, args.pack, device)
+                        outs = [logits(net, dataset, ids, device=device) for net in proxy_refs]
+                        targets.append(
+                            ProxyTarget(proxy, hinge_statistic(np.stack(outs), dataset.train_y[ids]))
+                        )
+                    searched = original[0] if isinstance(original, list) else original  # noqa: B023
+                    evaluate = proxy_evaluator(searched, targets, auto_settings.n_models, device=device)
+                    work = Workload(len(data.retain_ids), len(forget), recipe)  # noqa: B023
+                    result = search(evaluate, work, auto_settings, seed=0).to_json()
+                    return {
+                        **{k: v for k, v in result.items() if k != "trials"},
+                        "trials": len(result["trials"]),
+                        "search_seconds": round(time.perf_counter() - search_started, 1),
+                    }
+
+                choice, cached = cache.record(
+                    searched_choice,
+                    **group,
+                    **control,
+                    method="auto_search",
+                    settings=auto_settings.model_dump(mode="json"),
+                )
+                runs["auto"] = (choice["chosen_method"], choice["params"])
                 emit(
                     {
                         "fraction": fraction,
-                        "auto_search": {k: v for k, v in result.to_json().items() if k != "trials"},
+                        "seed": seed,
+                        "auto_search": {k: choice[k] for k in ("chosen_method", "params", "score")},
                         "searched_on_seed": args.original_seed,
-                        "trials": len(result.trials),
-                        "search_seconds": round(time.perf_counter() - search_started, 1),
+                        "trials": choice["trials"],
+                        "search_seconds": choice["search_seconds"],
+                        "cached": cached,
                     }
                 )
             lines = {}

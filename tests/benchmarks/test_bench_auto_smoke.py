@@ -103,9 +103,14 @@ def test_with_originals_each_run_starts_from_its_own_original(tmp_path: Path) ->
     search = json.dumps({"trials": 2, "proxies": 1, "n_models": 2, "time_budget_seconds": 60})
     auto = _run("--cache", str(tmp_path), "--originals", "--auto", "--auto-params", search)
     (searched,) = [r for r in auto if "auto_search" in r]
-    assert searched["searched_on_seed"] == 20000 and searched["trials"] <= 2
+    assert searched["searched_on_seed"] == 20000 and searched["trials"] <= 2 and searched["cached"] is False
     (winner,) = [r for r in auto if r.get("method") == "auto"]
     assert winner["originals"] == 2 and winner["ran"] == searched["auto_search"]["chosen_method"]
+    # The choice is stored with the groups: a second run reads it back instead of searching again.
+    again = _run("--cache", str(tmp_path), "--originals", "--auto", "--auto-params", search)
+    (reread,) = [r for r in again if "auto_search" in r]
+    assert reread["cached"] is True and reread["auto_search"] == searched["auto_search"]
+    assert [r["cached"] for r in again if r.get("method") == "auto"] == [True]
 
 
 def test_several_forget_seeds_are_measured_each_and_pooled_per_method() -> None:
