@@ -283,6 +283,14 @@ def pooled_line(
     }
 
 
+def seed_list(text: str) -> list[int]:
+    """--seed: one forget-set seed or several, comma-separated, each once."""
+    seeds = [int(x) for x in text.split(",")]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed is repeated in {text}")
+    return seeds
+
+
 BENCH = "auto"
 
 
@@ -311,6 +319,7 @@ def main() -> None:
     parser.add_argument("--auto-params", default="{}", help="JSON AutoParams for the search")
     parser.add_argument(
         "--seed",
+        type=seed_list,
         default="1",
         help="the forget sets' draw; several (12,13) measure each and add a line per method pooling them",
     )
@@ -344,7 +353,7 @@ def main() -> None:
         help="control: per fraction the original trains on the retain set only (never sees the forget set)",
     )
     args = parser.parse_args()
-    seeds = [int(x) for x in args.seed.split(",") if x]
+    seeds: list[int] = args.seed
     process = prepare_process(args.threads)  # as a worker's pool process is set up
     device = resolve_device(args.device)
     started = time.perf_counter()

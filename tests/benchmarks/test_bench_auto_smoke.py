@@ -129,3 +129,6 @@ def test_several_forget_seeds_are_measured_each_and_pooled_per_method() -> None:
     # Retrain against itself: every replicate either resolves to exactly 0 or opens an end.
     assert pooled["retrain"]["excess_interval"][0] in (0.0, "-inf")
     assert pooled["retrain"]["excess"] in (0.0, None)
+    for bad in ("1,1", "1,x"):  # a repeated seed would count one forget set twice in the pool
+        refused = run_benchmark("bench_auto.py", "--seed", bad, timeout=240)
+        assert refused.returncode == 2 and "argument --seed" in refused.stderr, bad
