@@ -80,7 +80,7 @@ from ml.methods.cost import Workload
 from ml.methods.packed import PACKED, run_packed
 from ml.methods.params import AutoParams, method_spec
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
-from ml.metrics.resolution import epsilon_hat_smooth, excess_interval, excess_replicates
+from ml.metrics.resolution import epsilon_hat_smooth, excess_gaps, excess_interval, shared_replicates
 from ml.models import build_model
 from ml.specs import ArchSpec, default_recipe
 from ml.trainer import resolve_device
@@ -560,8 +560,12 @@ def main() -> None:
                     "reference_seconds": round(ref_seconds, 1),
                 }
             r, f = lines["retrain"], lines["finetune"]
+            # Each group's replicates once, all against the same resampled references (as excess_replicates).
+            reps = dict(
+                zip(lines, shared_replicates(ref_stat, [stats[label] for label in lines]), strict=True)
+            )
             for label, line in lines.items():
-                gap, scale = excess_replicates(ref_stat, stats[label], stats["retrain"], stats["finetune"])
+                gap, scale = excess_gaps(reps[label], reps["retrain"], reps["finetune"])
                 spread = excess_interval(gap, scale)
                 pooled.setdefault(label, []).append(
                     (line["eps"] - r["eps"], f["eps"] - r["eps"], gap, scale, line)

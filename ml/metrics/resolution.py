@@ -105,15 +105,37 @@ def bootstrap_replicates(
     of a numpy Generator seeded with seed; replicates are stacked as extra samples so that a chunk of them
     is one vectorised call.
     """
-    ref, unl = _statistics_pair(reference, unlearned)
+    return shared_replicates(reference, [unlearned], delta=delta, n_boot=n_boot, seed=seed)[0]
+
+
+def shared_replicates(
+    reference: np.ndarray,
+    groups: list[np.ndarray],
+    *,
+    delta: float = DEFAULT_DELTA,
+    n_boot: int | None = None,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Epsilon-hat per replicate [n_boot] of each group ([M, n], all the same M) against [M_r, n] references.
+
+    Every group is scored against the same resampled references (rows rng.integers(0, M_r, (n_boot, M_r)))
+    and resampled with the same row of indices (rng.integers(0, M, (n_boot, M)), drawn next from the same
+    Generator), so the groups' figures move together replicate by replicate; n_boot defaults as for one
+    group. One group is bootstrap_replicates.
+    """
+    pairs = [_statistics_pair(reference, g) for g in groups]
+    ref = pairs[0][0]
+    unls = [u for _, u in pairs]
+    if len({u.shape for u in unls}) != 1:
+        raise ValueError(f"the groups must hold as many models each, got {[tuple(u.T.shape) for u in unls]}")
     d = _deltas(np.asarray([delta]))
     n, m_r = ref.shape
-    m_u = unl.shape[1]
+    m_u = unls[0].shape[1]
     n_boot = _replicate_count(n * (m_r + m_u), n_boot)
     rng = np.random.default_rng(seed)
     ref_idx = rng.integers(0, m_r, size=(n_boot, m_r))
-    unl_idx = rng.integers(0, m_u, size=(n_boot, m_u))
-    return _replicate_medians(ref, unl, d, ref_idx, unl_idx)
+    idx = rng.integers(0, m_u, size=(n_boot, m_u))
+    return [_replicate_medians(ref, u, d, ref_idx, idx) for u in unls]
 
 
 def _replicate_count(per_replicate: int, n_boot: int | None) -> int:
@@ -188,25 +210,20 @@ def excess_replicates(
 
     One replicate resamples the reference models once and the three groups with one shared row of indices
     (so where run i of every group starts from original i, the originals are what is resampled), and
-    scores the method, retrain and finetune against the same resampled references: the three
-    epsilon-hats move together as they do in the figure itself. n_boot defaults as bootstrap_models'
+    scores the method, retrain and finetune against the same resampled references (shared_replicates): the
+    three epsilon-hats move together as they do in the figure itself. n_boot defaults as bootstrap_models'
     does for one group. Summed over forget sets (equal n_boot), they give the pooled excess's replicates.
     """
-    ref, unl = _statistics_pair(reference, method)
-    groups = [unl] + [_statistics_pair(reference, g)[1] for g in (retrain, finetune)]
-    if not groups[0].shape == groups[1].shape == groups[2].shape:
-        shapes = [tuple(g.T.shape) for g in groups]
-        raise ValueError(f"method, retrain and finetune must hold as many models each, got {shapes}")
-    d = _deltas(np.asarray([delta]))
-    n, m_r = ref.shape
-    m_u = unl.shape[1]
-    n_boot = _replicate_count(n * (m_r + m_u), n_boot)
-    rng = np.random.default_rng(seed)
-    ref_idx = rng.integers(0, m_r, size=(n_boot, m_r))
-    idx = rng.integers(0, m_u, size=(n_boot, m_u))
-    eps_m, eps_r, eps_f = (_replicate_medians(ref, g, d, ref_idx, idx) for g in groups)
+    eps_m, eps_r, eps_f = shared_replicates(
+        reference, [method, retrain, finetune], delta=delta, n_boot=n_boot, seed=seed
+    )
+    return excess_gaps(eps_m, eps_r, eps_f)
+
+
+def excess_gaps(eps: np.ndarray, retrain: np.ndarray, finetune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per replicate, eps - retrain and finetune - retrain (NaN where both sides are infinite)."""
     with np.errstate(invalid="ignore"):  # inf - inf: NaN, which excess_interval counts as unresolved
-        return eps_m - eps_r, eps_f - eps_r
+        return eps - retrain, finetune - retrain
 
 
 def excess_interval(gap: np.ndarray, scale: np.ndarray, level: float = 0.95) -> ExcessInterval:
