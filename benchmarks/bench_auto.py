@@ -69,6 +69,7 @@ from mlbench import (
     train_original,
     train_originals,
 )
+from pydantic import ValidationError
 
 from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import random_forget_ids
@@ -82,7 +83,7 @@ from ml.methods.params import AutoParams, method_spec
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
 from ml.metrics.resolution import epsilon_hat_smooth, excess_gaps, excess_interval, shared_replicates
 from ml.models import build_model
-from ml.specs import ArchSpec, default_recipe
+from ml.specs import ArchSpec, Recipe, default_recipe
 from ml.trainer import resolve_device
 
 METHOD_SEED = 10_000
@@ -291,6 +292,23 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """--recipe: a JSON object."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"{text} is not a JSON object")
+    return value
+
+
+def changed_recipe(recipe: Recipe, changes: dict[str, Any]) -> Recipe:
+    """`recipe` with `changes` applied (an "augment" object changes only the augment fields it names),
+    validated as a request's recipe is."""
+    fields = recipe.model_dump()
+    for key, value in changes.items():
+        fields[key] = {**fields[key], **value} if key == "augment" and isinstance(value, dict) else value
+    return Recipe.model_validate(fields)
+
+
 BENCH = "auto"
 
 
@@ -308,6 +326,12 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=0)
     parser.add_argument("--test-size", type=int, default=0)
     parser.add_argument("--width", type=int, default=8)
+    parser.add_argument(
+        "--recipe",
+        type=json_object,
+        default={},
+        help='JSON: fields of the data set\'s recipe to change, e.g. \'{"batch_size": 32, "augment": {"crop_padding": 0}}\'',
+    )
     parser.add_argument(
         "--epochs", type=int, default=0, help="the recipe's epochs (0: the data set's default)"
     )
@@ -360,7 +384,10 @@ def main() -> None:
     dataset = load_dataset(args.dataset, args.root)
     if args.train_size or args.test_size:
         dataset = subset(dataset, args.train_size, args.test_size, 0)
-    recipe = default_recipe(args.dataset)
+    try:
+        recipe = changed_recipe(default_recipe(args.dataset), args.recipe)
+    except ValidationError as error:
+        parser.error(f"argument --recipe: {error}")
     if args.epochs:
         recipe = recipe.cut_to(args.epochs)
     arch = ArchSpec(width=args.width)

@@ -132,3 +132,15 @@ def test_several_forget_seeds_are_measured_each_and_pooled_per_method() -> None:
     for bad in ("1,1", "1,x"):  # a repeated seed would count one forget set twice in the pool
         refused = run_benchmark("bench_auto.py", "--seed", bad, timeout=240)
         assert refused.returncode == 2 and "argument --seed" in refused.stderr, bad
+
+
+def test_a_recipe_change_reaches_the_run_and_a_bad_one_is_a_usage_error() -> None:
+    # The data set's recipe with only the named fields changed: the header line says what every group trained
+    # with, and the cache keys on it.
+    (header, *_) = _run("--recipe", json.dumps({"batch_size": 16, "augment": {"flip": True}}))
+    assert header["recipe"]["batch_size"] == 16 and header["recipe"]["epochs"] == 1
+    assert header["recipe"]["augment"]["flip"] is True
+    assert header["recipe"]["augment"]["crop_padding"] == 0 and header["recipe"]["lr"] == 0.05
+    for bad in ('{"batch_size": 0}', '{"epochs": 5, "colour": 1}', "[1]", "{"):
+        refused = run_benchmark("bench_auto.py", "--recipe", bad, timeout=240)
+        assert refused.returncode == 2 and "argument --recipe" in refused.stderr, bad
