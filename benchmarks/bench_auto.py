@@ -378,16 +378,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     seeds: list[int] = args.seed
+    try:
+        recipe = changed_recipe(default_recipe(args.dataset), args.recipe)
+    except ValidationError as error:
+        parser.error(f"argument --recipe: {error}")
     process = prepare_process(args.threads)  # as a worker's pool process is set up
     device = resolve_device(args.device)
     started = time.perf_counter()
     dataset = load_dataset(args.dataset, args.root)
     if args.train_size or args.test_size:
         dataset = subset(dataset, args.train_size, args.test_size, 0)
-    try:
-        recipe = changed_recipe(default_recipe(args.dataset), args.recipe)
-    except ValidationError as error:
-        parser.error(f"argument --recipe: {error}")
     if args.epochs:
         recipe = recipe.cut_to(args.epochs)
     arch = ArchSpec(width=args.width)
