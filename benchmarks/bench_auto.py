@@ -83,7 +83,7 @@ from ml.methods.params import AutoParams, method_spec
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
 from ml.metrics.resolution import epsilon_hat_smooth, excess_gaps, excess_interval, shared_replicates
 from ml.models import build_model
-from ml.specs import ArchSpec, Recipe, default_recipe
+from ml.specs import ArchSpec, Recipe, recipe_fields
 from ml.trainer import resolve_device
 
 METHOD_SEED = 10_000
@@ -300,15 +300,6 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def changed_recipe(recipe: Recipe, changes: dict[str, Any]) -> Recipe:
-    """`recipe` with `changes` applied (an "augment" object changes only the augment fields it names),
-    validated as a request's recipe is."""
-    fields = recipe.model_dump()
-    for key, value in changes.items():
-        fields[key] = {**fields[key], **value} if key == "augment" and isinstance(value, dict) else value
-    return Recipe.model_validate(fields)
-
-
 BENCH = "auto"
 
 
@@ -330,7 +321,8 @@ def main() -> None:
         "--recipe",
         type=json_object,
         default={},
-        help='JSON: fields of the data set\'s recipe to change, e.g. \'{"batch_size": 32, "augment": {"crop_padding": 0}}\'',
+        help="JSON: fields of the data set's recipe to replace, as a training request's recipe does (an augment "
+        'replaces the whole augment), e.g. \'{"batch_size": 32, "augment": {"crop_padding": 0}}\'',
     )
     parser.add_argument(
         "--epochs", type=int, default=0, help="the recipe's epochs (0: the data set's default)"
@@ -379,7 +371,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds: list[int] = args.seed
     try:
-        recipe = changed_recipe(default_recipe(args.dataset), args.recipe)
+        recipe = Recipe.model_validate(recipe_fields(args.dataset, args.recipe))
     except ValidationError as error:
         parser.error(f"argument --recipe: {error}")
     process = prepare_process(args.threads)  # as a worker's pool process is set up

@@ -20,7 +20,7 @@ from core.queue import publish_job
 from core.settings import get_settings
 from core.tables import Dataset, ForgetRequest, Job, Model, ModelStatus, new_id
 from ml.methods.params import AUTO, AutoParams, UnknownMethod, method_spec
-from ml.specs import ArchSpec, Recipe, default_recipe
+from ml.specs import ArchSpec, Recipe, recipe_fields
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,7 @@ def create_training(
     """A new model (status training) and the job that trains it from scratch."""
     ds = get_dataset(session, dataset_ref, tenant_id)
     arch_spec = validate_spec(ArchSpec, arch, "arch")
-    base = default_recipe(ds.kind).model_dump()
-    recipe_spec = validate_spec(Recipe, {**base, **(recipe or {})}, "recipe")
+    recipe_spec = validate_spec(Recipe, recipe_fields(ds.kind, recipe), "recipe")
     check_name_free(session, name, tenant_id)
     model = Model(
         tenant_id=tenant_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,3 +91,9 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
 def default_recipe(dataset: str) -> Recipe:
     """The recipe a data set trains with when the request gives none."""
     return DEFAULT_RECIPES.get(dataset, Recipe()).model_copy(deep=True)
+
+
+def recipe_fields(dataset: str, changes: dict[str, Any] | None) -> dict[str, Any]:
+    """The data set's recipe with the fields `changes` names replaced, unvalidated: what a request's partial
+    recipe means (an "augment" it names replaces the whole augment)."""
+    return {**default_recipe(dataset).model_dump(), **(changes or {})}
