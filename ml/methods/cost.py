@@ -28,7 +28,8 @@ batch size, a method makes:
                       + 2 x min(retain_check, n_r) x FORWARD (its guard's accuracy checks, before and
                       after; each back-off, rare, adds one more)
     bad_teacher       epochs x (s + n_f) x (1 + 2 FORWARD), s = retain_fraction x n_r (two teachers)
-    noise_reset       epochs x n_r
+    noise_reset       forget_epochs x (n_f + ceil(n_f / B) x min(B, n_r)) + epochs x n_r: each forget batch of
+                      the climb comes with a retain batch
 
 Early stopping (the prune family's overfit_target) only ever ends a stage sooner, so its figure is an upper
 bound. Work that does not scale with the data (copying or building models, masks on weights) is free here.
@@ -122,7 +123,10 @@ _RULES: dict[str, _Rule] = {
     "bad_teacher": lambda p, w: (
         p.epochs * (_sample(p.retain_fraction, w.n_retain) + w.n_forget) * (1 + 2 * FORWARD)
     ),
-    "noise_reset": lambda p, w: p.epochs * w.n_retain,
+    "noise_reset": lambda p, w: (
+        p.forget_epochs * (w.n_forget + math.ceil(w.n_forget / p.batch_size) * min(p.batch_size, w.n_retain))
+        + p.epochs * w.n_retain
+    ),
 }
 
 

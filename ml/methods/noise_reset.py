@@ -6,12 +6,15 @@ Each method receives a private copy of the model from run() and may change it in
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ml.data.base import ArrayDataset
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import _fit
+from ml.methods.loops import _augment, _fit, _Rows, _running_stats_kept, _task_loss, _update
 from ml.methods.params import NoiseResetParams
-from ml.methods.study import DRAWS, REPAIR, compared, reinit_where
+from ml.methods.study import DRAWS, REPAIR, STAGE_1, STAGE_2, compared, reinit_where
+from ml.trainer import make_optimizer
 
 
 @torch.no_grad()
@@ -28,6 +31,36 @@ def perturb(weight: torch.Tensor, params: NoiseResetParams, generator: torch.Gen
         weight.add_(torch.where(mask, noise * params.noise_scale * weight.std(), 0.0))
 
 
+def _sample_losses(out: torch.Tensor, y: torch.Tensor, dataset: ArrayDataset) -> torch.Tensor:
+    """_task_loss per sample: cross-entropy, or for regression the squared error of the first output."""
+    if dataset.task == "regression":
+        return (out.float().reshape(len(y), -1)[:, 0] - y) ** 2
+    return F.cross_entropy(out, y, reduction="none")
+
+
+def climb(model: nn.Module, data: UnlearnData, params: NoiseResetParams, run: Run) -> None:
+    """forget_epochs passes over the forget set, each forget batch paired with the next retain batch in one step
+    that descends the retain loss and climbs forget_weight x the forget samples' losses, each clamped at
+    forget_target (no gradient from a sample past it)."""
+    dataset = data.dataset
+    forget = _Rows(data, data.forget_ids, run, index=STAGE_1, augment=_augment(data, params))
+    retain = _Rows(data, data.retain_ids, run, index=STAGE_2, augment=_augment(data, params))
+    optimizer = make_optimizer(
+        model, "sgd", params.forget_lr, params.momentum, params.nesterov, params.weight_decay
+    )
+    retain_batches = retain.endless(params.batch_size)
+    model.train()
+    for _ in range(params.forget_epochs):
+        for x_f, y_f in forget.epoch(params.batch_size):
+            run.check()
+            x_r, y_r = next(retain_batches)
+            retain_loss = _task_loss(model(x_r), y_r, dataset)
+            with _running_stats_kept(model):
+                losses = _sample_losses(model(x_f), y_f, dataset)
+            climb_loss = torch.clamp(losses, max=params.forget_target).mean()
+            _update(optimizer, retain_loss - params.forget_weight * climb_loss)
+
+
 @register_method("noise_reset")
 def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, run: Run) -> nn.Module:
     """Perturb a random share of every weight tensor (fresh values or Gaussian noise), then fine-tune on retain.
@@ -35,11 +68,18 @@ def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, r
     Source: the pattern shared by top entries of the NeurIPS 2023 Machine Unlearning challenge (Triantafillou
     et al. 2024, "Are we making progress in unlearning?"): damage the weights, then repair with a short
     fine-tune on the retain set. Weight tensors of rank >= 2 (convolutions, linear layers) are perturbed.
+
+    Ours: with forget_epochs, a climb between the noise and the repair (climb()): NegGrad+'s paired step with
+    each forget sample's loss clamped at forget_target, so a sample stops being pushed once it is as unsure
+    as that; the forget forwards leave BatchNorm's running statistics alone. Off by default (see
+    NoiseResetParams for what it bought and cost).
     """
     generator = torch.Generator(device=run.device)
     generator.manual_seed(run.seed_for(DRAWS))
     for weight in compared(model, last_layer_only=False).values():
         perturb(weight, params, generator)
+    if params.forget_epochs and len(data.forget_ids):
+        climb(model, data, params, run)
     _fit(
         model,
         data,

@@ -73,6 +73,8 @@ def weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
         ("prune_complex", {"epochs": 1, "lr": 0.01, "overfit_epochs": 2}),
         ("activation_reset", {"epochs": 2, "lr": 0.002, "augment": True}),
         ("noise_reset", {"epochs": 1, "lr": 0.01}),
+        # Its climb is a stage before the repair: each network climbs alone, then the repairs pack.
+        ("noise_reset", {"epochs": 1, "lr": 0.01, "forget_epochs": 2}),
         (
             "scrub",
             {

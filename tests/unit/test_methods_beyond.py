@@ -8,10 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.modules.module import register_module_forward_hook
 
 from ml.data import ArrayDataset, load_dataset
-from ml.data.forget import class_forget_ids
+from ml.data.forget import class_forget_ids, random_forget_ids
 from ml.errors import Cancelled
 from ml.logits import accuracy, logits
 from ml.methods import METHOD_SPECS, UnknownMethod, UnlearnData, Workload, cost, run_method
@@ -208,6 +209,31 @@ def test_noise_reset_perturbs_exactly_its_share_of_every_weight_tensor(
             )
 
 
+def test_noise_reset_climb_raises_the_forget_sets_loss_over_the_same_noise_alone(
+    trained: torch.nn.Module, digits: ArrayDataset
+) -> None:
+    """forget_epochs climbs the forget samples' loss after the noise (the same noise: its stream is its own).
+    Measured, 40 random forget samples, no repair, three seeds: mean loss 0.058 / 0.061 / 0.072 with the noise
+    alone, 0.52 / 0.32 / 0.98 with three climbing passes at lr 0.02 (5 to 14 times); forget accuracy 1.0 against
+    0.65 to 0.83."""
+    data = UnlearnData(
+        digits, random_forget_ids(digits.n_train, fraction=0.1, seed=0), recipe=RECIPE, arch=ARCH
+    )
+    truth = torch.from_numpy(digits.train_y[data.forget_ids])
+
+    def forget_loss(model: torch.nn.Module) -> float:
+        out = torch.from_numpy(logits(model, digits, data.forget_ids))
+        return F.cross_entropy(out, truth).item()
+
+    for seed in range(3):
+        plain = run_method("noise_reset", trained, data, {"epochs": 0}, seed=seed)
+        climbed = run_method(
+            "noise_reset", trained, data, {"epochs": 0, "forget_epochs": 3, "forget_lr": 0.02}, seed=seed
+        )
+        assert forget_loss(climbed) > 2 * forget_loss(plain), seed
+        assert accuracy(climbed, digits, data.forget_ids) < accuracy(plain, digits, data.forget_ids) == 1.0
+
+
 def test_own_loops_report_progress_over_the_whole_run(
     trained: torch.nn.Module, forget_class: UnlearnData
 ) -> None:
@@ -262,6 +288,8 @@ def test_methods_with_a_task_loss_run_on_regression_data(name: str) -> None:
     model = build_model(arch, 1, 1)
     data = UnlearnData(tiny, np.arange(8), recipe=Recipe(epochs=1, batch_size=16), arch=arch)
     params = {} if name == "ssd" else {"epochs": 1}
+    if name == "noise_reset":
+        params["forget_epochs"] = 1  # its climb too
     out = run_method(name, model, data, params, seed=0)
     assert np.isfinite(logits(out, tiny, None, split="test")).all()
 
@@ -294,6 +322,9 @@ def test_every_method_has_a_budget_that_its_cost_follows() -> None:
     assert cost("ssd", {"full_fraction": 0.5}, sizes) < cost("ssd", {}, sizes)
     # One retain batch of 128 comes with one forget batch of 10: 8 steps per epoch.
     assert sample_passes("neggrad_plus", {}, sizes) == 5 * (1000 + 8 * 10)
+    # noise_reset's climb: 10 forget rows in one batch of 32, paired with 32 retain rows, three times.
+    assert sample_passes("noise_reset", {"forget_epochs": 3}, sizes) == 3 * (10 + 32) + 1000
+    assert sample_passes("noise_reset", {}, sizes) == 1000
     assert cost("neggrad_plus", {}, sizes) == pytest.approx(5 * 1080 / (10 * 1000))
 
 
@@ -315,8 +346,12 @@ _EVAL_WITH_BACKWARD = {"salun", "ssd"}
 _UPPER_BOUNDS = {"prune", "prune_last_layer", "prune_complex"}
 
 
-@pytest.mark.parametrize("name", sorted(METHOD_SPECS))
-def test_cost_counts_the_samples_a_method_pushes_through_the_model(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [*((name, {}) for name in sorted(METHOD_SPECS)), ("noise_reset", {"forget_epochs": 2})],
+    ids=[*sorted(METHOD_SPECS), "noise_reset-climb"],
+)
+def test_cost_counts_the_samples_a_method_pushes_through_the_model(name: str, extra: dict[str, int]) -> None:
     tiny = subset(load_dataset("digits"), 60, 20)
     arch = ArchSpec(width=4)
     torch.manual_seed(0)
@@ -340,6 +375,7 @@ def test_cost_counts_the_samples_a_method_pushes_through_the_model(name: str) ->
         params["overfit_epochs"] = 3
     if name == "prune_complex":
         params["retain_fraction"] = 0.1  # a one-sample retain copy would train on it twice (batch norm)
+    params.update(extra)
     handle = register_module_forward_hook(count)
     try:
         run_method(name, model, data, params, seed=0)
