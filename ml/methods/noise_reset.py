@@ -11,10 +11,11 @@ from torch import nn
 
 from ml.data.base import ArrayDataset
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import _augment, _fit, _Rows, _running_stats_kept, _task_loss, _update
+from ml.methods.cost import sample_passes
+from ml.methods.loops import _augment, _fit, _Loop, _Rows, _running_stats_kept, _task_loss, _update
 from ml.methods.params import NoiseResetParams
 from ml.methods.study import DRAWS, REPAIR, STAGE_1, STAGE_2, compared, reinit_where
-from ml.trainer import make_optimizer
+from ml.trainer import Progress, make_optimizer
 
 
 @torch.no_grad()
@@ -38,7 +39,9 @@ def _sample_losses(out: torch.Tensor, y: torch.Tensor, dataset: ArrayDataset) ->
     return F.cross_entropy(out, y, reduction="none")
 
 
-def climb(model: nn.Module, data: UnlearnData, params: NoiseResetParams, run: Run) -> None:
+def climb(
+    model: nn.Module, data: UnlearnData, params: NoiseResetParams, run: Run, progress: Progress | None
+) -> None:
     """forget_epochs passes over the forget set, each forget batch paired with the next retain batch in one step
     that descends the retain loss and climbs forget_weight x the forget samples' losses, each clamped at
     forget_target (no gradient from a sample past it)."""
@@ -49,16 +52,20 @@ def climb(model: nn.Module, data: UnlearnData, params: NoiseResetParams, run: Ru
         model, "sgd", params.forget_lr, params.momentum, params.nesterov, params.weight_decay
     )
     retain_batches = retain.endless(params.batch_size)
+    steps = params.forget_epochs * forget.batches(params.batch_size)
+    loop = _Loop(run, progress, "climb", steps, params.forget_epochs)
     model.train()
-    for _ in range(params.forget_epochs):
+    for epoch in range(1, params.forget_epochs + 1):
         for x_f, y_f in forget.epoch(params.batch_size):
-            run.check()
+            loop.before()
             x_r, y_r = next(retain_batches)
             retain_loss = _task_loss(model(x_r), y_r, dataset)
             with _running_stats_kept(model):
                 losses = _sample_losses(model(x_f), y_f, dataset)
             climb_loss = torch.clamp(losses, max=params.forget_target).mean()
-            _update(optimizer, retain_loss - params.forget_weight * climb_loss)
+            loss = retain_loss - params.forget_weight * climb_loss
+            _update(optimizer, loss)
+            loop.after(loss, len(y_f), epoch)
 
 
 @register_method("noise_reset")
@@ -74,12 +81,16 @@ def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, r
     as that; the forget forwards leave BatchNorm's running statistics alone. Off by default (see
     NoiseResetParams for what it bought and cost).
     """
+    climbs = params.forget_epochs > 0 and len(data.forget_ids) > 0
+    spent = sample_passes("noise_reset", params, data)
+    repair_passes = params.epochs * len(data.retain_ids)
+    first, second = run.stages([spent - repair_passes if climbs else 0.0, repair_passes])
     generator = torch.Generator(device=run.device)
     generator.manual_seed(run.seed_for(DRAWS))
     for weight in compared(model, last_layer_only=False).values():
         perturb(weight, params, generator)
-    if params.forget_epochs and len(data.forget_ids):
-        climb(model, data, params, run)
+    if climbs:
+        climb(model, data, params, run, first)
     _fit(
         model,
         data,
@@ -90,6 +101,6 @@ def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, r
         lr=params.lr,
         stage="retain",
         index=REPAIR,
-        progress=run.progress,
+        progress=second,
     )
     return model

@@ -247,6 +247,27 @@ def test_own_loops_report_progress_over_the_whole_run(
     assert {e.stage for e in events} == {"scrub"} and events[-1].epoch == 2
 
 
+def test_noise_reset_reports_its_climb_then_its_repair(
+    trained: torch.nn.Module, digits: ArrayDataset
+) -> None:
+    data = UnlearnData(
+        digits, random_forget_ids(digits.n_train, fraction=0.1, seed=0), recipe=RECIPE, arch=ARCH
+    )
+    params = {"epochs": 1, "forget_epochs": 2}
+    events: list[ProgressEvent] = []
+    run_method("noise_reset", trained, data, params, seed=0, progress=events.append)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    stages = [e.stage for e in events]
+    assert stages[0] == "climb" and stages[-1] == "retain" and stages == sorted(stages)  # climb, then retain
+    climbed = [e for e in events if e.stage == "climb"]
+    n_f = len(data.forget_ids)
+    assert climbed[-1].steps == 2 * math.ceil(n_f / 32) and climbed[-1].epoch == 2
+    # The climb's share of the run is its share of the sample-passes cost() counts.
+    share = 2 * (n_f + math.ceil(n_f / 32) * 32) / sample_passes("noise_reset", params, data)
+    assert climbed[-1].fraction == pytest.approx(share)
+
+
 def test_own_loops_are_seeded(trained: torch.nn.Module, forget_class: UnlearnData) -> None:
     params = {"epochs": 1, "lr": 0.01, "batch_size": 64, "alpha": 0.9}
     a = run_method("neggrad_plus", trained, forget_class, params, seed=4)
