@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import numpy as np
 import torch
@@ -161,11 +162,14 @@ class _StepCounter:
         self._handle.remove()
 
 
-def _task_loss(out: torch.Tensor, y: torch.Tensor, dataset: ArrayDataset) -> torch.Tensor:
-    """The trainer's loss: cross-entropy, or for regression the MSE of the first output."""
+def _task_loss(
+    out: torch.Tensor, y: torch.Tensor, dataset: ArrayDataset, reduction: Literal["mean", "none"] = "mean"
+) -> torch.Tensor:
+    """The trainer's loss: cross-entropy, or for regression the MSE of the first output; the batch mean, or
+    with reduction "none" each sample's."""
     if dataset.task == "regression":
-        return F.mse_loss(out.float().reshape(len(y), -1)[:, 0], y)
-    return F.cross_entropy(out, y)
+        return F.mse_loss(out.float().reshape(len(y), -1)[:, 0], y, reduction=reduction)
+    return F.cross_entropy(out, y, reduction=reduction)
 
 
 def _distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -6,10 +6,8 @@ Each method receives a private copy of the model from run() and may change it in
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ml.data.base import ArrayDataset
 from ml.methods.base import Run, UnlearnData, register_method
 from ml.methods.cost import sample_passes
 from ml.methods.loops import _augment, _fit, _Loop, _Rows, _running_stats_kept, _task_loss, _update
@@ -30,13 +28,6 @@ def perturb(weight: torch.Tensor, params: NoiseResetParams, generator: torch.Gen
     else:
         noise = torch.randn(weight.shape, generator=generator, device=weight.device, dtype=weight.dtype)
         weight.add_(torch.where(mask, noise * params.noise_scale * weight.std(), 0.0))
-
-
-def _sample_losses(out: torch.Tensor, y: torch.Tensor, dataset: ArrayDataset) -> torch.Tensor:
-    """_task_loss per sample: cross-entropy, or for regression the squared error of the first output."""
-    if dataset.task == "regression":
-        return (out.float().reshape(len(y), -1)[:, 0] - y) ** 2
-    return F.cross_entropy(out, y, reduction="none")
 
 
 def climb(
@@ -61,7 +52,7 @@ def climb(
             x_r, y_r = next(retain_batches)
             retain_loss = _task_loss(model(x_r), y_r, dataset)
             with _running_stats_kept(model):
-                losses = _sample_losses(model(x_f), y_f, dataset)
+                losses = _task_loss(model(x_f), y_f, dataset, reduction="none")
             climb_loss = torch.clamp(losses, max=params.forget_target).mean()
             loss = retain_loss - params.forget_weight * climb_loss
             _update(optimizer, loss)
