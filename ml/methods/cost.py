@@ -90,6 +90,12 @@ def _overfit(p: Any, n: int) -> float:
     return p.overfit_epochs * n + (p.overfit_epochs - 1) * n * FORWARD
 
 
+def _paired(n: int, other: int, batch_size: int) -> int:
+    """One pass over n rows in batches, each batch paired with a batch of min(batch_size, other) rows from a
+    cycling second set (NegGrad+'s retain pass, noise_reset's climb)."""
+    return n + math.ceil(n / batch_size) * min(batch_size, other)
+
+
 _Rule = Callable[[Any, Workload], float]
 
 _RULES: dict[str, _Rule] = {
@@ -108,9 +114,7 @@ _RULES: dict[str, _Rule] = {
         (w.n_forget + min(w.n_forget, w.n_retain)) * FORWARD + p.epochs * w.n_retain
     ),
     "gradient_ascent": lambda p, w: p.epochs * w.n_forget,
-    "neggrad_plus": lambda p, w: (
-        p.epochs * (w.n_retain + math.ceil(w.n_retain / p.batch_size) * min(p.batch_size, w.n_forget))
-    ),
+    "neggrad_plus": lambda p, w: p.epochs * _paired(w.n_retain, w.n_forget, p.batch_size),
     "random_label": lambda p, w: p.epochs * (w.n_retain + w.n_forget),
     "l1_sparse": lambda p, w: p.epochs * w.n_retain,
     "salun": lambda p, w: w.n_forget + p.epochs * (w.n_retain + w.n_forget),
@@ -124,8 +128,7 @@ _RULES: dict[str, _Rule] = {
         p.epochs * (_sample(p.retain_fraction, w.n_retain) + w.n_forget) * (1 + 2 * FORWARD)
     ),
     "noise_reset": lambda p, w: (
-        p.forget_epochs * (w.n_forget + math.ceil(w.n_forget / p.batch_size) * min(p.batch_size, w.n_retain))
-        + p.epochs * w.n_retain
+        p.forget_epochs * _paired(w.n_forget, w.n_retain, p.batch_size) + p.epochs * w.n_retain
     ),
 }
 
