@@ -72,15 +72,13 @@ def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, r
     as that; the forget forwards leave BatchNorm's running statistics alone. Off by default (see
     NoiseResetParams for what it bought and cost).
     """
-    climbs = params.forget_epochs > 0 and len(data.forget_ids) > 0
-    spent = sample_passes("noise_reset", params, data)
     repair_passes = params.epochs * len(data.retain_ids)
-    first, second = run.stages([spent - repair_passes if climbs else 0.0, repair_passes])
+    first, second = run.stages([sample_passes("noise_reset", params, data) - repair_passes, repair_passes])
     generator = torch.Generator(device=run.device)
     generator.manual_seed(run.seed_for(DRAWS))
     for weight in compared(model, last_layer_only=False).values():
         perturb(weight, params, generator)
-    if climbs:
+    if params.forget_epochs and len(data.forget_ids):
         climb(model, data, params, run, first)
     _fit(
         model,
