@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _Rows, _update
+from ml.methods.loops import _augment, _frozen, _Loop, _require_classes, _Rows, _update, retain_sample
 from ml.methods.params import BadTeacherParams
 from ml.methods.study import DRAWS, STAGE_1, STAGE_2
 from ml.models import build_model
@@ -34,9 +34,7 @@ def bad_teacher(model: nn.Module, data: UnlearnData, params: BadTeacherParams, r
         incompetent = build_model(data.arch, dataset.num_classes, dataset.in_channels)
     incompetent = incompetent.to(run.device).eval().requires_grad_(False)
     rng = np.random.default_rng(run.seed_for(DRAWS))
-    n_retain = len(data.retain_ids)
-    size = min(n_retain, max(1, round(params.retain_fraction * n_retain)))
-    sample = np.sort(rng.choice(data.retain_ids, size=size, replace=False))
+    sample = retain_sample(data, params.retain_fraction, rng)
     ids = np.concatenate([sample, data.forget_ids])
     is_forget = np.concatenate([np.zeros(len(sample), np.int64), np.ones(len(data.forget_ids), np.int64)])
     rows = _Rows(data, ids, run, index=STAGE_1, augment=_augment(data, params), labels=is_forget)

@@ -31,6 +31,9 @@ batch size, a method makes:
     noise_reset       forget_epochs x (n_f + ceil(n_f / B) x min(B, n_r)) + epochs x n_r: each forget batch of
                       the climb comes with a retain batch
 
+In the repairing methods (hybrid, the prune family, activation_reset, noise_reset) "epochs x n_r" is their
+repair, which runs over repair_share x n_r rows when that is below 1.
+
 Early stopping (the prune family's overfit_target) only ever ends a stage sooner, so its figure is an upper
 bound. Work that does not scale with the data (copying or building models, masks on weights) is free here.
 """
@@ -90,6 +93,11 @@ def _overfit(p: Any, n: int) -> float:
     return p.overfit_epochs * n + (p.overfit_epochs - 1) * n * FORWARD
 
 
+def repair_passes(p: Any, n_retain: int) -> int:
+    """A repair's work: epochs over its repair_share of the retain set (ml.methods.loops.repair_ids)."""
+    return p.epochs * _sample(p.repair_share, n_retain)
+
+
 def _paired(n: int, other: int, batch_size: int) -> int:
     """One pass over n rows in batches, each batch paired with a batch of min(batch_size, other) rows from a
     cycling second set (NegGrad+'s retain pass, noise_reset's climb)."""
@@ -104,14 +112,16 @@ _RULES: dict[str, _Rule] = {
     "finetune": lambda p, w: p.epochs * w.n_retain,
     "poison": lambda p, w: p.epochs * w.n_forget,
     "poison_full": lambda p, w: p.epochs * (w.n_retain + w.n_forget),
-    "hybrid": lambda p, w: p.poison_epochs * w.n_forget + p.epochs * w.n_retain,
-    "prune": lambda p, w: _overfit(p, w.n_forget) + p.epochs * w.n_retain,
-    "prune_last_layer": lambda p, w: _overfit(p, w.n_forget) + p.epochs * w.n_retain,
+    "hybrid": lambda p, w: p.poison_epochs * w.n_forget + repair_passes(p, w.n_retain),
+    "prune": lambda p, w: _overfit(p, w.n_forget) + repair_passes(p, w.n_retain),
+    "prune_last_layer": lambda p, w: _overfit(p, w.n_forget) + repair_passes(p, w.n_retain),
     "prune_complex": lambda p, w: (
-        _overfit(p, w.n_forget) + _overfit(p, _sample(p.retain_fraction, w.n_retain)) + p.epochs * w.n_retain
+        _overfit(p, w.n_forget)
+        + _overfit(p, _sample(p.retain_fraction, w.n_retain))
+        + repair_passes(p, w.n_retain)
     ),
     "activation_reset": lambda p, w: (
-        (w.n_forget + min(w.n_forget, w.n_retain)) * FORWARD + p.epochs * w.n_retain
+        (w.n_forget + min(w.n_forget, w.n_retain)) * FORWARD + repair_passes(p, w.n_retain)
     ),
     "gradient_ascent": lambda p, w: p.epochs * w.n_forget,
     "neggrad_plus": lambda p, w: p.epochs * _paired(w.n_retain, w.n_forget, p.batch_size),
@@ -128,7 +138,7 @@ _RULES: dict[str, _Rule] = {
         p.epochs * (_sample(p.retain_fraction, w.n_retain) + w.n_forget) * (1 + 2 * FORWARD)
     ),
     "noise_reset": lambda p, w: (
-        p.forget_epochs * _paired(w.n_forget, w.n_retain, p.batch_size) + p.epochs * w.n_retain
+        p.forget_epochs * _paired(w.n_forget, w.n_retain, p.batch_size) + repair_passes(p, w.n_retain)
     ),
 }
 

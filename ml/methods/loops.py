@@ -22,7 +22,7 @@ from ml.augment import Normalizer, build_augmenter
 from ml.data.base import ArrayDataset
 from ml.errors import Diverged
 from ml.methods.base import Run, UnlearnData
-from ml.methods.params import MethodParams
+from ml.methods.params import MethodParams, RepairParams
 from ml.specs import AugmentSpec
 from ml.trainer import (
     REPORT_SECONDS,
@@ -36,7 +36,7 @@ from ml.trainer import (
 )
 
 # A run's random streams, one per use, so changing one stage's length never shifts another's draws.
-STAGE_1, DRAWS, STAGE_2, REPAIR = range(4)
+STAGE_1, DRAWS, STAGE_2, REPAIR, REPAIR_DRAWS = range(5)
 
 
 def _fit(
@@ -86,6 +86,21 @@ def _fit(
 def _augment(data: UnlearnData, p: MethodParams) -> AugmentSpec | None:
     """The model recipe's augmentation when the params ask for it, as fit() takes it."""
     return data.recipe.augment if p.augment else None
+
+
+def retain_sample(data: UnlearnData, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A random share of the retain set (at least one row, at most all), drawn without replacement, sorted."""
+    n_retain = len(data.retain_ids)
+    size = min(n_retain, max(1, round(fraction * n_retain)))
+    return np.sort(rng.choice(data.retain_ids, size=size, replace=False))
+
+
+def repair_ids(data: UnlearnData, p: RepairParams, seed: int) -> np.ndarray:
+    """The retain rows a repair trains on: all of them, or a random repair_share of them drawn from `seed`
+    (the run's REPAIR_DRAWS stream), the same rows every repair epoch."""
+    if p.repair_share >= 1.0 or not len(data.retain_ids):
+        return data.retain_ids
+    return retain_sample(data, p.repair_share, np.random.default_rng(seed))
 
 
 def _require_forget(data: UnlearnData, method: str) -> None:

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.cost import sample_passes
-from ml.methods.loops import _augment, _fit, _Loop, _Rows, _running_stats_kept, _task_loss, _update
+from ml.methods.cost import repair_passes, sample_passes
+from ml.methods.loops import _augment, _Loop, _Rows, _running_stats_kept, _task_loss, _update
 from ml.methods.params import NoiseResetParams
-from ml.methods.study import DRAWS, REPAIR, STAGE_1, STAGE_2, compared, reinit_where
+from ml.methods.study import DRAWS, STAGE_1, STAGE_2, _repair, compared, reinit_where
 from ml.trainer import Progress, make_optimizer
 
 
@@ -72,24 +72,13 @@ def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, r
     as that; the forget forwards leave BatchNorm's running statistics alone. Off by default (see
     NoiseResetParams for what it bought and cost).
     """
-    repair_passes = params.epochs * len(data.retain_ids)
-    first, second = run.stages([sample_passes("noise_reset", params, data) - repair_passes, repair_passes])
+    repair = repair_passes(params, len(data.retain_ids))
+    first, second = run.stages([sample_passes("noise_reset", params, data) - repair, repair])
     generator = torch.Generator(device=run.device)
     generator.manual_seed(run.seed_for(DRAWS))
     for weight in compared(model, last_layer_only=False).values():
         perturb(weight, params, generator)
     if params.forget_epochs and len(data.forget_ids):
         climb(model, data, params, run, first)
-    _fit(
-        model,
-        data,
-        data.retain_ids,
-        params,
-        run,
-        epochs=params.epochs,
-        lr=params.lr,
-        stage="retain",
-        index=REPAIR,
-        progress=second,
-    )
+    _repair(model, data, params, run, second)
     return model

@@ -35,6 +35,7 @@ from ml.methods.base import run as run_method
 from ml.methods.beyond import l1_penalty, masked_decay, saliency_masks, wrong_labels
 from ml.methods.cost import sample_passes
 from ml.methods.gradient_ascent import ascending, ascent_lr
+from ml.methods.loops import REPAIR_DRAWS, repair_ids
 from ml.methods.pack_run import PACKED, PackedMethod, PackRun, register_packed
 from ml.methods.params import (
     FinetuneParams,
@@ -142,7 +143,7 @@ def _share(progress: Progress | None, start: float, width: float) -> Progress | 
 def _fit(
     models: list[nn.Module],
     data: UnlearnData,
-    ids: np.ndarray,
+    ids: np.ndarray | list[np.ndarray],
     p: MethodParams,
     pack: PackRun,
     *,
@@ -156,11 +157,12 @@ def _fit(
     weight_decay: float | None = None,
     prepare: Callable[[PackedNet], AbstractContextManager[object]] | None = None,
 ) -> list[TrainStats]:
-    """fit_packed with a method's optimiser settings: the packed form of the methods' own _fit."""
+    """fit_packed with a method's optimiser settings: the packed form of the methods' own _fit. `ids` are
+    every network's rows, or a list of each one's own."""
     return fit_packed(
         models,
         data.dataset,
-        [ids] * len(models),
+        ids if isinstance(ids, list) else [ids] * len(models),
         seeds=pack.seeds_for(index),
         epochs=epochs,
         lr=lr,
@@ -406,7 +408,7 @@ def repairing(name: str) -> PackedMethod:
         _fit(
             reset,
             data,
-            data.retain_ids,
+            [repair_ids(data, params, seed) for seed in pack.seeds_for(REPAIR_DRAWS)],
             params,
             pack,
             epochs=params.epochs,

@@ -48,6 +48,13 @@ class RepairParams(MethodParams):
 
     epochs: int = Field(5, ge=0, le=1000)
     lr: float = Field(0.001, gt=0, le=10)
+    repair_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of the retain set the repair trains on, drawn at random per run, the same rows "
+        "every repair epoch (1: all of it)",
+    )
 
 
 class HybridParams(RepairParams):

@@ -21,7 +21,8 @@ from torch import nn
 from ml.data.base import ArrayDataset
 from ml.logits import accuracy, logits
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import DRAWS, REPAIR, STAGE_1, STAGE_2, _fit
+from ml.methods.cost import repair_passes
+from ml.methods.loops import DRAWS, REPAIR, REPAIR_DRAWS, STAGE_1, STAGE_2, _fit, repair_ids, retain_sample
 from ml.methods.params import (
     ActivationResetParams,
     FinetuneParams,
@@ -90,11 +91,12 @@ def reinit_where(weight: torch.Tensor, mask: torch.Tensor) -> None:
 def _repair(
     model: nn.Module, data: UnlearnData, p: RepairParams, run: Run, progress: Progress | None
 ) -> None:
-    """Fine-tune on the retain set after a reset (the last stage of most methods)."""
+    """Fine-tune on the retain set after a reset (the last stage of most methods): all of it, or the run's
+    random repair_share of it."""
     _fit(
         model,
         data,
-        data.retain_ids,
+        repair_ids(data, p, run.seed_for(REPAIR_DRAWS)),
         p,
         run,
         epochs=p.epochs,
@@ -193,7 +195,7 @@ def poison_full(model: nn.Module, data: UnlearnData, params: PoisonFullParams, r
 def hybrid(model: nn.Module, data: UnlearnData, params: HybridParams, run: Run) -> nn.Module:
     """The study's two stage method: poison the forget set, then repair on the retain set."""
     n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
-    first, second = run.stages([n_forget * params.poison_epochs, n_retain * params.epochs])
+    first, second = run.stages([n_forget * params.poison_epochs, repair_passes(params, n_retain)])
     labels = random_labels(data.dataset, n_forget, np.random.default_rng(run.seed_for(DRAWS)))
     _fit(
         model,
@@ -275,7 +277,7 @@ def _selective_prune(
     model: nn.Module, data: UnlearnData, params: PruneParams, run: Run, last_layer_only: bool
 ) -> nn.Module:
     n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
-    first, second = run.stages([n_forget * params.overfit_epochs, n_retain * params.epochs])
+    first, second = run.stages([n_forget * params.overfit_epochs, repair_passes(params, n_retain)])
     twin = overfit(
         model,
         data,
@@ -312,12 +314,14 @@ def prune_last_layer(
 @register_method("prune_complex")
 def prune_complex(model: nn.Module, data: UnlearnData, params: PruneComplexParams, run: Run) -> nn.Module:
     """Re-initialise weights that neither the forget set nor a small retain sample needed to move."""
-    rng = np.random.default_rng(run.seed_for(DRAWS))
-    n_sample = max(1, round(params.retain_fraction * len(data.retain_ids)))
-    sample = np.sort(rng.choice(data.retain_ids, size=min(n_sample, len(data.retain_ids)), replace=False))
+    sample = retain_sample(data, params.retain_fraction, np.random.default_rng(run.seed_for(DRAWS)))
     n_forget, n_retain = len(data.forget_ids), len(data.retain_ids)
     first, second, third = run.stages(
-        [n_forget * params.overfit_epochs, len(sample) * params.overfit_epochs, n_retain * params.epochs]
+        [
+            n_forget * params.overfit_epochs,
+            len(sample) * params.overfit_epochs,
+            repair_passes(params, n_retain),
+        ]
     )
     forget_twin = overfit(
         model,

@@ -15,7 +15,7 @@ from ml.data import ArrayDataset, load_dataset
 from ml.data.forget import class_forget_ids, random_forget_ids
 from ml.errors import Cancelled
 from ml.logits import accuracy, logits
-from ml.methods import METHOD_SPECS, UnknownMethod, UnlearnData, Workload, cost, run_method
+from ml.methods import METHOD_SPECS, UnknownMethod, UnlearnData, Workload, cost, run_method, study
 from ml.methods.base import Run
 from ml.methods.beyond import dampen, saliency_masks, wrong_labels
 from ml.methods.cost import FORWARD, sample_passes
@@ -240,6 +240,33 @@ def test_noise_reset_climb_raises_the_forget_sets_loss_over_the_same_noise_alone
         assert accuracy(climbed, digits, data.forget_ids) < accuracy(plain, digits, data.forget_ids) == 1.0
 
 
+@pytest.mark.parametrize("name", ["noise_reset", "hybrid"])
+def test_a_repair_share_trains_every_repair_epoch_on_one_random_share_of_the_retain_set(
+    trained: torch.nn.Module, forget_random: UnlearnData, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    data = forget_random
+    seen: list[tuple[np.ndarray, int]] = []
+    real_fit = study._fit
+
+    def recording_fit(model, data, ids, p, run, **kwargs):  # noqa: ANN001, ANN202
+        if kwargs["stage"] == "retain":
+            seen.append((np.array(ids), kwargs["epochs"]))
+        return real_fit(model, data, ids, p, run, **kwargs)
+
+    monkeypatch.setattr(study, "_fit", recording_fit)
+    params = {"epochs": 2, "lr": 0.001, "repair_share": 0.25}
+    for seed in (0, 1):
+        run_method(name, trained, data, params, seed=seed)
+    run_method(name, trained, data, {**params, "repair_share": 1.0}, seed=0)
+    (first, epochs), (second, _), (whole, _) = seen
+    n_r = len(data.retain_ids)
+    assert epochs == 2 and len(first) == len(second) == round(0.25 * n_r)
+    assert np.isin(first, data.retain_ids).all() and len(np.unique(first)) == len(first)
+    assert not np.array_equal(first, second)  # each run its own draw
+    assert np.array_equal(whole, data.retain_ids)
+    assert sample_passes(name, params, data) == sample_passes(name, {**params, "epochs": 0}, data) + 2 * len(first)
+
+
 def test_own_loops_report_progress_over_the_whole_run(
     trained: torch.nn.Module, forget_class: UnlearnData
 ) -> None:
@@ -350,6 +377,9 @@ def test_every_method_has_a_budget_that_its_cost_follows() -> None:
     # noise_reset's climb: 10 forget rows in one batch of 32, paired with 32 retain rows, three times.
     assert sample_passes("noise_reset", {"forget_epochs": 3}, sizes) == 3 * (10 + 32) + 1000
     assert sample_passes("noise_reset", {}, sizes) == 1000
+    # A repair over a quarter of the retain set costs a quarter of one over all of it.
+    assert sample_passes("noise_reset", {"repair_share": 0.25}, sizes) == 250
+    assert sample_passes("hybrid", {"repair_share": 0.25}, sizes) == sample_passes("hybrid", {}, sizes) - 5 * 750
     assert cost("neggrad_plus", {}, sizes) == pytest.approx(5 * 1080 / (10 * 1000))
 
 
@@ -373,8 +403,13 @@ _UPPER_BOUNDS = {"prune", "prune_last_layer", "prune_complex"}
 
 @pytest.mark.parametrize(
     ("name", "extra"),
-    [*((name, {}) for name in sorted(METHOD_SPECS)), ("noise_reset", {"forget_epochs": 2})],
-    ids=[*sorted(METHOD_SPECS), "noise_reset-climb"],
+    [
+        *((name, {}) for name in sorted(METHOD_SPECS)),
+        ("noise_reset", {"forget_epochs": 2}),
+        ("noise_reset", {"forget_epochs": 1, "repair_share": 0.3}),
+        ("activation_reset", {"repair_share": 0.5}),
+    ],
+    ids=[*sorted(METHOD_SPECS), "noise_reset-climb", "noise_reset-share", "activation_reset-share"],
 )
 def test_cost_counts_the_samples_a_method_pushes_through_the_model(name: str, extra: dict[str, int]) -> None:
     tiny = subset(load_dataset("digits"), 60, 20)
