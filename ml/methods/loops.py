@@ -311,6 +311,37 @@ class _Loop:
             self._seen = 0
 
 
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _paired_steps(
+    model: nn.Module,
+    run: Run,
+    progress: Progress | None,
+    stage: str,
+    optimizer: torch.optim.Optimizer,
+    lead: _Rows,
+    follow: _Rows,
+    *,
+    epochs: int,
+    batch_size: int,
+    step_loss: Callable[[Batch, Batch], torch.Tensor],
+) -> None:
+    """epochs passes over `lead` in batches, each paired with the next batch of `follow` (which cycles) in one
+    optimiser step on step_loss(lead batch, follow batch): NegGrad+'s loop and noise_reset's climb, priced
+    by cost._paired."""
+    loop = _Loop(run, progress, stage, epochs * lead.batches(batch_size), epochs)
+    follow_batches = follow.endless(batch_size)
+    model.train()
+    for epoch in range(1, epochs + 1):
+        for x, y in lead.epoch(batch_size):
+            other = next(follow_batches)
+            loop.before()
+            loss = step_loss((x, y), other)
+            _update(optimizer, loss)
+            loop.after(loss, len(y), epoch)
+
+
 def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """One optimiser step on `loss`, as fit() takes it."""
     optimizer.zero_grad(set_to_none=True)

@@ -5,10 +5,19 @@ Each method receives a private copy of the model from run() and may change it in
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ml.methods.base import Run, UnlearnData, register_method
-from ml.methods.loops import _augment, _Loop, _require_forget, _Rows, _running_stats_kept, _task_loss, _update
+from ml.methods.loops import (
+    Batch,
+    _augment,
+    _paired_steps,
+    _require_forget,
+    _Rows,
+    _running_stats_kept,
+    _task_loss,
+)
 from ml.methods.params import NegGradPlusParams
 from ml.methods.study import STAGE_1, STAGE_2
 from ml.trainer import make_optimizer
@@ -44,21 +53,26 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, params: NegGradPlusParams,
     retain = _Rows(data, data.retain_ids, run, index=STAGE_1, augment=_augment(data, params))
     forget = _Rows(data, data.forget_ids, run, index=STAGE_2, augment=_augment(data, params))
     optimizer = make_optimizer(model, "sgd", params.lr, params.momentum, params.nesterov, params.weight_decay)
-    loop = _Loop(
-        run, run.progress, "neggrad_plus", params.epochs * retain.batches(params.batch_size), params.epochs
-    )
     weight = forget_weight(params, len(data.forget_ids), len(data.retain_ids))
     run.details["forget_weight"] = weight
-    forget_batches = forget.endless(params.batch_size)
-    model.train()
-    for epoch in range(1, params.epochs + 1):
-        for x_r, y_r in retain.epoch(params.batch_size):
-            x_f, y_f = next(forget_batches)
-            loop.before()
-            retain_loss = _task_loss(model(x_r), y_r, dataset)
-            with _running_stats_kept(model):
-                forget_loss = _task_loss(model(x_f), y_f, dataset)
-            loss = params.alpha * retain_loss - weight * forget_loss
-            _update(optimizer, loss)
-            loop.after(loss, len(y_r), epoch)
+
+    def step(retain_batch: Batch, forget_batch: Batch) -> torch.Tensor:
+        (x_r, y_r), (x_f, y_f) = retain_batch, forget_batch
+        retain_loss = _task_loss(model(x_r), y_r, dataset)
+        with _running_stats_kept(model):
+            forget_loss = _task_loss(model(x_f), y_f, dataset)
+        return params.alpha * retain_loss - weight * forget_loss
+
+    _paired_steps(
+        model,
+        run,
+        run.progress,
+        "neggrad_plus",
+        optimizer,
+        retain,
+        forget,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        step_loss=step,
+    )
     return model

@@ -10,7 +10,7 @@ from torch import nn
 
 from ml.methods.base import Run, UnlearnData, register_method
 from ml.methods.cost import repair_passes, sample_passes
-from ml.methods.loops import _augment, _Loop, _Rows, _running_stats_kept, _task_loss, _update
+from ml.methods.loops import Batch, _augment, _paired_steps, _Rows, _running_stats_kept, _task_loss
 from ml.methods.params import NoiseResetParams
 from ml.methods.study import DRAWS, STAGE_1, STAGE_2, _repair, compared, reinit_where
 from ml.trainer import Progress, make_optimizer
@@ -42,21 +42,26 @@ def climb(
     optimizer = make_optimizer(
         model, "sgd", params.forget_lr, params.momentum, params.nesterov, params.weight_decay
     )
-    retain_batches = retain.endless(params.batch_size)
-    steps = params.forget_epochs * forget.batches(params.batch_size)
-    loop = _Loop(run, progress, "climb", steps, params.forget_epochs)
-    model.train()
-    for epoch in range(1, params.forget_epochs + 1):
-        for x_f, y_f in forget.epoch(params.batch_size):
-            loop.before()
-            x_r, y_r = next(retain_batches)
-            retain_loss = _task_loss(model(x_r), y_r, dataset)
-            with _running_stats_kept(model):
-                losses = _task_loss(model(x_f), y_f, dataset, reduction="none")
-            climb_loss = torch.clamp(losses, max=params.forget_target).mean()
-            loss = retain_loss - params.forget_weight * climb_loss
-            _update(optimizer, loss)
-            loop.after(loss, len(y_f), epoch)
+
+    def step(forget_batch: Batch, retain_batch: Batch) -> torch.Tensor:
+        (x_f, y_f), (x_r, y_r) = forget_batch, retain_batch
+        retain_loss = _task_loss(model(x_r), y_r, dataset)
+        with _running_stats_kept(model):
+            losses = _task_loss(model(x_f), y_f, dataset, reduction="none")
+        return retain_loss - params.forget_weight * torch.clamp(losses, max=params.forget_target).mean()
+
+    _paired_steps(
+        model,
+        run,
+        progress,
+        "climb",
+        optimizer,
+        forget,
+        retain,
+        epochs=params.forget_epochs,
+        batch_size=params.batch_size,
+        step_loss=step,
+    )
 
 
 @register_method("noise_reset")
