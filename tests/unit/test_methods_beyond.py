@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,10 +249,10 @@ def test_a_repair_share_trains_every_repair_epoch_on_one_random_share_of_the_ret
     seen: list[tuple[np.ndarray, int]] = []
     real_fit = study._fit
 
-    def recording_fit(model, data, ids, p, run, **kwargs):  # noqa: ANN001, ANN202
+    def recording_fit(*args: Any, **kwargs: Any) -> Any:
         if kwargs["stage"] == "retain":
-            seen.append((np.array(ids), kwargs["epochs"]))
-        return real_fit(model, data, ids, p, run, **kwargs)
+            seen.append((np.array(args[2]), kwargs["epochs"]))  # (model, data, ids, params, run)
+        return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(study, "_fit", recording_fit)
     params = {"epochs": 2, "lr": 0.001, "repair_share": 0.25}
@@ -264,7 +265,9 @@ def test_a_repair_share_trains_every_repair_epoch_on_one_random_share_of_the_ret
     assert np.isin(first, data.retain_ids).all() and len(np.unique(first)) == len(first)
     assert not np.array_equal(first, second)  # each run its own draw
     assert np.array_equal(whole, data.retain_ids)
-    assert sample_passes(name, params, data) == sample_passes(name, {**params, "epochs": 0}, data) + 2 * len(first)
+    assert sample_passes(name, params, data) == sample_passes(name, {**params, "epochs": 0}, data) + 2 * len(
+        first
+    )
 
 
 def test_own_loops_report_progress_over_the_whole_run(
@@ -379,7 +382,9 @@ def test_every_method_has_a_budget_that_its_cost_follows() -> None:
     assert sample_passes("noise_reset", {}, sizes) == 1000
     # A repair over a quarter of the retain set costs a quarter of one over all of it.
     assert sample_passes("noise_reset", {"repair_share": 0.25}, sizes) == 250
-    assert sample_passes("hybrid", {"repair_share": 0.25}, sizes) == sample_passes("hybrid", {}, sizes) - 5 * 750
+    assert (
+        sample_passes("hybrid", {"repair_share": 0.25}, sizes) == sample_passes("hybrid", {}, sizes) - 5 * 750
+    )
     assert cost("neggrad_plus", {}, sizes) == pytest.approx(5 * 1080 / (10 * 1000))
 
 
