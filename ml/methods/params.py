@@ -333,10 +333,10 @@ class NoiseResetParams(RepairParams):
     step, then the repair runs as before. On that Fashion-MNIST subset at 10% (chosen on forget seed 12,
     measured on 14 to 17, which chose nothing): three passes at lr 0.01 up to loss 1.0 with the whole repair
     (0.176 of a retrain) took the pooled excess from 0.75 [0.62, 0.82] to 0.51 [0.37, 0.59]; two passes with
-    the repair over half the retain set (repair_share 0.49, 0.1 of a retrain) to 0.51 [0.38, 0.58], losing 0.7 to 1.0
-    points as the defaults lose 0.4 to 0.7. It is off by default: that is short of the target, and on digits,
-    where the defaults meet it, the climb is unmeasured. Without the repair the climb's damage stays (2.6
-    points and more). docs/target.md, "A climb on the forget set" and "A climb and half a repair".
+    the repair over half the retain set (repair_share 0.49, 0.1 of a retrain) to 0.51 [0.38, 0.58], losing
+    0.7 to 1.0 points as the defaults lose 0.4 to 0.7. It is off by default: that is short of the target, and
+    on digits, where the defaults meet it, the climb is unmeasured. Without the repair the climb's damage
+    stays (2.6 points and more). docs/target.md, "A climb on the forget set" and "A climb and half a repair".
 
     The former defaults, noise at 0.3 and lr 0.01, were chosen with every run starting from one original,
     where the figure is mostly that original's own draw (a model that never saw the forget set scores the
