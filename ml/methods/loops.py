@@ -22,6 +22,7 @@ from ml.augment import Normalizer, build_augmenter
 from ml.data.base import ArrayDataset
 from ml.errors import Diverged
 from ml.methods.base import Run, UnlearnData
+from ml.methods.cost import _sample
 from ml.methods.params import MethodParams, RepairParams
 from ml.specs import AugmentSpec
 from ml.trainer import (
@@ -89,9 +90,8 @@ def _augment(data: UnlearnData, p: MethodParams) -> AugmentSpec | None:
 
 
 def retain_sample(data: UnlearnData, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """A random share of the retain set (at least one row, at most all), drawn without replacement, sorted."""
-    n_retain = len(data.retain_ids)
-    size = min(n_retain, max(1, round(fraction * n_retain)))
+    """A random share of the retain set, drawn without replacement, sorted: as many rows as cost() prices."""
+    size = _sample(fraction, len(data.retain_ids))
     return np.sort(rng.choice(data.retain_ids, size=size, replace=False))
 
 
