@@ -27,7 +27,10 @@ be alone, and so do the N runs of every method that packs (ml.methods.packed.PAC
 seeds above): the same models as one by one, up to float rounding. Other methods run one by one. Each line
 gives the method's wall time for its N runs (`wall_seconds`; `seconds` is that per model) and the references'
 (`reference_seconds`); scoring (logits, accuracies) is not timed. With --cache DIR, groups trained before
-for the same setup are read back (`"cached": true`, with the wall time they took then).
+for the same setup are read back (`"cached": true`, with the wall time they took then). `by_difficulty` says
+where a group still differs from the references: the forget samples in five groups, hardest first by the
+references' mean hinge, each with both groups' mean statistic and the gap in the references' std
+(ml/metrics/difficulty.py).
 
 --original-without-forget is the control for what no unlearning method can remove: per fraction the
 original trains (same seed, same recipe) on the retain set only, so it never saw the forget set, and the
@@ -80,6 +83,7 @@ from ml.methods.auto import ProxyTarget, draw_proxies, proxy_evaluator, search
 from ml.methods.cost import Workload
 from ml.methods.packed import PACKED, run_packed
 from ml.methods.params import AutoParams, method_spec
+from ml.metrics.difficulty import by_difficulty
 from ml.metrics.epsilon import DEFAULT_DELTA, epsilon_hat, hinge_statistic
 from ml.metrics.resolution import epsilon_hat_smooth, excess_gaps, excess_interval, shared_replicates
 from ml.models import build_model
@@ -239,6 +243,10 @@ class Cache:
         if path:
             torch.save([m.state_dict() for m in models], path)
         return models
+
+
+DIFFICULTY_BINS = 5
+"""by_difficulty's groups: fifths of the forget set (fewer when it holds fewer samples)."""
 
 
 def number(value: float) -> float | str | None:
@@ -567,6 +575,10 @@ def main() -> None:
                         np.stack(refs), np.stack(outs), labels, delta=DEFAULT_DELTA
                     ).epsilon_hat,
                     "smooth": epsilon_hat_smooth(ref_stat, stat),
+                    "by_difficulty": [
+                        b.to_json()
+                        for b in by_difficulty(ref_stat, stat, bins=min(DIFFICULTY_BINS, len(forget)))
+                    ],
                     "test_accuracy": float(np.mean(tests)),
                     "test_drop": base_test - float(np.mean(tests)),
                     "test_accuracy_min": float(np.min(tests)),

@@ -51,6 +51,11 @@ def test_packed_groups_are_the_one_by_one_groups_and_the_cache_reads_them_back(t
         assert r["packed"] is True and r["cached"] is False and r["n_forget"] == 8
         assert r["excess_replicates"] == 1000 and 0 <= r["excess_unresolved"] <= 1000
         assert 0 <= r["test_accuracy"] <= 1 and r["budget"] > 0 and r["wall_seconds"] > 0
+        # Where the group differs from the references: the 8 forget samples in five groups, hardest first.
+        groups = r["by_difficulty"]
+        assert [g["n_samples"] for g in groups] == [2, 2, 2, 1, 1]
+        means = [g["reference_mean"] for g in groups]
+        assert means == sorted(means)
     # Retrain scored as the method: each replicate it resolves is exactly 0, the others open the ends.
     low, high = packed["retrain"]["excess_interval"]
     assert low in (0.0, "-inf") and high in (0.0, "inf")
