@@ -29,7 +29,7 @@ batch size, a method makes:
                       after; each back-off, rare, adds one more)
     bad_teacher       epochs x (s + n_f) x (1 + 2 FORWARD), s = retain_fraction x n_r (two teachers)
     noise_reset       forget_epochs x (n_f + ceil(n_f / B) x min(B, n_r)) + epochs x n_r: each forget batch of
-                      the climb comes with a retain batch
+                      the climb comes with a retain batch; weighted by rank, n_f x FORWARD more (the margins)
 
 In the repairing methods (hybrid, the prune family, activation_reset, noise_reset) "epochs x n_r" is their
 repair, which runs over repair_share x n_r rows when that is below 1.
@@ -138,7 +138,9 @@ _RULES: dict[str, _Rule] = {
         p.epochs * (_sample(p.retain_fraction, w.n_retain) + w.n_forget) * (1 + 2 * FORWARD)
     ),
     "noise_reset": lambda p, w: (
-        p.forget_epochs * _paired(w.n_forget, w.n_retain, p.batch_size) + repair_passes(p, w.n_retain)
+        p.forget_epochs * _paired(w.n_forget, w.n_retain, p.batch_size)
+        + (w.n_forget * FORWARD if p.forget_epochs and p.forget_weighting == "rank" else 0)
+        + repair_passes(p, w.n_retain)
     ),
 }
 

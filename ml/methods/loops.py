@@ -200,7 +200,8 @@ def _frozen(model: nn.Module) -> nn.Module:
 
 
 class _Rows:
-    """Training rows copied to the device once and served as normalised, optionally augmented batches."""
+    """Training rows copied to the device once and served as normalised, optionally augmented batches; rows
+    given weights say each served batch's in `taken_weights`."""
 
     def __init__(
         self,
@@ -211,10 +212,16 @@ class _Rows:
         index: int,
         augment: AugmentSpec | None,
         labels: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         dataset = data.dataset
         self.x = to_device(torch.from_numpy(np.ascontiguousarray(dataset.train_x[ids])), run.device)
         self.y = to_device(_targets(dataset, ids, labels), run.device)
+        self.weights = (
+            None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=run.device)
+        )
+        self.taken_weights: torch.Tensor | None = None
+        """With `weights` (one per row): those of the rows of the last batch served, in its order."""
         self.generator = torch.Generator(device=run.device)
         self.generator.manual_seed(run.seed_for(index))
         self.augmenter = build_augmenter(augment, self.generator)
@@ -260,6 +267,8 @@ class _Rows:
             # sample keeps the mean loss and its gradient unchanged.
             idx = idx.repeat(2)
         x = self.x.index_select(0, idx)
+        if self.weights is not None:
+            self.taken_weights = self.weights.index_select(0, idx)
         if self.augmenter is not None:
             x = self.augmenter(x)
         return self.normalise(x), self.y.index_select(0, idx)

@@ -5,14 +5,17 @@ Each method receives a private copy of the model from run() and may change it in
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from ml.logits import logits, predict
 from ml.methods.base import Run, UnlearnData, register_method
 from ml.methods.cost import repair_passes, sample_passes
 from ml.methods.loops import Batch, _augment, _paired_steps, _Rows, _running_stats_kept, _task_loss
 from ml.methods.params import NoiseResetParams
 from ml.methods.study import DRAWS, STAGE_1, STAGE_2, _repair, compared, reinit_where
+from ml.metrics.epsilon import hinge_statistic, regression_statistic
 from ml.trainer import Progress, make_optimizer
 
 
@@ -30,14 +33,43 @@ def perturb(weight: torch.Tensor, params: NoiseResetParams, generator: torch.Gen
         weight.add_(torch.where(mask, noise * params.noise_scale * weight.std(), 0.0))
 
 
+RANK_SLOPE, RANK_PIVOT = 2.5, 0.8
+"""forget_weighting "rank": a forget sample at rank quantile q of the margins climbs with weight
+RANK_SLOPE x (RANK_PIVOT - q) (NoiseResetParams says how they were chosen)."""
+
+
+def margins(model: nn.Module, data: UnlearnData, run: Run) -> np.ndarray:
+    """How sure `model` is of each forget sample: the hinge of its logits (a regressor: -|error|), the
+    statistic epsilon-hat compares."""
+    dataset, ids = data.dataset, data.forget_ids
+    targets = dataset.train_y[ids]
+    if dataset.task == "regression":
+        return regression_statistic(predict(model, dataset, ids, device=run.device)[None], targets)[0]
+    return hinge_statistic(logits(model, dataset, ids, device=run.device)[None], targets)[0]
+
+
+def rank_weights(margins: np.ndarray) -> np.ndarray:
+    """Each sample's climb weight from its margin's rank among all: RANK_SLOPE x (RANK_PIVOT - q), q = (rank +
+    0.5) / n from the least sure (weight 2 at the bottom, 0.75 on average) to the surest, whose weight is
+    negative past RANK_PIVOT (its loss descends). Ties rank in the forget set's order."""
+    rank = np.argsort(np.argsort(np.asarray(margins), kind="stable"), kind="stable")
+    q = (rank + 0.5) / len(rank)
+    return (RANK_SLOPE * (RANK_PIVOT - q)).astype(np.float32)
+
+
 def climb(
-    model: nn.Module, data: UnlearnData, params: NoiseResetParams, run: Run, progress: Progress | None
+    model: nn.Module,
+    data: UnlearnData,
+    params: NoiseResetParams,
+    run: Run,
+    progress: Progress | None,
+    weights: np.ndarray | None = None,
 ) -> None:
     """forget_epochs passes over the forget set, each forget batch paired with the next retain batch in one step
     that descends the retain loss and climbs forget_weight x the forget samples' losses, each clamped at
-    forget_target (no gradient from a sample past it)."""
+    forget_target (no gradient from a sample past it) and, given `weights`, times its own."""
     dataset = data.dataset
-    forget = _Rows(data, data.forget_ids, run, index=STAGE_1, augment=_augment(data, params))
+    forget = _Rows(data, data.forget_ids, run, index=STAGE_1, augment=_augment(data, params), weights=weights)
     retain = _Rows(data, data.retain_ids, run, index=STAGE_2, augment=_augment(data, params))
     optimizer = make_optimizer(
         model, "sgd", params.forget_lr, params.momentum, params.nesterov, params.weight_decay
@@ -47,8 +79,12 @@ def climb(
         (x_f, y_f), (x_r, y_r) = forget_batch, retain_batch
         retain_loss = _task_loss(model(x_r), y_r, dataset)
         with _running_stats_kept(model):
-            losses = _task_loss(model(x_f), y_f, dataset, reduction="none")
-        return retain_loss - params.forget_weight * torch.clamp(losses, max=params.forget_target).mean()
+            losses = torch.clamp(
+                _task_loss(model(x_f), y_f, dataset, reduction="none"), max=params.forget_target
+            )
+        if forget.taken_weights is not None:
+            losses = losses * forget.taken_weights
+        return retain_loss - params.forget_weight * losses.mean()
 
     _paired_steps(
         model,
@@ -79,11 +115,15 @@ def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, r
     """
     repair = repair_passes(params, len(data.retain_ids))
     first, second = run.stages([sample_passes("noise_reset", params, data) - repair, repair])
+    climbs = bool(params.forget_epochs and len(data.forget_ids))
+    weights = (
+        rank_weights(margins(model, data, run)) if climbs and params.forget_weighting == "rank" else None
+    )
     generator = torch.Generator(device=run.device)
     generator.manual_seed(run.seed_for(DRAWS))
     for weight in compared(model, last_layer_only=False).values():
         perturb(weight, params, generator)
-    if params.forget_epochs and len(data.forget_ids):
-        climb(model, data, params, run, first)
+    if climbs:
+        climb(model, data, params, run, first, weights)
     _repair(model, data, params, run, second)
     return model

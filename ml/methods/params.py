@@ -372,6 +372,11 @@ class NoiseResetParams(RepairParams):
     forget_weight: float = Field(
         1.0, gt=0, le=100, description="the climb's forget loss against its paired retain batch's (weight 1)"
     )
+    forget_weighting: Literal["uniform", "rank"] = Field(
+        "uniform",
+        description="rank: each forget sample climbs by where the original model's margin on it ranks among the "
+        "forget set's, the least sure hardest and the surest fifth descending (noise_reset.rank_weights)",
+    )
 
 
 class AutoParams(Strict):

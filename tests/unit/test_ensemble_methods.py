@@ -78,6 +78,8 @@ def weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
         # A repair over a share of the retain set: each network its own share. At lr 0.01 one thread's run of seed
         # 10,000 amplifies the pack's rounding to 3e-3 (two threads': 1e-6); at 0.002, 5e-7 on both.
         ("noise_reset", {"epochs": 2, "lr": 0.002, "forget_epochs": 1, "repair_share": 0.5}),
+        # Weighted by rank: each network reads its original's margins in its own run.
+        ("noise_reset", {"epochs": 1, "lr": 0.002, "forget_epochs": 1, "forget_weighting": "rank"}),
         (
             "scrub",
             {
