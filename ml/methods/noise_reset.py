@@ -110,8 +110,9 @@ def noise_reset(model: nn.Module, data: UnlearnData, params: NoiseResetParams, r
 
     Ours: with forget_epochs, a climb between the noise and the repair (climb()): NegGrad+'s paired step with
     each forget sample's loss clamped at forget_target, so a sample stops being pushed once it is as unsure
-    as that; the forget forwards leave BatchNorm's running statistics alone. Off by default (see
-    NoiseResetParams for what it bought and cost).
+    as that; the forget forwards leave BatchNorm's running statistics alone. With forget_weighting "rank",
+    each sample's loss weighed by rank_weights() of the original's margins, read before the noise. Off by
+    default (see NoiseResetParams for what it bought and cost).
     """
     repair = repair_passes(params, len(data.retain_ids))
     first, second = run.stages([sample_passes("noise_reset", params, data) - repair, repair])

@@ -338,6 +338,16 @@ class NoiseResetParams(RepairParams):
     on digits, where the defaults meet it, the climb is unmeasured. Without the repair the climb's damage
     stays (2.6 points and more). docs/target.md, "A climb on the forget set" and "A climb and half a repair".
 
+    forget_weighting "rank" weighs each sample's climb by the rank of the original's margin on it among the
+    forget set's (noise_reset.rank_weights: about 2 for the least sure, negative for the surest fifth), because
+    the trace a climb leaves is on the hard samples, which retrained models get wrong, while a uniform climb
+    pushes the easy ones past the references (docs/target.md, "Where the trace is left"). On the same subset
+    at 10%, two passes at forget_lr 0.015 with the repair over 45% of the retain set (0.099 of a retrain;
+    chosen on forget seeds 12 and 15, measured on 14, 16 and 17): the hardest fifth's gap fell from 1.4 to
+    2.0 std to 0.9 to 1.4, but the pooled excess only from 0.50 [0.37, 0.62] to 0.48 [0.26, 0.53], losing 1.3
+    to 1.8 points against 1.1 to 1.4: epsilon-hat is the median sample's, and the middle fifth barely moved.
+    Off by default.
+
     The former defaults, noise at 0.3 and lr 0.01, were chosen with every run starting from one original,
     where the figure is mostly that original's own draw (a model that never saw the forget set scores the
     same; docs/target.md, "The floor of one original"): there the heavier noise scored better because it
