@@ -30,7 +30,8 @@ class DifficultyBin:
     unlearned_std: float
     gap: float
     """Mean over the group's samples of (unlearned mean - reference mean) / reference std; a sample whose
-    references all agree (std 0) counts with the group's mean reference std instead."""
+    references all agree (std 0) counts with the group's mean reference std instead, or with 1 when every
+    sample of the group has std 0."""
 
     def to_json(self) -> dict[str, float | int]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
