@@ -55,6 +55,45 @@ def test_a_proposal_is_cut_to_the_budget_or_refused() -> None:
     }
 
 
+def test_a_climb_that_does_not_fit_beside_a_whole_repair_gets_the_largest_share_that_does() -> None:
+    """The Fashion-MNIST subset's shape: 900 retain, 100 forget, 10 epochs. Two climbing passes (228 rows
+    each: 100 forget, four retain batches of 32) leave 444 of the 900 passes 0.1 buys: a share of 0.49."""
+    work = Workload(n_retain=900, n_forget=100, recipe=Recipe(epochs=10))
+    climb = {"epochs": 3, "lr": 0.005, "forget_epochs": 2, "forget_lr": 0.01, "repair_share": 1.0}
+    cut = fit_to_budget("noise_reset", climb, work, 0.1)
+    assert cut == {**climb, "epochs": 1, "repair_share": 0.49}
+    assert cost("noise_reset", cut, work) <= 0.1 < cost("noise_reset", {**cut, "repair_share": 0.5}, work)
+    # Three passes leave 216 rows: under a quarter of the retain set, the least repair the search runs.
+    assert fit_to_budget("noise_reset", {**climb, "forget_epochs": 3}, work, 0.1) is None
+    # A share that fits is kept, and one epoch at the whole share is not cut.
+    assert fit_to_budget("noise_reset", {**climb, "epochs": 1, "repair_share": 0.3}, work, 0.1) == {
+        **climb,
+        "epochs": 1,
+        "repair_share": 0.3,
+    }
+    alone = {"epochs": 1, "lr": 0.005, "forget_epochs": 0, "repair_share": 1.0}
+    assert fit_to_budget("noise_reset", alone, work, 0.1) == alone
+
+
+def test_the_search_proposes_climbs_weighted_either_way_and_keeps_each_within_the_budget() -> None:
+    """A landscape where noise_reset is best with two passes weighted by rank: the search, which starts from
+    the defaults (no climb), finds it and every trial it ran fits the budget."""
+    work = Workload(n_retain=900, n_forget=100, recipe=Recipe(epochs=10))
+    ran: list[dict] = []
+
+    def evaluate(method: str, params: dict) -> TrialScore:
+        ran.append(params)
+        off = abs(params["forget_epochs"] - 2) + (0.0 if params["forget_weighting"] == "rank" else 1.0)
+        return TrialScore(1.0 + off, 0.0)
+
+    result = search(evaluate, work, AutoParams(trials=30), methods=["noise_reset"], seed=0)
+    assert ran[0]["forget_epochs"] == 0 and ran[0]["repair_share"] == 1.0
+    assert {p["forget_weighting"] for p in ran} == {"uniform", "rank"}
+    assert all(cost("noise_reset", p, work) <= 0.1 for p in ran)
+    assert result.params["forget_epochs"] == 2 and result.params["forget_weighting"] == "rank"
+    assert result.score == 1.0 and 0.25 <= result.params["repair_share"] <= 0.49
+
+
 def test_the_search_finds_the_best_method_of_a_known_landscape_within_budget_and_tolerance() -> None:
     """A landscape where neggrad_plus scores best but loses too much accuracy above lr 0.01."""
     seen: list[tuple[str, dict]] = []
@@ -115,8 +154,11 @@ def test_every_searched_method_and_range_is_valid_for_its_params_model() -> None
 
     for method, knobs in SPACE.items():
         spec = method_spec(method)
-        for point in ("low", "high"):
-            values = {name: (int if k.integer else float)(getattr(k, point)) for name, k in knobs.items()}
+        for end in (0, -1):
+            values = {
+                name: k.choices[end] if k.choices else (int if k.integer else float)((k.low, k.high)[end])
+                for name, k in knobs.items()
+            }
             spec.params.model_validate(values)
         for name, knob in knobs.items():
             for value in knob.choices:
