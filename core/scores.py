@@ -27,7 +27,7 @@ from ml.metrics.epsilon import (
     epsilon_hat,
     epsilon_hat_regression,
     hinge_statistic,
-    regression_statistic,
+    statistic,
 )
 from ml.metrics.resolution import resolution
 from ml.metrics.seed_layout import RETAIN_FILE, SeedLayoutError, list_approaches, load_approach
@@ -74,19 +74,16 @@ def _score_npz(archive: zipfile.ZipFile, delta: float, bootstrap: int | None) ->
     reference, unlearned = (_array(archive, f"{key}.npy") for key in NPZ_ARRAYS)
     try:
         if "targets.npy" in names:
-            targets = _array(archive, "targets.npy")
-            result = epsilon_hat_regression(reference, unlearned, targets, delta=delta)
-            ref_stat, unl_stat = (
-                regression_statistic(reference, targets),
-                regression_statistic(unlearned, targets),
-            )
+            task, truth = "regression", _array(archive, "targets.npy")
+            result = epsilon_hat_regression(reference, unlearned, truth, delta=delta)
         elif "labels.npy" in names:
-            labels = _array(archive, "labels.npy")
-            result = epsilon_hat(reference, unlearned, labels, delta=delta)
-            ref_stat, unl_stat = hinge_statistic(reference, labels), hinge_statistic(unlearned, labels)
+            task, truth = "classification", _array(archive, "labels.npy")
+            result = epsilon_hat(reference, unlearned, truth, delta=delta)
         else:
             raise InvalidInput("file", "file: the .npz needs `labels` (classes) or `targets` (regression)")
-        return figures(result, ref_stat, unl_stat, bootstrap)
+        return figures(
+            result, statistic(reference, truth, task), statistic(unlearned, truth, task), bootstrap
+        )
     except ValueError as exc:
         raise InvalidInput("file", f"file: {exc}") from None
 

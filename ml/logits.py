@@ -107,6 +107,21 @@ def predict(
     return out.argmax(axis=1).astype(np.int64)
 
 
+def scored_outputs(
+    model: nn.Module,
+    dataset: ArrayDataset,
+    ids: np.ndarray | None,
+    *,
+    split: Split = "train",
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """What epsilon-hat scores a model by (ml.metrics.epsilon.statistic): logits [n, C] for a classifier,
+    predictions in the targets' units [n] for a regressor."""
+    if dataset.task == "regression":
+        return predict(model, dataset, ids, split=split, device=device)
+    return logits(model, dataset, ids, split=split, device=device)
+
+
 def _targets(dataset: ArrayDataset, ids: np.ndarray | None, split: Split) -> np.ndarray:
     _, y = _split(dataset, split)
     return y[_rows(y, ids)]

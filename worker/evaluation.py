@@ -16,7 +16,7 @@ from core.evaluations import usable_reference_runs
 from core.jobs import audit
 from core.settings import get_settings
 from core.tables import Dataset, Evaluation, Job, JobStatus, Model, ReferenceSet, Run, Study, utcnow
-from ml.logits import evaluate, logits, predict
+from ml.logits import evaluate, logits, scored_outputs
 from ml.methods.cost import Workload, cost
 from ml.methods.packed import run_packed
 from ml.metrics.divergence import mean_kl
@@ -24,9 +24,8 @@ from ml.metrics.epsilon import (
     EpsilonResult,
     epsilon_hat,
     epsilon_hat_regression,
-    hinge_statistic,
     json_number,
-    regression_statistic,
+    statistic,
 )
 from ml.metrics.mia import mia_efficacy
 from ml.metrics.neurips import MIN_MODELS, neurips_score
@@ -69,9 +68,7 @@ def labels_key(rs_id: str) -> str:
 
 def _forget_outputs(done: Trained, ctx: JobContext) -> np.ndarray:
     """Forget-set logits [n, C]; for regression, predictions in the targets' units [n]."""
-    if done.data.task == "regression":
-        return predict(done.net, done.data, done.udata.forget_ids, device=ctx.device)
-    return logits(done.net, done.data, done.udata.forget_ids, device=ctx.device)
+    return scored_outputs(done.net, done.data, done.udata.forget_ids, device=ctx.device)
 
 
 MIA_SAMPLES = 2000
@@ -217,14 +214,13 @@ def score_runs(
         if regression
         else ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_efficacy")
     )
+    ref_stat, unl_stat = statistic(ref_out, labels, task), statistic(unl_out, labels, task)
     if regression:
         eps = epsilon_hat_regression(ref_out, unl_out, labels, delta=delta)
-        ref_stat, unl_stat = regression_statistic(ref_out, labels), regression_statistic(unl_out, labels)
         neurips = kl = None
     else:
         kl = mean_kl(ref_out, unl_out)
         eps = epsilon_hat(ref_out, unl_out, labels, delta=delta)
-        ref_stat, unl_stat = hinge_statistic(ref_out, labels), hinge_statistic(unl_out, labels)
         neurips = (
             None
             if min(len(refs), len(unls)) < MIN_MODELS

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.logits import logits, predict
+from ml.logits import scored_outputs
 from ml.methods.base import Run, UnlearnData, register_method
 from ml.methods.cost import repair_passes, sample_passes
 from ml.methods.loops import Batch, _augment, _paired_steps, _Rows, _running_stats_kept, _task_loss
 from ml.methods.params import NoiseResetParams
 from ml.methods.study import DRAWS, STAGE_1, STAGE_2, _repair, compared, reinit_where
-from ml.metrics.epsilon import hinge_statistic, regression_statistic
+from ml.metrics.epsilon import statistic
 from ml.trainer import Progress, make_optimizer
 
 
@@ -42,10 +42,8 @@ def margins(model: nn.Module, data: UnlearnData, run: Run) -> np.ndarray:
     """How sure `model` is of each forget sample: the hinge of its logits (a regressor: -|error|), the
     statistic epsilon-hat compares."""
     dataset, ids = data.dataset, data.forget_ids
-    targets = dataset.train_y[ids]
-    if dataset.task == "regression":
-        return regression_statistic(predict(model, dataset, ids, device=run.device)[None], targets)[0]
-    return hinge_statistic(logits(model, dataset, ids, device=run.device)[None], targets)[0]
+    outputs = scored_outputs(model, dataset, ids, device=run.device)
+    return statistic(outputs[None], dataset.train_y[ids], dataset.task)[0]
 
 
 def rank_weights(margins: np.ndarray) -> np.ndarray:

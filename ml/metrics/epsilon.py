@@ -196,6 +196,14 @@ def regression_statistic(predictions: np.ndarray, targets: np.ndarray) -> np.nda
     return -np.abs(p - t[None, :])
 
 
+def statistic(outputs: np.ndarray, truth: np.ndarray, task: str) -> np.ndarray:
+    """The per-model statistic epsilon-hat compares for a data set's task: the hinge of classifiers' logits
+    [M, n, C] with labels [n], or a regressor's -|error| from predictions [M, n] with targets [n]."""
+    if task == "regression":
+        return regression_statistic(outputs, truth)
+    return hinge_statistic(outputs, truth)
+
+
 def gaussian_likelihood_ratios(reference: np.ndarray, unlearned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Score of every value: N(x; unlearned fit) / N(x; reference fit) per sample: [M_r, n], [M_u, n] -> same.
 

@@ -23,6 +23,7 @@ from ml.metrics.epsilon import (
     nanmedian_rows,
     per_sample_epsilons,
     regression_statistic,
+    statistic,
 )
 from ml.metrics.seed_layout import load_approach
 from tests.epsilon_reference import (
@@ -309,3 +310,13 @@ def test_published_logits_match_loop_on_a_slice(approach: str) -> None:
         epsilon_hat(data.reference_logits, data.unlearned_logits, data.labels).per_sample[sl],
         per_sample_epsilons_loop(ref, unl, 0.05),
     )
+
+
+def test_the_statistic_follows_the_task() -> None:
+    """A classifier's hinge (true logit over the best other) and a regressor's -|error|, per model."""
+    logits_ = np.array([[[2.0, 0.5, 1.0]], [[0.0, 3.0, 1.0]]])
+    assert statistic(logits_, np.array([0]), "classification").tolist() == [[1.0], [-3.0]]
+    predictions = np.array([[1.5, 4.0]])
+    assert statistic(predictions, np.array([2.0, 3.0]), "regression").tolist() == [[-0.5, -1.0]]
+    with pytest.raises(ValueError, match="models, samples, classes"):
+        statistic(predictions, np.array([0, 1]), "classification")
