@@ -60,6 +60,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,7 @@ from ml.data.forget import random_forget_ids
 from ml.ensemble import CPU_PACK_SIZE
 from ml.logits import accuracy, logits
 from ml.methods import UnlearnData, cost, run_method
-from ml.methods.auto import ProxyTarget, draw_proxies, proxy_evaluator, search
+from ml.methods.auto import SPACE, ProxyTarget, draw_proxies, proxy_evaluator, search
 from ml.methods.cost import Workload
 from ml.methods.packed import PACKED, run_packed
 from ml.methods.params import AutoParams, method_spec
@@ -163,6 +164,15 @@ def method_runs(
     return models, time.perf_counter() - start, packed
 
 
+def search_key(settings: AutoParams) -> dict[str, Any]:
+    """What a stored auto search is keyed by besides the forget set: its settings and the space it searched."""
+    return {
+        "method": "auto_search",
+        "settings": settings.model_dump(mode="json"),
+        "space": {m: {k: asdict(knob) for k, knob in knobs.items()} for m, knobs in SPACE.items()},
+    }
+
+
 class Cache:
     """--cache DIR: groups already trained for the same setup are read back instead of trained again.
 
@@ -170,7 +180,8 @@ class Cache:
     test accuracies and wall seconds, keyed by everything that makes it: the data set and its subset, the
     recipe, the architecture, the forget set's draw and fraction, N, the method and its params with their
     defaults filled in (so a changed default is trained anew); the original model is stored as its weights,
-    and the auto search's choice as JSON, keyed by its settings. Without a directory nothing is stored.
+    and the auto search's choice as JSON, keyed by its settings and the space it searched (so a widened
+    space searches anew). Without a directory nothing is stored.
     """
 
     def __init__(self, folder: str | None, setup: dict[str, Any]) -> None:
@@ -526,8 +537,7 @@ def main() -> None:
                     searched_choice,
                     **group,
                     **control,
-                    method="auto_search",
-                    settings=auto_settings.model_dump(mode="json"),
+                    **search_key(auto_settings),
                 )
                 runs["auto"] = (choice["chosen_method"], choice["params"])
                 emit(
