@@ -44,7 +44,8 @@ varies by original as the references vary by seed, and what is left to tell them
 set left in the models (the per-example attacks of Hayes et al. 2024 draw their unlearned models this way).
 It costs N originals besides the N references. Lines carry `"originals": N`. With --auto the search runs
 once, on the first of them (seed --original-seed), and its winner runs from each: the service searches per
-model, and N searches are out of reach here; the search line says which original it searched on.
+model, and N searches are out of reach here; the search line says which original it searched on, and its
+`trial_log` each trial's method, params, cost, score on the proxies and test accuracy drop.
 
     python benchmarks/bench_auto.py --fractions 0.005,0.02,0.1 --n-models 6 \\
         --methods retrain,finetune,gradient_ascent,neggrad_plus,salun,ssd
@@ -530,6 +531,13 @@ def main() -> None:
                     return {
                         **{k: v for k, v in result.items() if k != "trials"},
                         "trials": len(result["trials"]),
+                        "trial_log": [
+                            {
+                                k: t[k]
+                                for k in ("method", "params", "cost", "score", "accuracy_drop", "feasible")
+                            }
+                            for t in result["trials"]
+                        ],
                         "search_seconds": round(time.perf_counter() - search_started, 1),
                     }
 
@@ -547,6 +555,7 @@ def main() -> None:
                         "auto_search": {k: choice[k] for k in ("chosen_method", "params", "score")},
                         "searched_on_seed": args.original_seed,
                         "trials": choice["trials"],
+                        "trial_log": choice.get("trial_log"),  # searches stored before it was kept: null
                         "search_seconds": choice["search_seconds"],
                         "cached": cached,
                     }

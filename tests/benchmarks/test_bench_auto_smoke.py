@@ -111,10 +111,17 @@ def test_with_originals_each_run_starts_from_its_own_original(tmp_path: Path) ->
     assert searched["searched_on_seed"] == 20000 and searched["trials"] <= 2 and searched["cached"] is False
     (winner,) = [r for r in auto if r.get("method") == "auto"]
     assert winner["originals"] == 2 and winner["ran"] == searched["auto_search"]["chosen_method"]
+    log = searched["trial_log"]  # every trial, the one chosen among them
+    ran = [t for t in log if t["score"] is not None]
+    assert len(log) == searched["trials"] and ran and all(t["cost"] <= 0.1 for t in ran)
+    feasible = [t for t in ran if t["feasible"]]
+    best = min(feasible, key=lambda t: t["score"]) if feasible else min(ran, key=lambda t: t["accuracy_drop"])
+    assert (best["method"], best["score"]) == (winner["ran"], searched["auto_search"]["score"])
     # The choice is stored with the groups: a second run reads it back instead of searching again.
     again = _run("--cache", str(tmp_path), "--originals", "--auto", "--auto-params", search)
     (reread,) = [r for r in again if "auto_search" in r]
     assert reread["cached"] is True and reread["auto_search"] == searched["auto_search"]
+    assert reread["trial_log"] == log
     assert [r["cached"] for r in again if r.get("method") == "auto"] == [True]
 
 
