@@ -22,8 +22,7 @@ from ml.methods.packed import run_packed
 from ml.metrics.divergence import mean_kl
 from ml.metrics.epsilon import (
     EpsilonResult,
-    epsilon_hat,
-    epsilon_hat_regression,
+    epsilon_from_statistics,
     json_number,
     statistic,
 )
@@ -215,12 +214,11 @@ def score_runs(
         else ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_efficacy")
     )
     ref_stat, unl_stat = statistic(ref_out, labels, task), statistic(unl_out, labels, task)
+    eps = epsilon_from_statistics(ref_stat, unl_stat, delta=delta)  # epsilon_hat(_regression) of the outputs
     if regression:
-        eps = epsilon_hat_regression(ref_out, unl_out, labels, delta=delta)
         neurips = kl = None
     else:
         kl = mean_kl(ref_out, unl_out)
-        eps = epsilon_hat(ref_out, unl_out, labels, delta=delta)
         neurips = (
             None
             if min(len(refs), len(unls)) < MIN_MODELS
